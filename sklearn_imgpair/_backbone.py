@@ -1,0 +1,194 @@
+"""Build timm backbones from random, hub or local weights, with clear offline errors."""
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import timm
+import torch
+from timm.data import resolve_model_data_config
+
+__all__ = ["create_backbone", "resolve_preprocessing"]
+
+_HUB_PROBE_TIMEOUT = 3.0
+_TRUE_STRINGS = {"1", "true", "yes", "on"}
+
+
+def _offline_by_environment():
+    return any(
+        os.environ.get(name, "").strip().lower() in _TRUE_STRINGS
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _hub_reachable(timeout=_HUB_PROBE_TIMEOUT):
+    """Return True if the Hugging Face Hub answers a TCP connection quickly."""
+    if _offline_by_environment():
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_weights_file(pretrained_cfg):
+    """Return a local copy of a model's pretrained weights, or None.
+
+    Looks in the Hugging Face cache (where timm stores hub downloads) and in
+    torch hub's checkpoint folder (where timm stores URL downloads).
+    """
+    hf_hub_id = pretrained_cfg.get("hf_hub_id")
+    if hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, _, revision = hf_hub_id.partition("@")
+        candidates = [pretrained_cfg.get("hf_hub_filename"), "model.safetensors",
+                      "pytorch_model.bin", "open_clip_model.safetensors"]
+        for filename in filter(None, candidates):
+            path = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+            if isinstance(path, str) and os.path.isfile(path):
+                return path
+    url = pretrained_cfg.get("url")
+    if url:
+        path = os.path.join(
+            torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path)
+        )
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _offline_message(model_name):
+    return (
+        f"Pretrained weights for {model_name!r} are not in the local cache and the "
+        "model hub cannot be reached (offline, or HF_HUB_OFFLINE is set). Pass "
+        "weights_path='path/to/weights.safetensors' (or .pth) with a local "
+        "checkpoint of this backbone, or pretrained=False to start from random "
+        "weights."
+    )
+
+
+def create_backbone(model_name, *, pretrained=False, weights_path=None,
+                    image_size=None, model_kwargs=None):
+    """Create a timm feature extractor with no classification head.
+
+    Parameters
+    ----------
+    model_name : str
+        Any name :func:`timm.create_model` accepts, e.g.
+        ``"swin_tiny_patch4_window7_224"``.
+    pretrained : bool, default=False
+        Load the model's pretrained weights: from the local cache if present,
+        else from the model hub. Ignored when ``weights_path`` is given.
+    weights_path : str or path-like, default=None
+        Local ``.pth``, ``.bin`` or ``.safetensors`` checkpoint of the
+        backbone. timm's checkpoint filter adapts it to ``image_size`` and
+        drops a classifier head it may hold.
+    image_size : int, default=None
+        Input side length, passed to timm as ``img_size`` for models whose
+        architecture depends on it (ViT, Swin, ...). None keeps the model's
+        default.
+    model_kwargs : dict, default=None
+        Further keyword arguments for :func:`timm.create_model`, such as a
+        small Swin configuration (``embed_dim``, ``depths``, ``num_heads``,
+        ``window_size``, ``patch_size``).
+
+    Returns
+    -------
+    backbone : torch.nn.Module
+        A model whose forward returns pooled features of shape
+        ``(n, backbone.num_features)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``weights_path`` does not exist.
+    OSError
+        If pretrained weights are neither cached nor downloadable; the message
+        names the model and says to pass ``weights_path`` or
+        ``pretrained=False``.
+    ValueError
+        If ``model_name`` is not a timm model.
+    """
+    if not timm.is_model(model_name):
+        raise ValueError(
+            f"Unknown timm model {model_name!r}; see timm.list_models() for the "
+            "available names."
+        )
+    kwargs = dict(model_kwargs or {})
+    kwargs["num_classes"] = 0
+    if image_size is not None:
+        kwargs["img_size"] = image_size
+
+    weights_file = None
+    if weights_path is not None:
+        weights_file = os.fspath(weights_path)
+        if not os.path.isfile(weights_file):
+            raise FileNotFoundError(f"weights_path does not exist: {weights_file!r}.")
+    elif pretrained:
+        pretrained_cfg = timm.models.get_pretrained_cfg(model_name)
+        if pretrained_cfg is None:
+            raise ValueError(
+                f"timm has no pretrained weights for {model_name!r}; pass weights_path "
+                "or pretrained=False."
+            )
+        weights_file = _cached_weights_file(pretrained_cfg.to_dict())
+        if weights_file is None and not _hub_reachable():
+            raise OSError(_offline_message(model_name))
+    if weights_file is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": weights_file}
+
+    try:
+        return _create_model(model_name, pretrained=weights_file is not None or pretrained,
+                             **kwargs)
+    except OSError as exc:
+        if weights_file is not None:
+            raise OSError(f"Cannot load weights for {model_name!r} from "
+                          f"{weights_file!r}: {exc}") from exc
+        raise OSError(_offline_message(model_name) + f" (cause: {exc})") from exc
+
+
+def _create_model(model_name, **kwargs):
+    try:
+        return timm.create_model(model_name, **kwargs)
+    except TypeError as exc:
+        # Convolutional networks take any input size and have no img_size.
+        if "img_size" in kwargs and "img_size" in str(exc):
+            kwargs.pop("img_size")
+            return timm.create_model(model_name, **kwargs)
+        raise
+
+
+def resolve_preprocessing(backbone, image_size=None):
+    """Return the input size and normalisation a backbone expects.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+        A timm model.
+    image_size : int, default=None
+        Overrides the model's own input size; timm's data config does not
+        follow the ``img_size`` a model was created with.
+
+    Returns
+    -------
+    config : dict
+        ``{"image_size": int, "mean": tuple, "std": tuple}``.
+    """
+    config = resolve_model_data_config(backbone)
+    size = image_size
+    if size is None:
+        # Models built with model_kwargs={"img_size": ...} know their own size.
+        size = getattr(getattr(backbone, "patch_embed", None), "img_size", None)
+        size = size[-1] if isinstance(size, (tuple, list)) else size
+    if size is None:
+        size = config["input_size"][-1]
+    return {
+        "image_size": int(size),
+        "mean": tuple(float(v) for v in config["mean"]),
+        "std": tuple(float(v) for v in config["std"]),
+    }

@@ -1,0 +1,612 @@
+"""ImagePairClassifier: a Siamese timm backbone fitted on pairs of image paths with skorch."""
+
+import contextlib
+import os
+import time
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from skorch import NeuralNetBinaryClassifier
+from skorch.callbacks import (
+    EpochScoring,
+    EpochTimer,
+    PassthroughScoring,
+    PrintLog,
+    ProgressBar,
+)
+from skorch.dataset import ValidSplit
+from skorch.utils import is_dataset
+from sklearn.metrics import roc_auc_score
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import (
+    Interval,
+    validate_parameter_constraints,
+)
+
+from sklearn_imgpair._augment import ViewAugmentation
+from sklearn_imgpair._backbone import create_backbone, resolve_preprocessing
+from sklearn_imgpair._callbacks import (
+    AucEarlyStopping,
+    CosineSchedule,
+    TimeLimit,
+    valid_roc_auc,
+)
+from sklearn_imgpair._dataset import DecodedImageCache, ImageDataset, PairDataset
+from sklearn_imgpair._embedder import embed_images
+from sklearn_imgpair._module import SiameseNet
+from sklearn_imgpair._validation import check_match_labels, check_pairs
+
+__all__ = ["ImagePairClassifier"]
+
+
+@contextlib.contextmanager
+def _seeded(random_state, device):
+    """Seed torch's and numpy's global generators inside the block only.
+
+    The caller's random state is restored afterwards, so fitting with a
+    ``random_state`` leaves no trace on other code.
+    """
+    if random_state is None:
+        yield
+        return
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    devices = []
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        devices = [torch.device(device).index or torch.cuda.current_device()]
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+
+
+class ImagePairClassifier(NeuralNetBinaryClassifier):
+    """Siamese image-pair matcher with a shared timm backbone, as a skorch net.
+
+    Both images of a pair go through one backbone (one set of weights). Their
+    L2-normalised embeddings give a cosine similarity, and a learnable head
+    turns it into a match logit ``scale * cosine + bias``. Training uses
+    binary cross-entropy on the labelled pairs, so ``predict_proba`` is a
+    calibrated match probability and the default threshold of 0.5 is a
+    sensible decision rule.
+
+    This is a :class:`skorch.NeuralNetBinaryClassifier`: every skorch
+    parameter (``lr``, ``max_epochs``, ``batch_size``, ``optimizer``,
+    ``callbacks``, ``train_split``, ``device``, ``verbose``, ``iterator_*``,
+    ``optimizer__*``, ...) works as in skorch.
+
+    Parameters
+    ----------
+    model_name : str, default="swin_tiny_patch4_window7_224"
+        Name of the timm backbone. Any :func:`timm.create_model` name works.
+
+    pretrained : bool, default=True
+        Start from the model's pretrained weights: from the local cache, else
+        downloaded from the model hub. Offline, and without a cached copy,
+        ``fit`` fails at once with an ``OSError`` that says to pass
+        ``weights_path`` or ``pretrained=False``.
+
+    weights_path : str or path-like, default=None
+        Local ``.pth``, ``.bin`` or ``.safetensors`` checkpoint of the
+        backbone; takes precedence over ``pretrained``.
+
+    model_kwargs : dict, default=None
+        Extra keyword arguments for :func:`timm.create_model`, for example a
+        small Swin: ``dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4),
+        window_size=4, patch_size=4)``.
+
+    image_size : int, default=None
+        Side length in pixels of the square images the backbone sees. None
+        uses the model's own input size (224 for the default).
+
+    match_label : int, str or bool, default=1
+        The label of ``y`` that means "both images show the same thing".
+
+    time_limit : float, default=None
+        Wall-clock budget in seconds for the whole of ``fit``. Training stops
+        by itself before the budget runs out and keeps the best weights seen
+        so far. None trains for ``max_epochs``.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, the validation split, shuffling and
+        augmentation. An int makes two fits on CPU give identical models.
+
+    augment : bool or torch.nn.Module, default=True
+        Mild augmentation of training images (small crops, shifts, rotations,
+        flips, brightness and contrast; see :class:`ViewAugmentation`). A
+        module replaces the default augmentation; False switches it off.
+
+    head_lr : float, default=0.01
+        Learning rate of the two parameters of the match head (scale and
+        bias), which need larger steps than the backbone's weights to follow
+        the cosine distribution quickly.
+
+    cache_size : float, default=1024
+        Memory in MB for decoded, resized training images, so that each
+        image file is decoded once per ``fit`` rather than once per pair and
+        epoch. 0 decodes on every read.
+
+    module : type, default=SiameseNet
+        The torch module class; it receives ``backbone``, ``mean``, ``std``
+        and ``augment``, plus any ``module__*`` parameters.
+
+    criterion : type, default=torch.nn.BCEWithLogitsLoss
+        Loss on the match logits.
+
+    optimizer : type, default=torch.optim.AdamW
+        Optimizer class.
+
+    lr : float, default=1e-4
+        Peak learning rate of the backbone; 1e-4 suits pretrained weights,
+        about 1e-3 suits training a small model from random weights. The
+        ``lr_schedule`` callback warms the rates up over the first 5 % of
+        training and then decays them along a cosine over the time budget
+        (``time_limit``) or ``max_epochs``; set ``callbacks__lr_schedule=None``
+        for constant rates.
+
+    max_epochs : int, default=10
+        Largest number of passes over the training pairs.
+
+    batch_size : int, default=32
+        Pairs per batch (two images each).
+
+    train_split : callable or None, default=ValidSplit(0.1, stratified=True)
+        Holds out 10 % of the pairs for validation. After each epoch the
+        validation ROC AUC (``valid_auc`` in the history) is measured;
+        training stops early when it has not improved for 5 epochs, the best
+        epoch's weights (best ROC AUC, ties broken by validation loss) are
+        restored, and the head's scale and bias are recalibrated on that
+        epoch's validation logits (the ``early_stopping`` callback, an
+        :class:`AucEarlyStopping`; tune it with
+        ``callbacks__early_stopping__patience``). :class:`IdentityValidSplit`
+        holds out whole identities instead, so that validation measures
+        matching of unseen objects; it needs many identities to be stable.
+        None trains on all pairs without validation, early stopping or
+        recalibration.
+
+    threshold : float, default=0.5
+        Match probability above which ``predict`` returns ``match_label``.
+
+    verbose : int, default=0
+        0 is silent, 1 prints a table row per epoch, 2 adds a progress bar
+        per epoch.
+
+    device : str or torch.device, default="cpu"
+        Where the network runs, e.g. ``"cuda"``.
+
+    **kwargs
+        Further skorch parameters, such as ``callbacks``,
+        ``iterator_train__num_workers`` or ``optimizer__weight_decay``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+        The two labels seen in ``fit``, sorted.
+
+    module_ : SiameseNet
+        The fitted network.
+
+    image_size_ : int
+        Side length the images are resized to.
+
+    embedding_dim_ : int
+        Length of the backbone's embedding vectors.
+
+    n_features_in_ : int
+        Always 2: two image-path columns.
+
+    history_ : skorch.History
+        Per-epoch and per-batch training records.
+
+    See Also
+    --------
+    skorch.NeuralNetBinaryClassifier : The skorch net this class extends.
+
+    Notes
+    -----
+    Images are decoded with PIL: EXIF orientation is applied, every mode is
+    converted to RGB (transparent pixels onto white, 16-bit images rescaled),
+    and the image is resized to ``image_size`` without cropping. At
+    prediction time each distinct path in ``X`` is decoded and embedded once,
+    however many pairs share it.
+
+    Examples
+    --------
+    >>> from sklearn_imgpair import ImagePairClassifier
+    >>> clf = ImagePairClassifier(pretrained=False, image_size=32, max_epochs=2,
+    ...                           model_kwargs=TINY_SWIN, random_state=0)
+    >>> proba = clf.fit(X, y).predict_proba(X)
+    >>> proba.shape == (len(X), 2)
+    True
+    >>> clf.classes_
+    array([0, 1])
+    """
+
+    _parameter_constraints = {
+        "model_name": [str],
+        "pretrained": ["boolean"],
+        "weights_path": [str, os.PathLike, None],
+        "model_kwargs": [dict, None],
+        "image_size": [Interval(Integral, 8, None, closed="left"), None],
+        "match_label": "no_validation",
+        "time_limit": [Interval(Real, 0, None, closed="neither"), None],
+        "random_state": ["random_state"],
+        "augment": ["boolean", torch.nn.Module],
+        "head_lr": [Interval(Real, 0, None, closed="neither")],
+        "cache_size": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        model_name="swin_tiny_patch4_window7_224",
+        *,
+        pretrained=True,
+        weights_path=None,
+        model_kwargs=None,
+        image_size=None,
+        match_label=1,
+        time_limit=None,
+        random_state=None,
+        augment=True,
+        head_lr=0.01,
+        cache_size=1024,
+        module=SiameseNet,
+        criterion=torch.nn.BCEWithLogitsLoss,
+        optimizer=torch.optim.AdamW,
+        lr=1e-4,
+        max_epochs=10,
+        batch_size=32,
+        train_split=ValidSplit(0.1, stratified=True),
+        threshold=0.5,
+        verbose=0,
+        device="cpu",
+        **kwargs,
+    ):
+        # Set before skorch's __init__: skorch refuses torch modules (augment)
+        # as attributes once the net exists.
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.weights_path = weights_path
+        self.model_kwargs = model_kwargs
+        self.image_size = image_size
+        self.match_label = match_label
+        self.time_limit = time_limit
+        self.random_state = random_state
+        self.augment = augment
+        self.head_lr = head_lr
+        self.cache_size = cache_size
+        super().__init__(
+            module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_split=train_split,
+            threshold=threshold,
+            verbose=verbose,
+            device=device,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------
+    # skorch plumbing
+    # ------------------------------------------------------------------
+
+    @property
+    def _default_callbacks(self):
+        callbacks = [
+            ("epoch_timer", EpochTimer()),
+            ("lr_schedule", CosineSchedule()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+        ]
+        if self.train_split is not None and self.train_split is not False:
+            callbacks += [
+                ("valid_loss", PassthroughScoring(name="valid_loss")),
+                ("valid_auc", EpochScoring(valid_roc_auc, name="valid_auc",
+                                           lower_is_better=False, use_caching=True)),
+                ("early_stopping", AucEarlyStopping(patience=5, load_best=True)),
+            ]
+        callbacks.append(("time_limit", TimeLimit()))
+        if isinstance(self.verbose, Integral) and self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+        callbacks.append(("print_log", PrintLog()))
+        return callbacks
+
+    @property
+    def classes_(self):
+        """The two labels seen in ``fit``, sorted."""
+        try:
+            return self.__dict__["classes_"]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__} has no classes_ before fit."
+            ) from None
+
+    @classes_.setter
+    def classes_(self, value):
+        self.__dict__["classes_"] = value
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = True
+        tags.classifier_tags.multi_class = False
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    def _validate_hyperparameters(self):
+        validate_parameter_constraints(
+            self._parameter_constraints,
+            {name: getattr(self, name) for name in self._parameter_constraints},
+            caller_name=type(self).__name__,
+        )
+
+    def initialize(self):
+        """Validate the parameters, then build the network, optimizer and callbacks."""
+        self._validate_hyperparameters()
+        return super().initialize()
+
+    def initialize_module(self):
+        """Build the backbone and wrap it in the Siamese module."""
+        backbone = create_backbone(
+            self.model_name,
+            pretrained=self.pretrained,
+            weights_path=self.weights_path,
+            image_size=self.image_size,
+            model_kwargs=self.model_kwargs,
+        )
+        preprocessing = resolve_preprocessing(backbone, self.image_size)
+        if isinstance(self.augment, torch.nn.Module):
+            augment = self.augment
+        else:
+            augment = ViewAugmentation() if self.augment else None
+        kwargs = {
+            "backbone": backbone,
+            "mean": preprocessing["mean"],
+            "std": preprocessing["std"],
+            "augment": augment,
+            **self.get_params_for("module"),
+        }
+        self.module_ = self.initialized_instance(self.module, kwargs)
+        self.image_size_ = preprocessing["image_size"]
+        self.embedding_dim_ = int(backbone.num_features)
+        return self
+
+    def get_params_for_optimizer(self, prefix, named_parameters):
+        """Put the match head's parameters in their own group with ``head_lr``."""
+        named_parameters = list(named_parameters)
+        args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
+        head = [param for name, param in named_parameters if name.startswith("head.")]
+        if prefix != "optimizer" or not head:
+            return args, kwargs
+        head_ids = {id(param) for param in head}
+        groups = []
+        for group in args[0]:
+            params = [param for param in group["params"] if id(param) not in head_ids]
+            if params:
+                groups.append({**group, "params": params})
+        groups.append({"params": head, "lr": self.head_lr, "weight_decay": 0.0})
+        return (groups,), kwargs
+
+    def get_iterator(self, dataset, training=False):
+        """Like skorch's, but training batches are shuffled unless told otherwise."""
+        if training and "iterator_train__shuffle" not in self.get_params(deep=False):
+            kwargs = {"batch_size": self.batch_size, "shuffle": True,
+                      **self.get_params_for("iterator_train")}
+            return self.iterator_train(dataset, **kwargs)
+        return super().get_iterator(dataset, training=training)
+
+    def get_dataset(self, X, y=None):
+        """Wrap pairs of image paths in a :class:`PairDataset`."""
+        if is_dataset(X):
+            return X
+        return self._pair_dataset(check_pairs(X), y)
+
+    def _pair_dataset(self, pairs, targets):
+        cache = DecodedImageCache(int(self.cache_size * 2**20))
+        return PairDataset(pairs, targets, image_size=self.image_size_, cache=cache)
+
+    # ------------------------------------------------------------------
+    # fitting
+    # ------------------------------------------------------------------
+
+    def _check_fit_data(self, X, y, classes=None):
+        pairs = check_pairs(X)
+        if classes is None:
+            classes, targets = check_match_labels(y, self.match_label, len(pairs))
+        else:
+            y_values = np.asarray(y).reshape(-1)
+            unknown = np.setdiff1d(y_values, classes)
+            if unknown.size:
+                raise ValueError(
+                    f"y holds labels {unknown[:10].tolist()} not seen in the first fit "
+                    f"(classes_={classes.tolist()})."
+                )
+            if len(y_values) != len(pairs):
+                raise ValueError(
+                    f"X and y have different lengths: X has {len(pairs)} pairs, "
+                    f"y has {len(y_values)}."
+                )
+            targets = (y_values == self.match_label).astype(np.float32)
+        for row, column in np.ndindex(pairs.shape):
+            path = pairs[row, column]
+            if not os.path.isfile(path):
+                kind = "is not a file" if os.path.exists(path) else "does not exist"
+                error = ValueError if os.path.exists(path) else FileNotFoundError
+                raise error(f"X[{row}, {column}]: image {path!r} {kind}.")
+        return pairs, targets, classes
+
+    def _start_time_limit(self, elapsed):
+        callback = dict(self.callbacks_).get("time_limit")
+        if isinstance(callback, TimeLimit):
+            callback.start(elapsed)
+
+    def fit(self, X, y, **fit_params):
+        """Fit the Siamese network on labelled pairs of image paths.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
+            Image paths, two per pair, taken by column position.
+        y : array-like of shape (n_pairs,)
+            Two distinct labels; ``match_label`` marks matching pairs.
+        **fit_params : dict
+            Passed to skorch's ``partial_fit``.
+
+        Returns
+        -------
+        self : ImagePairClassifier
+            The fitted classifier.
+        """
+        started = time.monotonic()
+        self._validate_hyperparameters()
+        pairs, targets, classes = self._check_fit_data(X, y)
+        with _seeded(self.random_state, self.device):
+            if not self.warm_start or not self.initialized_:
+                self.initialize()
+            self._start_time_limit(time.monotonic() - started)
+            super().partial_fit(self._pair_dataset(pairs, targets), targets,
+                                _routing_method="fit", **fit_params)
+        self.classes_ = classes
+        self.n_features_in_ = 2
+        return self
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Continue training on more pairs without re-initialising the network.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
+            Image paths, two per pair.
+        y : array-like of shape (n_pairs,)
+            Labels; after the first fit they must be among ``classes_``.
+        classes : array-like, default=None
+            The two labels, needed when the first call's ``y`` holds only one.
+        **fit_params : dict
+            Passed to skorch's ``partial_fit``.
+
+        Returns
+        -------
+        self : ImagePairClassifier
+        """
+        if is_dataset(X):
+            return super().partial_fit(X, y, **fit_params)
+        self._validate_hyperparameters()
+        known = self.__dict__.get("classes_")
+        if known is None and classes is not None:
+            known = np.unique(np.asarray(classes))
+            if len(known) != 2 or self.match_label not in known.tolist():
+                raise ValueError(
+                    f"classes must be two labels including match_label="
+                    f"{self.match_label!r}; got {known.tolist()}."
+                )
+        pairs, targets, known = self._check_fit_data(X, y, classes=known)
+        with _seeded(self.random_state, self.device):
+            if not self.initialized_:
+                self.initialize()
+            super().partial_fit(self._pair_dataset(pairs, targets), targets, **fit_params)
+        self.classes_ = known
+        self.n_features_in_ = 2
+        return self
+
+    # ------------------------------------------------------------------
+    # prediction
+    # ------------------------------------------------------------------
+
+    def _match_logits(self, X):
+        self.check_is_fitted(["module_", "classes_"])
+        pairs = check_pairs(X)
+        unique, first, inverse = np.unique(pairs.ravel(), return_index=True,
+                                           return_inverse=True)
+        names = [f"X[{position // 2}, {position % 2}]" for position in first]
+        dataset = ImageDataset(unique, self.image_size_, names=names)
+        embeddings = embed_images(self.module_, self.get_iterator(dataset), self.device)
+        inverse = torch.as_tensor(inverse.reshape(-1, 2), device=embeddings.device)
+        with torch.no_grad():
+            logits = self.module_.similarity(embeddings[inverse[:, 0]],
+                                             embeddings[inverse[:, 1]])
+        return logits.float().cpu().numpy()
+
+    def _match_column(self):
+        return int(np.flatnonzero(self.classes_ == self.match_label)[0])
+
+    def decision_function(self, X):
+        """Match logits, signed for ``classes_[1]`` as scikit-learn expects.
+
+        With the usual labels (``match_label`` is the larger label, e.g. 1 in
+        {0, 1}) this is ``scale * cosine + bias``; otherwise its negation.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
+            Image paths.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_pairs,)
+        """
+        logits = self._match_logits(X)
+        return logits if self._match_column() == 1 else -logits
+
+    def predict_proba(self, X):
+        """Probabilities of the two classes, in ``classes_`` order.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
+            Image paths.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_pairs, 2)
+        """
+        match = torch.sigmoid(torch.from_numpy(self._match_logits(X))).numpy()
+        proba = np.empty((len(match), 2), dtype=np.float32)
+        column = self._match_column()
+        proba[:, column] = match
+        proba[:, 1 - column] = 1.0 - match
+        return proba
+
+    def predict(self, X):
+        """Predict ``match_label`` where the match probability exceeds ``threshold``.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
+            Image paths.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_pairs,)
+            Labels from ``classes_``.
+        """
+        proba = self.predict_proba(X)
+        column = self._match_column()
+        is_match = proba[:, column] > self.threshold
+        return np.where(is_match, self.classes_[column], self.classes_[1 - column])
+
+    def score(self, X, y, sample_weight=None):
+        """ROC AUC of the match probability against the true labels.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
+            Image paths.
+        y : array-like of shape (n_pairs,)
+            True labels, holding both classes.
+        sample_weight : array-like of shape (n_pairs,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+        """
+        proba = self.predict_proba(X)
+        _, targets = check_match_labels(y, self.match_label, len(proba))
+        return float(roc_auc_score(targets, proba[:, self._match_column()],
+                                   sample_weight=sample_weight))

@@ -1,0 +1,244 @@
+import numpy as np
+import pytest
+import torch
+from skorch.history import History
+from sklearn.metrics import roc_auc_score
+
+from sklearn_imgpair._callbacks import AucEarlyStopping, CosineSchedule, TimeLimit, valid_roc_auc
+
+
+class FakeClock:
+    """Advances by ``step`` seconds every time it is read."""
+
+    def __init__(self, step=1.0):
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+class _Net:
+    def __init__(self, time_limit, verbose=0):
+        self.time_limit = time_limit
+        self.verbose = verbose
+
+
+def _run_batches(callback, net, n_batches):
+    callback.initialize()
+    callback.on_train_begin(net)
+    done = 0
+    try:
+        for _ in range(n_batches):
+            callback.on_batch_end(net, training=True)
+            done += 1
+    except KeyboardInterrupt:
+        pass
+    return done
+
+
+def test_time_limit_stops_before_the_next_step_would_overrun():
+    # Each batch takes 1 s on the fake clock; the deadline is 10 s after the start.
+    callback = TimeLimit(clock=FakeClock(step=1.0))
+    done = _run_batches(callback, _Net(time_limit=10), n_batches=100)
+    # Training starts at t=1 (deadline t=11); batch k ends at t=k+1. The 9th
+    # batch ends at t=10, where one more 1 s batch would reach the deadline:
+    # it is the last one, and its on_batch_end raises.
+    assert callback.stopped_
+    assert done + 1 == 9
+
+
+def test_time_limit_counts_work_done_before_training():
+    fresh = TimeLimit(clock=FakeClock(step=1.0))
+    late = TimeLimit(clock=FakeClock(step=1.0))
+    late.initialize()
+    n_fresh = _run_batches(fresh, _Net(time_limit=20), n_batches=100)
+    late.start(elapsed=6.0)
+    late.on_train_begin(_Net(time_limit=20))
+    n_late = 0
+    try:
+        while True:
+            late.on_batch_end(_Net(time_limit=20), training=True)
+            n_late += 1
+    except KeyboardInterrupt:
+        pass
+    assert n_late < n_fresh
+
+
+def test_time_limit_none_never_stops():
+    callback = TimeLimit(clock=FakeClock(step=100.0))
+    assert _run_batches(callback, _Net(time_limit=None), n_batches=50) == 50
+    assert not callback.stopped_
+
+
+def test_time_limit_reports_when_verbose():
+    messages = []
+    callback = TimeLimit(clock=FakeClock(), sink=messages.append)
+    _run_batches(callback, _Net(time_limit=5, verbose=1), n_batches=50)
+    assert messages == ["Stopping: time_limit=5s is reached."]
+
+
+class _CachedNet:
+    def __init__(self, logits):
+        self.logits = torch.tensor(logits)
+
+    def forward(self, X):
+        return self.logits
+
+
+def test_valid_roc_auc_matches_sklearn():
+    logits, y = [0.3, -1.0, 2.0, 0.1], np.array([1.0, 0.0, 1.0, 0.0])
+    assert valid_roc_auc(_CachedNet(logits), None, y) == pytest.approx(roc_auc_score(y, logits))
+
+
+def test_valid_roc_auc_single_class_is_nan():
+    assert np.isnan(valid_roc_auc(_CachedNet([0.1, 0.2]), None, np.ones(2)))
+
+
+class _HistoryNet:
+    def __init__(self):
+        self.history = History()
+        self.verbose = 0
+        self.module_ = torch.nn.Linear(1, 1)
+
+
+@pytest.mark.parametrize(
+    "scores, best_epoch",
+    [
+        ([(0.8, 0.5), (0.9, 0.6), (0.85, 0.3)], 2),  # higher AUC wins over lower loss
+        ([(1.0, 0.5), (1.0, 0.2), (1.0, 0.4)], 2),  # tie on AUC: lower loss wins
+        ([(0.7, 0.5), (float("nan"), 0.1)], 1),  # NaN AUC never counts as better
+    ],
+)
+def test_auc_early_stopping_picks_best_auc_then_lowest_loss(scores, best_epoch):
+    net = _HistoryNet()
+    callback = AucEarlyStopping(patience=10, sink=lambda *a: None)
+    callback.on_train_begin(net)
+    for epoch, (auc, loss) in enumerate(scores, start=1):
+        net.history.new_epoch()
+        net.history.record("epoch", epoch)
+        net.history.record("valid_auc", auc)
+        net.history.record("valid_loss", loss)
+        callback.on_epoch_end(net)
+    assert callback.best_epoch_ == best_epoch
+
+
+def test_auc_early_stopping_stops_after_patience():
+    net = _HistoryNet()
+    callback = AucEarlyStopping(patience=2, sink=lambda *a: None)
+    callback.on_train_begin(net)
+    with pytest.raises(KeyboardInterrupt):
+        for epoch in range(1, 10):
+            net.history.new_epoch()
+            net.history.record("epoch", epoch)
+            net.history.record("valid_auc", 0.9)
+            net.history.record("valid_loss", 0.5)
+            callback.on_epoch_end(net)
+    assert net.history[-1, "epoch"] == 3
+
+
+def test_cosine_schedule_factor_warms_up_then_decays_to_the_floor():
+    schedule = CosineSchedule(warmup=0.1, floor=0.01)
+    assert schedule.factor(0.05) == pytest.approx(0.5)
+    assert schedule.factor(0.1) == pytest.approx(1.0)
+    assert schedule.factor(0.55) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert schedule.factor(1.0) == pytest.approx(0.01)
+    assert schedule.factor(3.0) == pytest.approx(0.01)
+    factors = [schedule.factor(p) for p in np.linspace(0.1, 1.0, 50)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+
+
+class _OptimizerNet:
+    def __init__(self, time_limit=None, max_epochs=4):
+        self.time_limit = time_limit
+        self.max_epochs = max_epochs
+        parameters = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+        self.optimizer_ = torch.optim.SGD(
+            [{"params": [parameters[0]], "lr": 0.1}, {"params": [parameters[1]], "lr": 0.01}])
+
+    def rates(self):
+        return [group["lr"] for group in self.optimizer_.param_groups]
+
+
+def test_cosine_schedule_follows_the_time_budget_per_group():
+    net = _OptimizerNet(time_limit=100)
+    clock = FakeClock(step=10.0)
+    schedule = CosineSchedule(warmup=0.0, floor=0.0, clock=clock)
+    schedule.on_train_begin(net)  # t=10
+    schedule.on_epoch_begin(net)
+    schedule.on_batch_end(net, training=True)  # t=20: progress 0.1
+    expected = 0.5 * (1 + np.cos(np.pi * 0.1))
+    assert net.rates() == pytest.approx([0.1 * expected, 0.01 * expected])
+    schedule.on_batch_end(net, training=False)  # validation batches do not step
+    assert net.rates() == pytest.approx([0.1 * expected, 0.01 * expected])
+    schedule.on_train_end(net)
+    assert net.rates() == pytest.approx([0.1, 0.01])
+
+
+def test_cosine_schedule_follows_epochs_without_a_time_limit():
+    net = _OptimizerNet(time_limit=None, max_epochs=4)
+    schedule = CosineSchedule(warmup=0.0, floor=0.0)
+    schedule.on_train_begin(net)
+    for _ in range(2):  # two epochs of five batches: halfway
+        schedule.on_epoch_begin(net)
+        for _ in range(5):
+            schedule.on_batch_end(net, training=True)
+        schedule.on_epoch_end(net)
+    assert net.rates() == pytest.approx([0.05, 0.005])
+
+
+def _batch(logits, targets):
+    return {"batch": (None, torch.tensor(targets)), "y_pred": torch.tensor(logits)}
+
+
+def test_auc_early_stopping_calibrates_the_head_on_the_best_epoch():
+    from sklearn.linear_model import LogisticRegression
+
+    from sklearn_imgpair._module import CosineMatchHead
+
+    net = _HistoryNet()
+    net.module_ = torch.nn.Module()
+    net.module_.head = CosineMatchHead(init_scale=10.0, init_bias=-5.0)
+    callback = AucEarlyStopping(patience=10, sink=lambda *a: None)
+    callback.on_train_begin(net)
+    epochs = [
+        ([0.5, 2.0, -1.0, 3.0], [0.0, 1.0, 0.0, 1.0], 1.0, 0.3),  # best epoch
+        ([9.0, 9.0, 9.0, 9.0], [0.0, 1.0, 0.0, 1.0], 0.5, 0.9),
+    ]
+    for epoch, (logits, targets, auc, loss) in enumerate(epochs, start=1):
+        callback.on_epoch_begin(net)
+        callback.on_batch_end(net, training=False, **_batch(logits, targets))
+        net.history.new_epoch()
+        net.history.record("epoch", epoch)
+        net.history.record("valid_auc", auc)
+        net.history.record("valid_loss", loss)
+        callback.on_epoch_end(net)
+    callback.on_train_end(net)
+
+    model = LogisticRegression(C=1e4).fit(np.array([[0.5], [2.0], [-1.0], [3.0]]), [0, 1, 0, 1])
+    a, b = model.coef_[0, 0], model.intercept_[0]
+    assert callback.calibration_ == pytest.approx((a, b))
+    cosine = torch.tensor([0.2, 0.7])
+    expected = a * (10.0 * cosine - 5.0) + b
+    torch.testing.assert_close(net.module_.head(cosine), expected.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_auc_early_stopping_without_calibration_leaves_the_head():
+    from sklearn_imgpair._module import CosineMatchHead
+
+    net = _HistoryNet()
+    net.module_ = torch.nn.Module()
+    net.module_.head = CosineMatchHead(init_scale=10.0, init_bias=-5.0)
+    callback = AucEarlyStopping(calibrate=False, sink=lambda *a: None)
+    callback.on_train_begin(net)
+    callback.on_epoch_begin(net)
+    callback.on_batch_end(net, training=False, **_batch([0.5, 2.0], [0.0, 1.0]))
+    net.history.new_epoch()
+    net.history.record("epoch", 1)
+    net.history.record("valid_auc", 1.0)
+    net.history.record("valid_loss", 0.1)
+    callback.on_epoch_end(net)
+    callback.on_train_end(net)
+    assert callback.calibration_ is None
+    torch.testing.assert_close(net.module_.head(torch.tensor([0.5])), torch.tensor([0.0]))

@@ -1,0 +1,297 @@
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+from safetensors.torch import save_file
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
+from skorch.callbacks import Callback
+from skorch.dataset import ValidSplit
+from sklearn.metrics import roc_auc_score
+
+from sklearn_imgpair import ImagePairClassifier
+from sklearn_imgpair._backbone import create_backbone
+
+from conftest import TINY_SWIN
+from test_callbacks import FakeClock
+
+
+def test_learns_a_separable_task(make_clf, separable_pairs):
+    X, y = separable_pairs
+    clf = make_clf(max_epochs=8, train_split=None).fit(X, y)
+    assert clf.score(X, y) > 0.9
+
+
+def test_default_threshold_predictions_are_calibrated(make_clf, separable_pairs):
+    X, y = separable_pairs
+    clf = make_clf(max_epochs=8, train_split=None).fit(X, y)
+    proba = clf.predict_proba(X)[:, 1]
+    accuracy = (clf.predict(X) == y).mean()
+    best = max(((proba > t) == y).mean() for t in np.unique(proba))
+    assert accuracy >= best - 0.05
+    assert 0.1 < clf.predict(X).mean() < 0.9  # not "everything matches"
+
+
+@pytest.mark.parametrize("make_X", [np.asarray, pd.DataFrame, list], ids=["array", "frame", "list"])
+def test_input_forms_give_identical_results(fitted_clf, image_pairs, make_X):
+    X, _ = image_pairs
+    expected = fitted_clf.predict_proba(X)
+    proba = fitted_clf.predict_proba(make_X(X.tolist()))
+    assert proba.shape == (len(X), 2)
+    assert_allclose(proba, expected, rtol=0, atol=0)
+    assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_fit_on_each_input_form_gives_the_same_model(make_clf, image_pairs):
+    X, y = image_pairs
+    frame = pd.DataFrame(X, columns=["Image1", "Image2"])
+    probas = [make_clf(max_epochs=1).fit(data, y).predict_proba(X[:10])
+              for data in (X, frame, X.tolist())]
+    assert_allclose(probas[0], probas[1])
+    assert_allclose(probas[0], probas[2])
+
+
+def test_string_labels_and_match_label(make_clf, image_pairs):
+    X, y = image_pairs
+    labels = np.where(y == 1, "same", "different")
+    clf = make_clf(max_epochs=1, match_label="same").fit(X, labels)
+    assert clf.classes_.tolist() == ["different", "same"]
+    predictions = clf.predict(X)
+    assert set(predictions) <= {"different", "same"}
+    proba = clf.predict_proba(X)
+    assert_array_equal(predictions == "same", proba[:, 1] > 0.5)
+
+
+def test_match_label_zero_flips_columns_and_decision_sign(make_clf, image_pairs):
+    X, y = image_pairs
+    clf_one = make_clf(max_epochs=1).fit(X, y)
+    clf_zero = make_clf(max_epochs=1, match_label=0).fit(X, 1 - y)
+    assert_allclose(clf_zero.predict_proba(X)[:, 0], clf_one.predict_proba(X)[:, 1], rtol=1e-6)
+    assert_allclose(clf_zero.decision_function(X), -clf_one.decision_function(X), rtol=1e-6)
+    assert_array_equal(clf_zero.predict(X), 1 - clf_one.predict(X))
+    assert clf_zero.score(X, 1 - y) == pytest.approx(clf_one.score(X, y))
+
+
+def test_decision_function_is_the_logit_of_predict_proba(fitted_clf, image_pairs):
+    X, _ = image_pairs
+    logits = fitted_clf.decision_function(X)
+    assert_allclose(1 / (1 + np.exp(-logits)), fitted_clf.predict_proba(X)[:, 1], rtol=1e-5)
+
+
+def test_predict_uses_threshold(fitted_clf, image_pairs):
+    X, _ = image_pairs
+    proba = fitted_clf.predict_proba(X)[:, 1]
+    strict = clone(fitted_clf)
+    assert_array_equal(fitted_clf.predict(X), (proba > 0.5).astype(int))
+    fitted_clf.set_params(threshold=float(np.median(proba)))
+    try:
+        assert_array_equal(fitted_clf.predict(X), (proba > np.median(proba)).astype(int))
+    finally:
+        fitted_clf.set_params(threshold=0.5)
+    assert strict.threshold == 0.5
+
+
+def test_score_is_roc_auc(fitted_clf, image_pairs):
+    X, y = image_pairs
+    assert fitted_clf.score(X, y) == pytest.approx(
+        roc_auc_score(y, fitted_clf.predict_proba(X)[:, 1]))
+
+
+def test_both_images_share_one_backbone(fitted_clf, image_pairs):
+    X, _ = image_pairs
+    backbones = [m for m in fitted_clf.module_.modules() if m is fitted_clf.module_.backbone]
+    assert len(backbones) == 1
+    swapped = X[:, ::-1]
+    assert_allclose(fitted_clf.predict_proba(swapped), fitted_clf.predict_proba(X), rtol=1e-5)
+
+
+def test_each_distinct_image_is_embedded_once(fitted_clf, image_pairs):
+    X, _ = image_pairs
+    seen = []
+    hook = fitted_clf.module_.backbone.register_forward_hook(
+        lambda module, args, output: seen.append(args[0].shape[0]))
+    try:
+        fitted_clf.predict_proba(np.concatenate([X, X]))
+    finally:
+        hook.remove()
+    assert sum(seen) == len(np.unique(X))
+    assert sum(seen) < X.size
+
+
+def test_time_limit_stops_fit_and_keeps_a_usable_model(make_clf, image_pairs):
+    X, y = image_pairs
+    clock = FakeClock(step=1.0)
+    clf = make_clf(max_epochs=1000, time_limit=30, callbacks__time_limit__clock=clock)
+    clf.fit(X, y)
+    callback = dict(clf.callbacks_)["time_limit"]
+    assert callback.stopped_
+    assert len(clf.history) < 1000
+    assert clock.now <= 1 + 30  # no batch ended past the deadline on the fake clock
+    assert clf.predict_proba(X).shape == (len(X), 2)
+
+
+def test_time_limit_restores_the_best_validated_epoch(make_clf, image_pairs):
+    X, y = image_pairs
+    split = ValidSplit(0.25, stratified=True, random_state=0)
+    clf = make_clf(max_epochs=1000, time_limit=40, train_split=split,
+                   callbacks__time_limit__clock=FakeClock())
+    clf.fit(X, y)
+    best_epoch = dict(clf.callbacks_)["early_stopping"].best_epoch_
+    assert 1 <= best_epoch < len(clf.history)
+    # Recomputing the validation AUC now gives the best epoch's value.
+    _, dataset_valid = clf.get_split_datasets(X, (y == 1).astype(np.float32))
+    logits = clf.forward(dataset_valid).numpy()
+    targets = np.asarray([dataset_valid[i][1].item() for i in range(len(dataset_valid))])
+    best_auc = clf.history[best_epoch - 1, "valid_auc"]
+    assert roc_auc_score(targets, logits) == pytest.approx(best_auc, abs=1e-6)
+
+
+def test_random_state_makes_fits_identical(make_clf, image_pairs):
+    X, y = image_pairs
+    first = make_clf(max_epochs=2, random_state=7).fit(X, y).predict_proba(X)
+    second = make_clf(max_epochs=2, random_state=7).fit(X, y).predict_proba(X)
+    other = make_clf(max_epochs=2, random_state=8).fit(X, y).predict_proba(X)
+    assert_allclose(first, second, rtol=0, atol=0)
+    assert not np.allclose(first, other)
+
+
+def test_random_state_leaves_global_generators_alone(make_clf, image_pairs):
+    X, y = image_pairs
+    torch.manual_seed(11)
+    np.random.seed(11)
+    expected_torch, expected_numpy = torch.rand(1), np.random.rand()
+    torch.manual_seed(11)
+    np.random.seed(11)
+    make_clf(max_epochs=1, random_state=3).fit(X, y)
+    assert torch.rand(1) == expected_torch
+    assert np.random.rand() == expected_numpy
+
+
+def test_loads_backbone_weights_from_a_local_file(tmp_path, make_clf):
+    saved = create_backbone("swin_tiny_patch4_window7_224", image_size=32, model_kwargs=TINY_SWIN)
+    path = tmp_path / "backbone.safetensors"
+    save_file(saved.state_dict(), str(path))
+    clf = make_clf(weights_path=str(path)).initialize()
+    for key, value in saved.state_dict().items():
+        torch.testing.assert_close(clf.module_.backbone.state_dict()[key], value)
+
+
+def test_offline_pretrained_error_is_clear(monkeypatch, tmp_path, make_clf, image_pairs):
+    import huggingface_hub.constants
+
+    X, y = image_pairs
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="swin_tiny_patch4_window7_224.*Pass weights_path"):
+        make_clf(pretrained=True).fit(X, y)
+
+
+def test_unfitted_classifier_raises_not_fitted(make_clf, image_pairs):
+    X, _ = image_pairs
+    clf = make_clf()
+    for method in (clf.predict, clf.predict_proba, clf.decision_function):
+        with pytest.raises(NotFittedError):
+            method(X)
+    with pytest.raises(AttributeError, match="no classes_ before fit"):
+        clf.classes_
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(image_size=3), "image_size"),
+        (dict(time_limit=0), "time_limit"),
+        (dict(pretrained="yes"), "pretrained"),
+        (dict(model_kwargs=[1]), "model_kwargs"),
+    ],
+)
+def test_fit_validates_parameters(make_clf, image_pairs, params, match):
+    X, y = image_pairs
+    with pytest.raises(InvalidParameterError, match=match):
+        make_clf(**params).fit(X, y)
+
+
+def test_fit_names_a_missing_image_before_training(make_clf, image_pairs, tmp_path):
+    X, y = image_pairs
+    X = X.copy()
+    X[5, 1] = str(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError, match=r"X\[5, 1\]: .*missing.png"):
+        make_clf().fit(X, y)
+
+
+def test_predict_names_an_unreadable_image(fitted_clf, image_pairs, tmp_path):
+    X, _ = image_pairs
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    X = X[:4].copy()
+    X[2, 0] = str(broken)
+    with pytest.raises(ValueError, match=r"X\[2, 0\]: Cannot read image .*broken.png"):
+        fitted_clf.predict_proba(X)
+
+
+def test_fit_does_not_modify_X_or_y(make_clf, image_pairs):
+    X, y = image_pairs
+    X_frame = pd.DataFrame(X.copy())
+    y_copy = y.copy()
+    make_clf(max_epochs=1).fit(X_frame, y_copy)
+    pd.testing.assert_frame_equal(X_frame, pd.DataFrame(X))
+    assert_array_equal(y_copy, y)
+
+
+def test_clone_and_pickle(fitted_clf, image_pairs):
+    X, _ = image_pairs
+    twin = clone(fitted_clf)
+    assert twin.get_params()["model_kwargs"] == fitted_clf.get_params()["model_kwargs"]
+    assert not hasattr(twin, "module_")
+    restored = pickle.loads(pickle.dumps(fitted_clf))
+    assert_allclose(restored.predict_proba(X), fitted_clf.predict_proba(X), rtol=0, atol=0)
+    assert_array_equal(restored.classes_, fitted_clf.classes_)
+
+
+def test_fitted_attributes(fitted_clf):
+    assert fitted_clf.n_features_in_ == 2
+    assert fitted_clf.image_size_ == 32
+    assert fitted_clf.embedding_dim_ == fitted_clf.module_.backbone.num_features
+    assert {"train_loss", "valid_loss", "valid_auc"} <= set(fitted_clf.history[-1])
+
+
+def test_skorch_parameters_work(make_clf, image_pairs):
+    X, y = image_pairs
+    epochs = []
+
+    class Counter(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            epochs.append(len(net.history))
+
+    clf = make_clf(max_epochs=2, train_split=None, callbacks=[Counter()], batch_size=7,
+                   optimizer=torch.optim.SGD, lr=0.05, optimizer__momentum=0.9)
+    clf.fit(X, y)
+    assert epochs == [1, 2]
+    assert isinstance(clf.optimizer_, torch.optim.SGD)
+    assert clf.optimizer_.param_groups[0]["lr"] == 0.05
+    assert clf.optimizer_.param_groups[-1]["lr"] == clf.head_lr
+    assert "valid_auc" not in clf.history[-1]
+    assert clf.history[-1, "train_batch_count"] == int(np.ceil(len(X) / 7))
+
+
+def test_verbose_prints_an_epoch_table(make_clf, image_pairs, capsys):
+    X, y = image_pairs
+    make_clf(max_epochs=2, verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "valid_auc" in out and "train_loss" in out
+
+
+def test_partial_fit_continues_training(make_clf, image_pairs):
+    X, y = image_pairs
+    clf = make_clf(max_epochs=1).fit(X, y)
+    before = clf.predict_proba(X)
+    clf.partial_fit(X, y)
+    assert len(clf.history) == 2
+    assert not np.allclose(before, clf.predict_proba(X))
+    with pytest.raises(ValueError, match=r"labels \[7\] not seen"):
+        clf.partial_fit(X[:2], [7, 7])

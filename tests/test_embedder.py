@@ -1,0 +1,168 @@
+import os
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from sklearn_imgpair import ImageEmbedder
+from sklearn_imgpair import _cache
+
+from conftest import TINY_IMAGE_SIZE, TINY_SWIN
+
+
+def _embedder(**params):
+    defaults = dict(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=dict(TINY_SWIN))
+    return ImageEmbedder(**{**defaults, **params})
+
+
+@pytest.fixture(autouse=True)
+def _empty_process_cache():
+    _cache._PROCESS_STORE.clear()
+    yield
+    _cache._PROCESS_STORE.clear()
+
+
+@pytest.fixture
+def paths(image_pairs):
+    X, _ = image_pairs
+    return np.unique(X.ravel())[:8]
+
+
+@pytest.mark.parametrize(
+    "make_X",
+    [list, np.asarray, pd.Series, lambda p: np.asarray(p).reshape(-1, 1),
+     lambda p: pd.DataFrame({"image": p})],
+    ids=["list", "array", "series", "column", "frame"],
+)
+def test_transform_accepts_every_input_form(paths, make_X):
+    embedder = _embedder().fit()
+    expected = embedder.transform(list(paths))
+    result = embedder.transform(make_X(list(paths)))
+    assert result.shape == (len(paths), embedder.embedding_dim_)
+    assert result.dtype == np.float32
+    assert_allclose(result, expected, rtol=0, atol=0)
+    assert_allclose(np.linalg.norm(result, axis=1), 1.0, rtol=1e-5)
+
+
+def test_embeddings_equal_the_classifiers_own(fitted_clf, image_pairs):
+    X, _ = image_pairs
+    embedder = ImageEmbedder(classifier=fitted_clf).fit()
+    first, second = embedder.transform(X[:, 0]), embedder.transform(X[:, 1])
+    cosine = torch.from_numpy((first * second).sum(axis=1))
+    logits = fitted_clf.module_.head(cosine).detach().numpy()
+    expected = fitted_clf.decision_function(X)
+    assert_allclose(logits, expected, atol=1e-5)
+    assert embedder.embedding_dim_ == fitted_clf.embedding_dim_
+
+
+def test_embedder_copies_the_classifier_network(fitted_clf):
+    embedder = ImageEmbedder(classifier=fitted_clf).fit()
+    assert embedder.module_ is not fitted_clf.module_
+    assert embedder.image_size_ == fitted_clf.image_size_
+
+
+def test_each_path_is_embedded_once_and_cached(paths):
+    embedder = _embedder().fit()
+    seen = []
+    embedder.module_.backbone.register_forward_hook(
+        lambda module, args, output: seen.append(args[0].shape[0]))
+    repeated = np.concatenate([paths, paths, paths[:3]])
+    first = embedder.transform(repeated)
+    assert sum(seen) == len(paths)
+    twin = clone(embedder).fit()  # same seed, same weights: same fingerprint
+    twin.module_.backbone.register_forward_hook(
+        lambda module, args, output: seen.append(args[0].shape[0]))
+    assert_allclose(twin.transform(repeated), first)
+    assert sum(seen) == len(paths)  # the clone reused the cached vectors
+
+
+def test_cache_misses_after_the_file_changes(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "image.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(path)
+    embedder = _embedder().fit()
+    red = embedder.transform([str(path)])
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(path)
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    blue = embedder.transform([str(path)])
+    assert not np.allclose(red, blue)
+
+
+def test_disk_cache_is_shared_across_processes_and_sessions(tmp_path, paths):
+    embedder = _embedder(memory=str(tmp_path / "cache")).fit()
+    first = embedder.transform(paths)
+    _cache._PROCESS_STORE.clear()  # as in a new process
+    reader = _embedder(memory=str(tmp_path / "cache")).fit()
+    reader.module_.backbone.register_forward_hook(
+        lambda *args: pytest.fail("embedded again despite the disk cache"))
+    assert_allclose(reader.transform(paths), first)
+
+
+def test_disk_cache_accepts_joblib_memory(tmp_path, paths):
+    from joblib import Memory
+
+    embedder = _embedder(memory=Memory(str(tmp_path / "joblib"), verbose=0)).fit()
+    embedder.transform(paths)
+    assert any((tmp_path / "joblib").rglob("*.npy"))
+
+
+def test_different_weights_do_not_share_cache_entries(paths):
+    first = _embedder(random_state=0).fit().transform(paths)
+    second = _embedder(random_state=1).fit().transform(paths)
+    assert not np.allclose(first, second)
+
+
+def test_feature_names_and_pandas_output(paths):
+    embedder = _embedder().fit(pd.DataFrame({"image": paths}))
+    names = embedder.get_feature_names_out()
+    assert names.tolist() == [f"imageembedder{i}" for i in range(embedder.embedding_dim_)]
+    frame = embedder.set_output(transform="pandas").transform(pd.DataFrame({"image": paths}))
+    assert isinstance(frame, pd.DataFrame)
+    assert frame.columns.tolist() == names.tolist()
+
+
+def test_errors_name_the_row(paths, tmp_path):
+    embedder = _embedder().fit()
+    with pytest.raises(FileNotFoundError, match=r"X\[1\]: .*missing.png"):
+        embedder.transform([paths[0], str(tmp_path / "missing.png")])
+    with pytest.raises(ValueError, match="one column of image paths"):
+        embedder.transform(np.array([paths[:2], paths[2:4]]).T)
+    with pytest.raises(TypeError, match="single str"):
+        embedder.transform(paths[0])
+
+
+def test_not_fitted_clone_and_pickle(paths):
+    embedder = _embedder()
+    with pytest.raises(NotFittedError):
+        embedder.transform(paths)
+    fitted = embedder.fit()
+    assert fitted is embedder
+    assert not hasattr(clone(fitted), "module_")
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert_allclose(restored.transform(paths), fitted.transform(paths), rtol=0, atol=0)
+    assert fitted.n_features_in_ == 1
+
+
+def test_transform_does_not_modify_X(paths):
+    X = pd.Series(list(paths))
+    original = X.copy()
+    _embedder().fit().transform(X)
+    pd.testing.assert_series_equal(X, original)
+
+
+def test_cache_false_recomputes(paths):
+    seen = []
+    for _ in range(2):
+        embedder = _embedder(cache=False).fit()
+        embedder.module_.backbone.register_forward_hook(
+            lambda module, args, output: seen.append(args[0].shape[0]))
+        embedder.transform(paths)
+    assert sum(seen) == 2 * len(paths)
+    assert len(_cache._PROCESS_STORE._items) == 0

@@ -1,0 +1,20 @@
+import os
+import pickle
+
+import numpy as np
+
+from sklearn_imgpair.__main__ import main
+
+
+def test_demo_runs_offline_and_saves_a_working_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["demo", "--output", str(tmp_path), "--time-limit", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "ROC AUC" in out and "P(match)" in out
+    model_path = tmp_path / "model.pkl"
+    assert model_path.is_file()
+    with open(model_path, "rb") as file:
+        clf = pickle.load(file)
+    images = sorted(os.listdir(tmp_path / "images"))
+    pair = np.array([[str(tmp_path / "images" / images[0])] * 2], dtype=object)
+    assert clf.predict_proba(pair).shape == (1, 2)
