@@ -2,13 +2,24 @@
 
 import os
 import socket
+from numbers import Integral
 from urllib.parse import urlparse
 
 import timm
 import torch
+from sklearn.utils._param_validation import Interval
 from timm.data import resolve_model_data_config
 
-__all__ = ["create_backbone", "resolve_preprocessing"]
+__all__ = ["BACKBONE_PARAMETER_CONSTRAINTS", "create_backbone", "resolve_preprocessing"]
+
+# Constraints of the parameters every estimator passes to create_backbone.
+BACKBONE_PARAMETER_CONSTRAINTS = {
+    "model_name": [str],
+    "pretrained": ["boolean"],
+    "weights_path": [str, os.PathLike, None],
+    "model_kwargs": [dict, None],
+    "image_size": [Interval(Integral, 8, None, closed="left"), None],
+}
 
 _HUB_PROBE_TIMEOUT = 3.0
 _TRUE_STRINGS = {"1", "true", "yes", "on"}

@@ -25,7 +25,11 @@ from sklearn.utils._param_validation import (
 )
 
 from sklearn_imgpair._augment import ViewAugmentation
-from sklearn_imgpair._backbone import create_backbone, resolve_preprocessing
+from sklearn_imgpair._backbone import (
+    BACKBONE_PARAMETER_CONSTRAINTS,
+    create_backbone,
+    resolve_preprocessing,
+)
 from sklearn_imgpair._callbacks import (
     AucEarlyStopping,
     CosineSchedule,
@@ -227,11 +231,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
     """
 
     _parameter_constraints = {
-        "model_name": [str],
-        "pretrained": ["boolean"],
-        "weights_path": [str, os.PathLike, None],
-        "model_kwargs": [dict, None],
-        "image_size": [Interval(Integral, 8, None, closed="left"), None],
+        **BACKBONE_PARAMETER_CONSTRAINTS,
         "match_label": "no_validation",
         "time_limit": [Interval(Real, 0, None, closed="neither"), None],
         "random_state": ["random_state"],

@@ -10,7 +10,11 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
-from sklearn_imgpair._backbone import create_backbone, resolve_preprocessing
+from sklearn_imgpair._backbone import (
+    BACKBONE_PARAMETER_CONSTRAINTS,
+    create_backbone,
+    resolve_preprocessing,
+)
 from sklearn_imgpair._cache import EmbeddingCache, file_key, model_fingerprint
 from sklearn_imgpair._dataset import ImageDataset
 from sklearn_imgpair._module import SiameseNet
@@ -137,11 +141,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     """
 
     _parameter_constraints = {
-        "model_name": [str],
-        "pretrained": ["boolean"],
-        "weights_path": [str, os.PathLike, None],
-        "model_kwargs": [dict, None],
-        "image_size": [Interval(Integral, 8, None, closed="left"), None],
+        **BACKBONE_PARAMETER_CONSTRAINTS,
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "classifier": [HasMethods(["predict_proba"]), None],

@@ -13,7 +13,6 @@ from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 from sklearn.metrics import roc_auc_score
 
-from sklearn_imgpair import ImagePairClassifier
 from sklearn_imgpair._backbone import create_backbone
 
 from conftest import TINY_SWIN
@@ -295,3 +294,13 @@ def test_partial_fit_continues_training(make_clf, image_pairs):
     assert not np.allclose(before, clf.predict_proba(X))
     with pytest.raises(ValueError, match=r"labels \[7\] not seen"):
         clf.partial_fit(X[:2], [7, 7])
+
+
+def test_fit_returns_self_and_refit_starts_over(make_clf, image_pairs):
+    X, y = image_pairs
+    clf = make_clf(max_epochs=1)
+    assert clf.fit(X, y) is clf
+    first = clf.predict_proba(X)
+    assert clf.fit(X, y) is clf
+    assert len(clf.history) == 1  # a second fit re-initialises, as in scikit-learn
+    assert_allclose(clf.predict_proba(X), first, rtol=0, atol=0)

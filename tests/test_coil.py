@@ -1,6 +1,5 @@
 """Real photos: COIL-100 objects from many views (skipped where ../shared/data is absent)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
