@@ -29,6 +29,7 @@ def _demo(args):
     clf = ImagePairClassifier(
         pretrained=False, model_kwargs=DEMO_SWIN, image_size=64, lr=2e-3, batch_size=32,
         max_epochs=100, time_limit=args.time_limit, random_state=args.seed, verbose=1,
+        callbacks__early_stopping__patience=20,  # the learning rate decays over the budget
     )
     started = time.perf_counter()
     clf.fit(train[["Image1", "Image2"]], train["Label"])

@@ -116,7 +116,7 @@ class EmbeddingCache:
 
     def put(self, fingerprint, key, vector):
         """Store ``vector`` for ``key`` under ``fingerprint``."""
-        vector = np.ascontiguousarray(vector, dtype=np.float32)
+        vector = np.array(vector, dtype=np.float32)  # a copy: never a view of a batch
         if self.memory is not None:
             self.memory.put((fingerprint, key), vector)
         if self.directory is None:

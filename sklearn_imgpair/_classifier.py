@@ -1,7 +1,5 @@
 """ImagePairClassifier: a Siamese timm backbone fitted on pairs of image paths with skorch."""
 
-import contextlib
-import os
 import time
 from numbers import Integral, Real
 
@@ -18,7 +16,6 @@ from skorch.callbacks import (
 from skorch.dataset import ValidSplit
 from skorch.utils import is_dataset
 from sklearn.metrics import roc_auc_score
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (
     Interval,
     validate_parameter_constraints,
@@ -39,33 +36,10 @@ from sklearn_imgpair._callbacks import (
 from sklearn_imgpair._dataset import DecodedImageCache, ImageDataset, PairDataset
 from sklearn_imgpair._embedder import embed_images
 from sklearn_imgpair._module import SiameseNet
-from sklearn_imgpair._validation import check_match_labels, check_pairs
+from sklearn_imgpair._seeding import seeded
+from sklearn_imgpair._validation import check_files_exist, check_match_labels, check_pairs
 
 __all__ = ["ImagePairClassifier"]
-
-
-@contextlib.contextmanager
-def _seeded(random_state, device):
-    """Seed torch's and numpy's global generators inside the block only.
-
-    The caller's random state is restored afterwards, so fitting with a
-    ``random_state`` leaves no trace on other code.
-    """
-    if random_state is None:
-        yield
-        return
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    devices = []
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        devices = [torch.device(device).index or torch.cuda.current_device()]
-    numpy_state = np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(numpy_state)
 
 
 class ImagePairClassifier(NeuralNetBinaryClassifier):
@@ -132,7 +106,9 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
     cache_size : float, default=1024
         Memory in MB for decoded, resized training images, so that each
         image file is decoded once per ``fit`` rather than once per pair and
-        epoch. 0 decodes on every read.
+        epoch. 0 decodes on every read. With ``iterator_train__num_workers``
+        above 0 each worker keeps its own cache; add
+        ``iterator_train__persistent_workers=True`` so it lasts across epochs.
 
     module : type, default=SiameseNet
         The torch module class; it receives ``backbone``, ``mean``, ``std``
@@ -398,6 +374,8 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         if training and "iterator_train__shuffle" not in self.get_params(deep=False):
             kwargs = {"batch_size": self.batch_size, "shuffle": True,
                       **self.get_params_for("iterator_train")}
+            if kwargs["batch_size"] == -1:
+                kwargs["batch_size"] = len(dataset)
             return self.iterator_train(dataset, **kwargs)
         return super().get_iterator(dataset, training=training)
 
@@ -433,12 +411,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                     f"y has {len(y_values)}."
                 )
             targets = (y_values == self.match_label).astype(np.float32)
-        for row, column in np.ndindex(pairs.shape):
-            path = pairs[row, column]
-            if not os.path.isfile(path):
-                kind = "is not a file" if os.path.exists(path) else "does not exist"
-                error = ValueError if os.path.exists(path) else FileNotFoundError
-                raise error(f"X[{row}, {column}]: image {path!r} {kind}.")
+        check_files_exist(pairs)
         return pairs, targets, classes
 
     def _start_time_limit(self, elapsed):
@@ -466,13 +439,13 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         started = time.monotonic()
         self._validate_hyperparameters()
         pairs, targets, classes = self._check_fit_data(X, y)
-        with _seeded(self.random_state, self.device):
+        with seeded(self.random_state):
             if not self.warm_start or not self.initialized_:
                 self.initialize()
             self._start_time_limit(time.monotonic() - started)
+            self.classes_ = classes
             super().partial_fit(self._pair_dataset(pairs, targets), targets,
                                 _routing_method="fit", **fit_params)
-        self.classes_ = classes
         self.n_features_in_ = 2
         return self
 
@@ -506,11 +479,11 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                     f"{self.match_label!r}; got {known.tolist()}."
                 )
         pairs, targets, known = self._check_fit_data(X, y, classes=known)
-        with _seeded(self.random_state, self.device):
+        with seeded(self.random_state):
             if not self.initialized_:
                 self.initialize()
+            self.classes_ = known
             super().partial_fit(self._pair_dataset(pairs, targets), targets, **fit_params)
-        self.classes_ = known
         self.n_features_in_ = 2
         return self
 
@@ -520,6 +493,8 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
 
     def _match_logits(self, X):
         self.check_is_fitted(["module_", "classes_"])
+        if is_dataset(X):  # skorch's own scoring callbacks pass datasets
+            return self.forward(X).float().numpy().reshape(-1)
         pairs = check_pairs(X)
         unique, first, inverse = np.unique(pairs.ravel(), return_index=True,
                                            return_inverse=True)

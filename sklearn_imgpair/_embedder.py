@@ -18,6 +18,7 @@ from sklearn_imgpair._backbone import (
 from sklearn_imgpair._cache import EmbeddingCache, file_key, model_fingerprint
 from sklearn_imgpair._dataset import ImageDataset
 from sklearn_imgpair._module import SiameseNet
+from sklearn_imgpair._seeding import seeded
 from sklearn_imgpair._validation import check_paths
 
 __all__ = ["ImageEmbedder", "embed_images"]
@@ -91,9 +92,12 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"`` for CUDA when
         available.
 
-    classifier : ImagePairClassifier, default=None
+    classifier : ImagePairClassifier or FrozenEstimator, default=None
         A fitted classifier whose network is copied; the backbone parameters
-        above are then ignored.
+        above are then ignored. ``clone`` (and so ``GridSearchCV`` or
+        ``PairFeatures``) returns an unfitted copy of a plain estimator; wrap
+        the classifier in :class:`sklearn.frozen.FrozenEstimator` to keep it
+        fitted through cloning.
 
     cache : bool, default=True
         Keep embeddings in process memory (512 MB shared by all embedders,
@@ -175,18 +179,15 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _build_module(self):
         if self.classifier is not None:
-            self.classifier.check_is_fitted()
-            return copy.deepcopy(self.classifier.module_), self.classifier.image_size_
-        generator_state = torch.random.get_rng_state()
-        if self.random_state is not None:
-            torch.manual_seed(self.random_state)
-        try:
+            # A FrozenEstimator keeps a fitted classifier fitted through clone().
+            classifier = getattr(self.classifier, "estimator", self.classifier)
+            classifier.check_is_fitted()
+            return copy.deepcopy(classifier.module_), classifier.image_size_
+        with seeded(self.random_state):
             backbone = create_backbone(self.model_name, pretrained=self.pretrained,
                                        weights_path=self.weights_path,
                                        image_size=self.image_size,
                                        model_kwargs=self.model_kwargs)
-        finally:
-            torch.random.set_rng_state(generator_state)
         preprocessing = resolve_preprocessing(backbone, self.image_size)
         module = SiameseNet(backbone, mean=preprocessing["mean"], std=preprocessing["std"])
         return module, preprocessing["image_size"]

@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklearn_imgpair._embedder import ImageEmbedder
 from sklearn_imgpair._graph import match_components
-from sklearn_imgpair._validation import check_pairs
+from sklearn_imgpair._validation import check_files_exist, check_pairs
 
 __all__ = ["PairFeatures", "pair_groups"]
 
@@ -90,6 +90,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         pairs = check_pairs(X)
+        check_files_exist(pairs)
         unique, inverse = np.unique(pairs.ravel(), return_inverse=True)
         embeddings = self.embedder_.transform(unique)
         inverse = inverse.reshape(-1, 2)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.multiclass import type_of_target
 
-__all__ = ["check_match_labels", "check_pairs", "check_paths"]
+__all__ = ["check_files_exist", "check_match_labels", "check_pairs", "check_paths"]
 
 
 def _describe_cell(value):
@@ -214,3 +214,29 @@ def check_match_labels(y, match_label, n_samples):
             f"{classes.tolist()}. Set match_label to the label that means 'same'."
         )
     return classes, (y == match_label).astype(np.float32)
+
+
+def check_files_exist(pairs):
+    """Check that every image of every pair is a file, before any work starts.
+
+    Each distinct path is looked at once.
+
+    Parameters
+    ----------
+    pairs : ndarray of shape (n_pairs, 2), dtype=object
+        As returned by :func:`check_pairs`.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the first row and column whose path does not exist.
+    ValueError
+        Naming the first row and column whose path is not a file.
+    """
+    paths, first = np.unique(pairs.ravel(), return_index=True)
+    for position in np.sort(first[[not os.path.isfile(path) for path in paths]]):
+        row, column = divmod(int(position), 2)
+        path = pairs[row, column]
+        if os.path.exists(path):
+            raise ValueError(f"X[{row}, {column}]: image {path!r} is not a file.")
+        raise FileNotFoundError(f"X[{row}, {column}]: image {path!r} does not exist.")

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_imgpair import ImageEmbedder, PairFeatures, pair_groups
@@ -52,3 +53,23 @@ def test_pair_groups_warns_when_one_component_holds_most_pairs():
     X = [("a", "b"), ("b", "c"), ("c", "d"), ("e", "f")]
     with pytest.warns(UserWarning, match="One group holds 3 of 4 pairs"):
         assert_array_equal(pair_groups(X), [0, 0, 0, 1])
+
+
+def test_pair_features_errors_name_the_row_and_column(image_pairs, tmp_path):
+    X, _ = image_pairs
+    transformer = _features().fit(X)
+    X = X[:5].copy()
+    X[3, 1] = str(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError, match=r"X\[3, 1\]: .*missing.png"):
+        transformer.transform(X)
+
+
+def test_pair_features_with_a_frozen_fitted_classifier(fitted_clf, image_pairs):
+    from sklearn.base import clone
+    from sklearn.frozen import FrozenEstimator
+
+    X, _ = image_pairs
+    features = PairFeatures(ImageEmbedder(classifier=FrozenEstimator(fitted_clf)))
+    cosine = clone(features).fit(X).transform(X)[:, 0]
+    logits = fitted_clf.module_.head(torch.from_numpy(cosine)).detach().numpy()
+    assert_allclose(logits, fitted_clf.decision_function(X), atol=1e-5)
