@@ -65,3 +65,11 @@ def test_categories_split_pairs_into_independent_groups(tmp_path):
     category = {p: int(_product(p)) % 4 for p in np.ravel(train[["Image1", "Image2"]])}
     for a, b in train[["Image1", "Image2"]].itertuples(index=False):
         assert category[a] == category[b]
+
+
+@pytest.mark.parametrize("n_products, n_categories", [(12, 4), (16, 4), (10, 3), (9, 2)])
+def test_categories_leave_negatives_in_the_test_table(tmp_path, n_products, n_categories):
+    # Negatives pair products of one category: a category needs two test products.
+    _, test = make_image_pairs(tmp_path, n_products=n_products, n_views=2, image_size=16,
+                               n_pairs=60, n_categories=n_categories)
+    assert set(test["Label"]) == {0, 1}
