@@ -2,9 +2,12 @@
 
 import argparse
 import json
+import math
+import os
 import pickle
 import sys
 import textwrap
+import traceback
 
 from sklearn_imgpair._commands import (
     CommandError,
@@ -18,6 +21,10 @@ from sklearn_imgpair._commands import (
 __all__ = ["build_parser", "main"]
 
 PROG = "sklearn-imgpair"
+# Set to 1 to see the traceback of an error (as -v does for the commands that have it).
+TRACEBACK_ENV = "SKLEARN_IMGPAIR_TRACEBACK"
+# Errors that mean bad input; their message is all the user needs.
+_INPUT_ERRORS = (CommandError, OSError, ValueError, TypeError, pickle.PickleError)
 
 _DESCRIPTION = """\
 Image-to-image matching with Siamese Swin Transformers (scikit-learn, skorch, timm).
@@ -45,6 +52,8 @@ examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the descriptions' line breaks; align option help at column 32."""
+
     def __init__(self, prog):
         super().__init__(prog, max_help_position=32)
 
@@ -55,6 +64,7 @@ def _describe(text, example):
 
 
 def _json_object(text):
+    """Parse an option's value as a JSON object into a dict (``--model-kwargs``)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -65,22 +75,28 @@ def _json_object(text):
 
 
 def _positive(kind):
+    """An argparse type: a positive, finite number of type ``kind`` (int or float)."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a {kind.__name__}; got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive; got {text!r}")
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {expected}; got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive, finite number; got {text!r}")
         return value
 
     return parse
 
 
 def _probability(text):
-    value = float(text)
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1; got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1; got {text!r}")
     return value
 
 
@@ -216,21 +232,20 @@ def _add_predict(commands):
 def _add_embed(commands):
     embed = commands.add_parser(
         "embed", formatter_class=_Formatter,
-        parents=[_model_options("images", 32), _output_options(_PROGRESS)],
+        parents=[_model_options("images", "the model's"), _column_options(label=False),
+                 _output_options(_PROGRESS)],
         help="write the embedding of every distinct image to .npy or .csv",
         description=_describe(
-            "Embed every distinct image of the given columns with the model's backbone "
-            "(unit-length vectors, the ones whose cosine the model scores). A .csv output "
-            "has a 'path' column and one column per dimension (e0, e1, ...). A .npy output "
-            "holds the (n_images, dim) float32 array, and NAME.paths.txt beside NAME.npy "
-            "the image paths, one a line, in the same order.",
+            "Embed every distinct image of the two image columns with the model's backbone "
+            "(unit-length vectors, the ones whose cosine the model scores); to embed one "
+            "column only, name it twice (--image2 Image1). A .csv output has a 'path' "
+            "column and one column per dimension (e0, e1, ...). A .npy output holds the "
+            "(n_images, dim) float32 array, and NAME.paths.txt beside NAME.npy the image "
+            "paths, one a line, in the same order.",
             "sklearn-imgpair embed --model model.pkl --data test.csv "
             "--output embeddings.npy"))
     embed.add_argument("--output", required=True, metavar="PATH",
                        help="file to write, ending in .npy or .csv")
-    embed.add_argument("--column", action="append", metavar="COLUMN",
-                       help="image column to embed; repeat for several "
-                            "(default: Image1 and Image2)")
     embed.set_defaults(run=run_embed)
 
 
@@ -249,8 +264,21 @@ def build_parser():
     return parser
 
 
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
+def _one_line(error, with_type):
+    message = " ".join(str(error).split())
+    if with_type:
+        return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return message or type(error).__name__
+
+
+def _report(error, args, *, with_type):
+    """Print the error on one line of stderr, after its traceback if asked for."""
+    if getattr(args, "verbose", 0) or os.environ.get(TRACEBACK_ENV) == "1":
+        traceback.print_exception(error, file=sys.stderr)
+        hint = ""
+    else:
+        hint = f" (-v or {TRACEBACK_ENV}=1 shows the traceback)" if with_type else ""
+    print(f"{PROG}: error: {_one_line(error, with_type)}{hint}", file=sys.stderr)
 
 
 def main(argv=None):
@@ -264,8 +292,11 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 2 for bad usage or bad input (a one-line message on
-        stderr, no traceback), 130 when interrupted.
+        0 on success; 2 for bad usage or bad input (a one-line message on
+        stderr, no traceback); 1 for any other error (one line naming the
+        exception's type); 130 when interrupted. With ``-v`` (or
+        ``SKLEARN_IMGPAIR_TRACEBACK=1`` in the environment) the traceback
+        comes before the line.
     """
     parser = build_parser()
     try:
@@ -277,6 +308,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, OSError, ValueError, TypeError, pickle.PickleError) as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+    except _INPUT_ERRORS as exc:
+        _report(exc, args, with_type=False)
         return 2
+    except Exception as exc:  # a bug, or bad input that the library did not foresee
+        _report(exc, args, with_type=True)
+        return 1

@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import http.server
 import os
@@ -9,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from sklearn_imgpair.datasets import expand_paths, fetch_stanford_online_products, read_pairs_csv
+from sklearn_imgpair.datasets import _download
+from sklearn_imgpair.datasets._stanford_online_products import _find_dataset_dir
 
 # ----------------------------------------------------------------------
 # read_pairs_csv
@@ -74,7 +76,7 @@ def test_read_pairs_csv_names_a_missing_column_and_the_columns_present(tmp_path)
 
 def test_read_pairs_csv_names_the_row_of_an_empty_image_cell(tmp_path):
     csv = _write(tmp_path / "pairs.csv", "Image1,Image2,Label\na.png,b.png,1\nc.png,,0\n")
-    with pytest.raises(ValueError, match=r"row 1, column 'Image2': the image path is empty"):
+    with pytest.raises(ValueError, match=r"line 3, column 'Image2': the image path is empty"):
         read_pairs_csv(csv)
 
 
@@ -91,29 +93,6 @@ def test_read_pairs_csv_errors_on_missing_and_unparsable_files(tmp_path):
 # ----------------------------------------------------------------------
 # fetch_stanford_online_products, offline: a small zip of the same layout
 # ----------------------------------------------------------------------
-
-
-def _png_bytes(path, colour):
-    Image.new("RGB", (8, 8), colour).save(path)
-    return path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def sop_zip(tmp_path_factory):
-    """A zip laid out like the tutorial's: Stanford_Online_Products/{train,test}.csv + images."""
-    folder = tmp_path_factory.mktemp("sop")
-    archive = folder / "Stanford_Online_Products.zip"
-    rows = [("bicycle_final/1_0.png", "bicycle_final/1_1.png", 1),
-            ("bicycle_final/1_0.png", "kettle_final/2_0.png", 0),
-            ("kettle_final/2_0.png", "kettle_final/2_1.png", 1)]
-    with zipfile.ZipFile(archive, "w") as zip_file:
-        for index, name in enumerate(sorted({p for row in rows for p in row[:2]})):
-            data = _png_bytes(folder / "image.png", (40 * index, 80, 120))
-            zip_file.writestr(f"Stanford_Online_Products/{name}", data)
-        for split, chosen in (("train", rows[:2]), ("test", rows[2:])):
-            frame = pd.DataFrame(chosen, columns=["Image1", "Image2", "Label"])
-            zip_file.writestr(f"Stanford_Online_Products/{split}.csv", frame.to_csv())
-    return archive
 
 
 def _cache_files(data_home):
@@ -227,13 +206,75 @@ def test_fetch_rejects_a_corrupt_download_and_leaves_no_cache(sop_zip, tmp_path,
         fetch_stanford_online_products(data_home=home, download_if_missing=False)
 
 
-def test_fetch_refuses_archive_members_outside_the_cache(tmp_path):
+@pytest.mark.parametrize("member", ["../escaped.txt", "/tmp/sklearn_imgpair_escaped.txt"])
+def test_fetch_refuses_archive_members_outside_the_cache(tmp_path, member):
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zip_file:
         zip_file.writestr("Stanford_Online_Products/train.csv", "Image1,Image2,Label\n")
-        zip_file.writestr("../escaped.txt", "gotcha")
+        zip_file.writestr(member, "gotcha")
     home = tmp_path / "home"
-    with pytest.raises(OSError, match="Refusing to extract '../escaped.txt'"):
+    with pytest.raises(OSError, match=f"Refusing to extract '{member}'"):
         fetch_stanford_online_products(data_home=home, url=archive.as_uri(), verbose=False)
     assert not (home / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    assert not os.path.exists("/tmp/sklearn_imgpair_escaped.txt")
     assert _cache_files(home) == ["stanford_online_products"]
+
+
+def _write_splits(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train.csv", "test.csv"):
+        (folder / split).write_text("Image1,Image2,Label\na.png,b.png,1\n")
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["Stanford_Online_Products", ".", "sop_copy"])
+def test_find_dataset_dir_takes_the_archive_folder_a_flat_copy_or_a_subfolder(tmp_path,
+                                                                            layout):
+    folder = _write_splits(tmp_path / layout)
+    assert Path(_find_dataset_dir(str(tmp_path))).resolve() == folder.resolve()
+
+
+def test_find_dataset_dir_ignores_hidden_and_incomplete_folders(tmp_path):
+    _write_splits(tmp_path / ".extract-abc")  # an extraction in progress
+    (tmp_path / "Stanford_Online_Products").mkdir()
+    (tmp_path / "Stanford_Online_Products" / "train.csv").write_text("Image1,Image2,Label\n")
+    assert _find_dataset_dir(str(tmp_path)) is None
+    assert _find_dataset_dir(str(tmp_path / "absent")) is None
+
+
+def test_fetch_replaces_an_incomplete_copy_in_the_cache(sop_zip, tmp_path):
+    partial = tmp_path / "stanford_online_products" / "Stanford_Online_Products"
+    partial.mkdir(parents=True)
+    (partial / "train.csv").write_text("Image1,Image2,Label\n")  # no test.csv: interrupted
+    with pytest.raises(OSError, match="incomplete; delete it"):
+        fetch_stanford_online_products(data_home=tmp_path, download_if_missing=False)
+    sop = fetch_stanford_online_products(data_home=tmp_path, url=sop_zip.as_uri(),
+                                         verbose=False)
+    assert sop.data_dir == str(partial)
+    assert sop.train["Label"].tolist() == [1, 0] and sop.test["Label"].tolist() == [1]
+
+
+def test_a_full_disk_is_not_reported_as_a_network_error(sop_zip, tmp_path, monkeypatch):
+    class FullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(_download.os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    with pytest.raises(OSError) as info:
+        fetch_stanford_online_products(data_home=tmp_path, url=sop_zip.as_uri(), verbose=False)
+    assert not isinstance(info.value, _download.DownloadError)
+    message = str(info.value)
+    assert "Cannot write the download" in message and "No space left on device" in message
+    assert str(tmp_path / "stanford_online_products") in message
+    assert "network" not in message
+    assert _cache_files(tmp_path) == ["stanford_online_products"]  # no partial file

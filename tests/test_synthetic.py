@@ -73,3 +73,13 @@ def test_categories_leave_negatives_in_the_test_table(tmp_path, n_products, n_ca
     _, test = make_image_pairs(tmp_path, n_products=n_products, n_views=2, image_size=16,
                                n_pairs=60, n_categories=n_categories)
     assert set(test["Label"]) == {0, 1}
+
+
+@pytest.mark.parametrize("n_products, n_categories", [(7, 4), (5, 3), (4, 4)])
+def test_categories_of_fewer_than_two_products_are_refused(tmp_path, n_products, n_categories):
+    match = (f"n_categories={n_categories} needs at least two products per category "
+             rf"\(n_products >= {2 * n_categories}\).*got n_products={n_products}")
+    with pytest.raises(ValueError, match=match):
+        make_image_pairs(tmp_path, n_products=n_products, n_views=2, n_pairs=20,
+                         n_categories=n_categories)
+    assert not list(tmp_path.iterdir())  # refused before drawing any image

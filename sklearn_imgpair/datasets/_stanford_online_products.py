@@ -1,13 +1,20 @@
 """fetch_stanford_online_products: the AutoMM matching tutorial's data set, cached locally."""
 
 import os
+import shutil
 
 from sklearn.datasets import get_data_home
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
 
-from sklearn_imgpair.datasets._csv import read_pairs_csv
-from sklearn_imgpair.datasets._download import download_file, extract_zip, remove_if_exists
+from sklearn_imgpair.datasets._pairs_csv import read_pairs_csv
+from sklearn_imgpair.datasets._download import (
+    ArchiveError,
+    DownloadError,
+    download_file,
+    extract_zip,
+    remove_if_exists,
+)
 
 __all__ = ["fetch_stanford_online_products"]
 
@@ -51,21 +58,39 @@ def _advice(url, cache_dir):
             "data_home= the folder that holds a copy.")
 
 
+def _incomplete_dir(cache_dir):
+    """The archive's folder under ``cache_dir`` if it lacks a CSV file, else None.
+
+    A folder unzipped by hand and interrupted, for example; it would keep
+    the complete copy of a new download from being moved into place.
+    """
+    folder = os.path.join(cache_dir, _DATASET_DIR)
+    if os.path.isdir(folder) and _find_dataset_dir(cache_dir) is None:
+        return folder
+    return None
+
+
 def _download(url, cache_dir, sha256, verbose):
+    """Download and unpack the archive into ``cache_dir``, replacing an incomplete copy."""
     os.makedirs(cache_dir, exist_ok=True)
     try:
         archive = download_file(url, cache_dir, sha256=sha256, verbose=verbose)
-    except OSError as exc:
-        raise OSError(f"{exc} Stanford Online Products is not cached in {cache_dir}. "
-                      f"Check the network connection and try again. {_advice(url, cache_dir)}"
-                      ) from exc
+    except DownloadError as exc:
+        raise DownloadError(f"{exc} Stanford Online Products is not cached in {cache_dir}. "
+                            "Check the network connection and try again. "
+                            f"{_advice(url, cache_dir)}") from exc
     try:
+        incomplete = _incomplete_dir(cache_dir)
+        if incomplete is not None:
+            if verbose:
+                print(f"Removing the incomplete copy {incomplete}", flush=True)
+            shutil.rmtree(incomplete)
         if verbose:
             print(f"Extracting {archive}", flush=True)
         extract_zip(archive, cache_dir)
-    except OSError as exc:
-        raise OSError(f"The archive downloaded from {url} is unusable and was deleted: "
-                      f"{exc} {_advice(url, cache_dir)}") from exc
+    except ArchiveError as exc:
+        raise ArchiveError(f"The archive downloaded from {url} is unusable and was deleted: "
+                           f"{exc} {_advice(url, cache_dir)}") from exc
     finally:
         remove_if_exists(archive)
 
@@ -98,7 +123,9 @@ def fetch_stanford_online_products(*, data_home=None, download_if_missing=True,
         (``~/scikit_learn_data``, or ``$SCIKIT_LEARN_DATA``).
     download_if_missing : bool, default=True
         Download the data when they are not in the cache. If False and the
-        cache is empty, raise an ``OSError``.
+        cache is empty, raise an ``OSError``. A ``Stanford_Online_Products``
+        folder in the cache without both CSV files counts as incomplete: a
+        download replaces it.
     return_X_y : bool, default=False
         Return ``(X_train, X_test, y_train, y_test)`` instead of a Bunch:
         two-column frames of image paths and the label Series, in the order
@@ -133,7 +160,8 @@ def fetch_stanford_online_products(*, data_home=None, download_if_missing=True,
     OSError
         If the data are not cached and ``download_if_missing=False``, or the
         download fails (no network, server error, checksum mismatch, corrupt
-        archive). The message names the cache folder and says what to do.
+        archive), or the cache folder cannot be written (full disk, no
+        permission). The message names the cache folder and says what to do.
         Nothing partial is left in the cache.
 
     See Also
@@ -158,9 +186,12 @@ def fetch_stanford_online_products(*, data_home=None, download_if_missing=True,
     dataset_dir = _find_dataset_dir(cache_dir)
     if dataset_dir is None:
         if not download_if_missing:
+            incomplete = _incomplete_dir(cache_dir)
+            found = (f" {incomplete} lacks one of them: it is incomplete; delete it, or let "
+                     "a download replace it." if incomplete else "")
             raise OSError(
                 f"Stanford Online Products is not in the cache folder {cache_dir} (looked "
-                f"for {' and '.join(_SPLITS)} there and in its subfolders). Pass "
+                f"for {' and '.join(_SPLITS)} there and in its subfolders).{found} Pass "
                 f"download_if_missing=True to download it from {url}. {_advice(url, cache_dir)}"
             )
         _download(url, cache_dir, sha256, verbose)

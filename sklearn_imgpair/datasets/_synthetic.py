@@ -157,7 +157,8 @@ def make_image_pairs(directory, *, n_products=24, n_views=6, image_size=64, n_pa
         groups of images, one per category, which
         :func:`~sklearn_imgpair.pair_groups` recovers. Test products are then
         held out two of a category at a time, so that the test table has
-        negatives too. None pairs any two products.
+        negatives too. Every category needs two products at least
+        (``n_products >= 2 * n_categories``). None pairs any two products.
     random_state : int, RandomState instance or None, default=0
         Seed; the same seed writes the same images and pairs.
 
@@ -168,6 +169,12 @@ def make_image_pairs(directory, *, n_products=24, n_views=6, image_size=64, n_pa
     test : pandas.DataFrame
         Test pairs of products not seen in training.
 
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range, or ``n_categories`` leaves a category
+        with fewer than two products.
+
     Examples
     --------
     >>> from sklearn_imgpair.datasets import make_image_pairs
@@ -175,6 +182,12 @@ def make_image_pairs(directory, *, n_products=24, n_views=6, image_size=64, n_pa
     >>> list(train.columns)
     ['Image1', 'Image2', 'Label']
     """
+    if n_categories is not None and n_products < 2 * n_categories:
+        raise ValueError(
+            f"n_categories={n_categories} needs at least two products per category "
+            f"(n_products >= {2 * n_categories}) for negatives within a category; got "
+            f"n_products={n_products}."
+        )
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     rng = np.random.default_rng(seed)
     directory = os.path.abspath(os.fspath(directory))

@@ -4,9 +4,41 @@ import os
 
 import pandas as pd
 
-__all__ = ["check_columns", "expand_paths", "read_pairs_csv"]
+__all__ = ["check_columns", "csv_location", "expand_paths", "read_pairs_csv"]
 
 IMAGE_SEPARATOR = ";"
+# read_csv arguments after which data row i is no longer line i + 2 of the file.
+_LINE_SHIFTING_KWARGS = ("header", "names", "skiprows", "comment")
+
+
+def csv_location(path, row, column):
+    """Where a cell of a pairs CSV file is, in the terms an editor shows.
+
+    The header is line 1, so data row ``row`` (counted from 0, as pandas
+    counts) is line ``row + 2``, as long as no line before it is blank or
+    belongs to a quoted cell that spans several lines.
+
+    Parameters
+    ----------
+    path : str
+        The CSV file.
+    row : int
+        Position of the data row, from 0.
+    column : str
+        Column name.
+
+    Returns
+    -------
+    location : str
+        For example ``"pairs.csv, line 4, column 'Image1'"``.
+
+    Examples
+    --------
+    >>> from sklearn_imgpair.datasets._pairs_csv import csv_location
+    >>> csv_location("pairs.csv", 2, "Image1")
+    "pairs.csv, line 4, column 'Image1'"
+    """
+    return f"{path}, line {row + 2}, column {column!r}"
 
 
 def expand_paths(cell, base_folder):
@@ -118,7 +150,7 @@ def read_pairs_csv(path, *, image_columns=("Image1", "Image2"), base_folder=None
     ValueError
         If the file cannot be parsed as CSV, a column of ``image_columns``
         is missing (the message lists the columns present), or an image cell
-        is empty.
+        is empty (the message names its line, see :func:`csv_location`).
 
     See Also
     --------
@@ -147,8 +179,9 @@ def read_pairs_csv(path, *, image_columns=("Image1", "Image2"), base_folder=None
         empty = values.isna() | (values.astype(str).str.strip() == "")
         if empty.any():
             row = int(empty.to_numpy().nonzero()[0][0])
-            raise ValueError(
-                f"Pairs file {path!r}, row {row}, column {column!r}: the image path is empty."
-            )
+            where = (f"{path!r}, data row {row}, column {column!r}"
+                     if any(key in read_csv_kwargs for key in _LINE_SHIFTING_KWARGS)
+                     else csv_location(repr(path), row, column))
+            raise ValueError(f"Pairs file {where}: the image path is empty.")
         frame[column] = [expand_paths(str(cell), base_folder) for cell in values]
     return frame
