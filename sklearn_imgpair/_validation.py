@@ -231,12 +231,18 @@ def check_files_exist(pairs):
     FileNotFoundError
         Naming the first row and column whose path does not exist.
     ValueError
-        Naming the first row and column whose path is not a file.
+        Naming the first row and column whose path is not a file, or that
+        joins several existing images with ``;`` (a multi-image cell of the
+        AutoMM format; each side of a pair must be one image).
     """
     paths, first = np.unique(pairs.ravel(), return_index=True)
     for position in np.sort(first[[not os.path.isfile(path) for path in paths]]):
         row, column = divmod(int(position), 2)
         path = pairs[row, column]
+        parts = path.split(";")
+        if len(parts) > 1 and all(map(os.path.isfile, parts)):
+            raise ValueError(f"X[{row}, {column}]: {path!r} holds several images joined by "
+                             "';'; each side of a pair must be one image.")
         if os.path.exists(path):
             raise ValueError(f"X[{row}, {column}]: image {path!r} is not a file.")
         raise FileNotFoundError(f"X[{row}, {column}]: image {path!r} does not exist.")

@@ -1,11 +1,16 @@
 """Shared fixtures: seeding, a tiny Swin configuration and small image-pair data sets."""
 
+import io
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from sklearn_imgpair import ImagePairClassifier
 from sklearn_imgpair.datasets import make_image_pairs
@@ -95,3 +100,58 @@ def _doctest_namespace(doctest_namespace, image_pairs, tmp_path):
     doctest_namespace["TINY_SWIN"] = dict(TINY_SWIN)
     doctest_namespace["X"], doctest_namespace["y"] = image_pairs
     doctest_namespace["tmp_dir"] = str(tmp_path)
+
+
+# ----------------------------------------------------------------------
+# a fake Stanford Online Products archive
+# ----------------------------------------------------------------------
+
+
+def _product_png(name, image_size):
+    """PNG bytes of a view: its product's colour (the file name before '_') plus noise."""
+    product = os.path.basename(name).split("_")[0]
+    colour = np.random.default_rng(zlib.crc32(product.encode())).integers(0, 256, size=3)
+    noise = np.random.default_rng(zlib.crc32(name.encode())).normal(
+        0, 12, size=(image_size, image_size, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(colour + noise, 0, 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_sop_zip(archive, splits, image_size=8):
+    """Write a zip laid out like the tutorial's ``Stanford_Online_Products.zip``.
+
+    Parameters
+    ----------
+    archive : pathlib.Path
+        The zip file to write.
+    splits : dict
+        ``{"train": rows, "test": rows}``, rows ``(image1, image2, label)``
+        with image paths relative to the data folder, such as
+        ``"bicycle_final/1_0.png"`` (product ``1``, view ``0``).
+    image_size : int, default=8
+        Side length of the PNG images.
+
+    Returns
+    -------
+    archive : pathlib.Path
+    """
+    names = sorted({path for rows in splits.values() for row in rows for path in row[:2]})
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        for name in names:
+            zip_file.writestr(f"Stanford_Online_Products/{name}", _product_png(name, image_size))
+        for split, rows in splits.items():
+            frame = pd.DataFrame(rows, columns=["Image1", "Image2", "Label"])
+            # With the unnamed index column that the tutorial reads with index_col=0.
+            zip_file.writestr(f"Stanford_Online_Products/{split}.csv", frame.to_csv())
+    return archive
+
+
+@pytest.fixture(scope="session")
+def sop_zip(tmp_path_factory):
+    """A small zip laid out like the tutorial's: Stanford_Online_Products/{train,test}.csv."""
+    rows = [("bicycle_final/1_0.png", "bicycle_final/1_1.png", 1),
+            ("bicycle_final/1_0.png", "kettle_final/2_0.png", 0),
+            ("kettle_final/2_0.png", "kettle_final/2_1.png", 1)]
+    archive = tmp_path_factory.mktemp("sop") / "Stanford_Online_Products.zip"
+    return write_sop_zip(archive, {"train": rows[:2], "test": rows[2:]})

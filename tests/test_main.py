@@ -11,6 +11,7 @@ def test_demo_runs_offline_and_saves_a_working_model(tmp_path, capsys, monkeypat
     assert main(["demo", "--output", str(tmp_path), "--time-limit", "6"]) == 0
     out = capsys.readouterr().out
     assert "ROC AUC" in out and "P(match)" in out
+    assert "embeddings of the test pairs' first images: shape (" in out
     model_path = tmp_path / "model.pkl"
     assert model_path.is_file()
     with open(model_path, "rb") as file:

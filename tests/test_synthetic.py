@@ -65,3 +65,21 @@ def test_categories_split_pairs_into_independent_groups(tmp_path):
     category = {p: int(_product(p)) % 4 for p in np.ravel(train[["Image1", "Image2"]])}
     for a, b in train[["Image1", "Image2"]].itertuples(index=False):
         assert category[a] == category[b]
+
+
+@pytest.mark.parametrize("n_products, n_categories", [(12, 4), (16, 4), (10, 3), (9, 2)])
+def test_categories_leave_negatives_in_the_test_table(tmp_path, n_products, n_categories):
+    # Negatives pair products of one category: a category needs two test products.
+    _, test = make_image_pairs(tmp_path, n_products=n_products, n_views=2, image_size=16,
+                               n_pairs=60, n_categories=n_categories)
+    assert set(test["Label"]) == {0, 1}
+
+
+@pytest.mark.parametrize("n_products, n_categories", [(7, 4), (5, 3), (4, 4)])
+def test_categories_of_fewer_than_two_products_are_refused(tmp_path, n_products, n_categories):
+    match = (f"n_categories={n_categories} needs at least two products per category "
+             rf"\(n_products >= {2 * n_categories}\).*got n_products={n_products}")
+    with pytest.raises(ValueError, match=match):
+        make_image_pairs(tmp_path, n_products=n_products, n_views=2, n_pairs=20,
+                         n_categories=n_categories)
+    assert not list(tmp_path.iterdir())  # refused before drawing any image

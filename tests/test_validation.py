@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklearn_imgpair._validation import check_match_labels, check_pairs
+from sklearn_imgpair._validation import check_files_exist, check_match_labels, check_pairs
 
 PAIRS = [("a.png", "b.png"), ("c.png", "a.png"), ("d.png", "e.png")]
 
@@ -97,3 +97,26 @@ def test_check_match_labels_accepts_series_and_column_vector():
 def test_check_match_labels_rejects_bad_labels(y, match_label, n, match):
     with pytest.raises(ValueError, match=match):
         check_match_labels(y, match_label, n)
+
+
+def _pngs(folder, *names):
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return [str(folder / name) for name in names]
+
+
+def test_check_files_exist_names_the_first_missing_cell(tmp_path):
+    a, b = _pngs(tmp_path, "a.png", "b.png")
+    pairs = np.array([[a, b], [b, str(tmp_path / "lost.png")], [str(tmp_path), a]], dtype=object)
+    with pytest.raises(FileNotFoundError, match=r"X\[1, 1\]: image '.*lost.png' does not exist"):
+        check_files_exist(pairs)
+    with pytest.raises(ValueError, match=r"X\[1, 0\]: image '.*' is not a file"):
+        check_files_exist(pairs[[0, 2]])
+    check_files_exist(pairs[:1])
+
+
+def test_check_files_exist_recognises_several_images_joined_by_a_semicolon(tmp_path):
+    a, b = _pngs(tmp_path, "a.png", "b.png")
+    pairs = np.array([[a, b], [a, f"{a};{b}"]], dtype=object)
+    with pytest.raises(ValueError, match=r"X\[1, 1\]: .* holds several images joined by ';'"):
+        check_files_exist(pairs)

@@ -94,6 +94,23 @@ def _sample_pairs(paths, product_ids, categories, n_pairs, rng):
     return pd.DataFrame(rows, columns=["Image1", "Image2", "Label"])
 
 
+def _choose_test_products(categories, n_test_products, n_categories, rng):
+    """Products held out for testing; with categories, two of a category at a time.
+
+    Negatives pair products of one category only, so a category with a single
+    test product would give the test table no negatives.
+    """
+    order = rng.permutation(len(categories))
+    if n_categories is None:
+        return set(order[:n_test_products].tolist())
+    rank = rng.permutation(n_categories)[categories[order]]  # categories in random order
+    order = order[np.argsort(rank, kind="stable")]
+    rank = rank[np.argsort(rank, kind="stable")]
+    position = np.arange(len(order)) - np.searchsorted(rank, rank)  # index within category
+    order = order[np.lexsort((rank, position // 2))]
+    return set(order[:n_test_products].tolist())
+
+
 @validate_params(
     {
         "directory": [str, os.PathLike],
@@ -138,8 +155,10 @@ def make_image_pairs(directory, *, n_products=24, n_views=6, image_size=64, n_pa
         products of one category as negatives, as catalogues often do (hard
         negatives from the same shelf). The pairs then fall into independent
         groups of images, one per category, which
-        :func:`~sklearn_imgpair.pair_groups` recovers. None pairs any two
-        products.
+        :func:`~sklearn_imgpair.pair_groups` recovers. Test products are then
+        held out two of a category at a time, so that the test table has
+        negatives too. Every category needs two products at least
+        (``n_products >= 2 * n_categories``). None pairs any two products.
     random_state : int, RandomState instance or None, default=0
         Seed; the same seed writes the same images and pairs.
 
@@ -150,6 +169,12 @@ def make_image_pairs(directory, *, n_products=24, n_views=6, image_size=64, n_pa
     test : pandas.DataFrame
         Test pairs of products not seen in training.
 
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range, or ``n_categories`` leaves a category
+        with fewer than two products.
+
     Examples
     --------
     >>> from sklearn_imgpair.datasets import make_image_pairs
@@ -157,6 +182,12 @@ def make_image_pairs(directory, *, n_products=24, n_views=6, image_size=64, n_pa
     >>> list(train.columns)
     ['Image1', 'Image2', 'Label']
     """
+    if n_categories is not None and n_products < 2 * n_categories:
+        raise ValueError(
+            f"n_categories={n_categories} needs at least two products per category "
+            f"(n_products >= {2 * n_categories}) for negatives within a category; got "
+            f"n_products={n_products}."
+        )
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     rng = np.random.default_rng(seed)
     directory = os.path.abspath(os.fspath(directory))
@@ -172,12 +203,12 @@ def make_image_pairs(directory, *, n_products=24, n_views=6, image_size=64, n_pa
             product_ids.append(product)
 
     n_test_products = min(n_products - 2, max(2, math.ceil(test_size * n_products)))
-    test_products = set(rng.permutation(n_products)[:n_test_products].tolist())
+    categories = (np.zeros(n_products, dtype=int) if n_categories is None
+                  else np.arange(n_products) % n_categories)
+    test_products = _choose_test_products(categories, n_test_products, n_categories, rng)
     is_test = np.array([product in test_products for product in product_ids])
     paths, product_ids = np.array(paths, dtype=object), np.array(product_ids)
     n_test_pairs = max(2, int(round(test_size * n_pairs)))
-    categories = (np.zeros(n_products, dtype=int) if n_categories is None
-                  else np.arange(n_products) % n_categories)
     train = _sample_pairs(paths[~is_test], product_ids[~is_test], categories,
                           n_pairs - n_test_pairs, rng)
     test = _sample_pairs(paths[is_test], product_ids[is_test], categories, n_test_pairs, rng)

@@ -1,0 +1,316 @@
+"""The ``sklearn-imgpair`` command line: argument parsing and one-line errors."""
+
+import argparse
+import json
+import math
+import os
+import pickle
+import sys
+import textwrap
+import traceback
+
+from sklearn_imgpair._commands import (
+    CommandError,
+    run_demo,
+    run_embed,
+    run_evaluate,
+    run_fit,
+    run_predict,
+)
+
+__all__ = ["build_parser", "main"]
+
+PROG = "sklearn-imgpair"
+# Set to 1 to see the traceback of an error (as -v does for the commands that have it).
+TRACEBACK_ENV = "SKLEARN_IMGPAIR_TRACEBACK"
+# Errors that mean bad input; their message is all the user needs.
+_INPUT_ERRORS = (CommandError, OSError, ValueError, TypeError, pickle.PickleError)
+
+_DESCRIPTION = """\
+Image-to-image matching with Siamese Swin Transformers (scikit-learn, skorch, timm).
+
+Data are CSV files of image pairs, one pair a row, as in the AutoMM tutorial:
+
+    Image1,Image2,Label
+    images/a_0.png,images/a_1.png,1
+    images/a_0.png,images/b_2.png,0
+
+Relative image paths are taken relative to the CSV file's folder. Start with
+'sklearn-imgpair demo', or 'sklearn-imgpair COMMAND --help' for each command.
+"""
+
+_EXAMPLES = """\
+examples:
+  sklearn-imgpair demo --output demo
+  sklearn-imgpair fit --train train.csv --model model.pkl --time-limit 180
+  sklearn-imgpair fit --train train.csv --model model.pkl --no-pretrained --lr 2e-3 \\
+      --image-size 64 --model-kwargs '{"embed_dim": 32, "depths": [2, 2], "num_heads": [2, 4]}'
+  sklearn-imgpair evaluate --model model.pkl --data test.csv
+  sklearn-imgpair predict --model model.pkl --data test.csv --output predictions.csv
+  sklearn-imgpair embed --model model.pkl --data test.csv --output embeddings.npy
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the descriptions' line breaks; align option help at column 32."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32)
+
+
+def _describe(text, example):
+    """A subcommand's description: ``text`` wrapped, then an example command."""
+    return f"{textwrap.fill(text, 79, break_on_hyphens=False)}\n\nexample:\n  {example}"
+
+
+def _json_object(text):
+    """Parse an option's value as a JSON object into a dict (``--model-kwargs``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}; got {text!r}")
+    return value
+
+
+def _positive(kind):
+    """An argparse type: a positive, finite number of type ``kind`` (int or float)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {expected}; got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive, finite number; got {text!r}")
+        return value
+
+    return parse
+
+
+def _probability(text):
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1; got {text!r}")
+    return value
+
+
+def _column_options(*, label):
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("columns")
+    group.add_argument("--image1", default="Image1", metavar="COLUMN",
+                       help="column of the first images (default: %(default)s)")
+    group.add_argument("--image2", default="Image2", metavar="COLUMN",
+                       help="column of the second images (default: %(default)s)")
+    if label:
+        group.add_argument("--label", default="Label", metavar="COLUMN",
+                           help="column of the labels (default: %(default)s)")
+    return parent
+
+
+def _output_options(verbose_help):
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="count", default=0, help=verbose_help)
+    parent.add_argument("-q", "--quiet", action="store_true", help="print no progress")
+    return parent
+
+
+def _model_options(unit, default):
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--model", required=True, metavar="PATH",
+                        help="model file written by 'fit' (a pickle: load only files you trust)")
+    parent.add_argument("--data", required=True, metavar="CSV", help="pairs CSV file")
+    parent.add_argument("--batch-size", type=_positive(int), metavar="N",
+                        help=f"{unit} per batch (default: {default})")
+    return parent
+
+
+_PROGRESS = "show progress bars even when the output is not a terminal"
+
+
+def _add_demo(commands):
+    demo = commands.add_parser(
+        "demo", formatter_class=_Formatter,
+        help="fit and evaluate a matcher on synthetic data, offline",
+        description=_describe(
+            "Draw a synthetic product-matching data set, fit a small Siamese Swin from random "
+            "weights, evaluate it, print a few predictions and the embedding shape, and save "
+            "the model. Needs no network; takes about two minutes on two CPU cores.",
+            "sklearn-imgpair demo --output demo"))
+    demo.add_argument("--output", metavar="FOLDER",
+                      help="folder for images and model (default: a new temp folder)")
+    demo.add_argument("--time-limit", type=_positive(float), default=90.0, metavar="SECONDS",
+                      help="seconds for fitting (default: 90)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.set_defaults(run=run_demo)
+
+
+def _add_fit(commands):
+    fit = commands.add_parser(
+        "fit", formatter_class=_Formatter,
+        parents=[_column_options(label=True),
+                 _output_options("also show a progress bar per epoch")],
+        help="fit a matcher on a pairs CSV and save it",
+        description=_describe(
+            "Fit a Siamese matcher on the labelled pairs of a CSV file and save it as a "
+            "pickle. 10 % of the pairs are held out to pick the best epoch; a row per epoch "
+            "shows the progress. Pretrained weights need the network once (or "
+            "--weights-path); --no-pretrained starts from random weights (use --lr 2e-3 "
+            "then).",
+            "sklearn-imgpair fit --train train.csv --model model.pkl --time-limit 180"))
+    fit.add_argument("--train", required=True, metavar="CSV", help="training pairs CSV file")
+    fit.add_argument("--model", required=True, metavar="PATH",
+                     help="where to save the fitted model (pickle)")
+    fit.add_argument("--match-label", default="1", metavar="LABEL",
+                     help="the label that means 'same' (default: %(default)s)")
+    model = fit.add_argument_group("model")
+    model.add_argument("--model-name", default="swin_tiny_patch4_window7_224", metavar="NAME",
+                       help="timm backbone (default: %(default)s)")
+    model.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                       help="start from the backbone's pretrained weights (default: yes)")
+    model.add_argument("--weights-path", metavar="PATH",
+                       help="local .pth/.bin/.safetensors checkpoint of the backbone")
+    model.add_argument("--model-kwargs", type=_json_object, metavar="JSON",
+                       help="JSON object of timm.create_model arguments, e.g. "
+                            "'{\"embed_dim\": 32, \"depths\": [2, 2], \"num_heads\": [2, 4]}'")
+    model.add_argument("--image-size", type=_positive(int), metavar="PIXELS",
+                       help="side length images are resized to (default: the model's, 224)")
+    training = fit.add_argument_group("training")
+    training.add_argument("--time-limit", type=_positive(float), metavar="SECONDS",
+                          help="stop fitting before this many seconds (default: no limit)")
+    training.add_argument("--max-epochs", type=_positive(int), default=10, metavar="N",
+                          help="largest number of epochs (default: %(default)s)")
+    training.add_argument("--batch-size", type=_positive(int), default=32, metavar="N",
+                          help="pairs per batch (default: %(default)s)")
+    training.add_argument("--lr", type=_positive(float), default=1e-4,
+                          help="peak learning rate (default: %(default)g)")
+    training.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    fit.set_defaults(run=run_fit)
+
+
+def _pair_prediction_options(*, label):
+    """Parents of the commands that score pairs with a saved model."""
+    threshold = argparse.ArgumentParser(add_help=False)
+    threshold.add_argument("--threshold", type=_probability, metavar="P",
+                           help="match probability above which a pair matches "
+                                "(default: the model's, 0.5)")
+    return [_model_options("pairs", "the model's"), _column_options(label=label),
+            _output_options(_PROGRESS), threshold]
+
+
+def _add_evaluate(commands):
+    evaluate = commands.add_parser(
+        "evaluate", formatter_class=_Formatter, parents=_pair_prediction_options(label=True),
+        help="print ROC AUC and accuracy of a model on a labelled pairs CSV",
+        description=_describe(
+            "Print the ROC AUC of the match probability and the accuracy of the "
+            "predictions at a threshold, on the labelled pairs of a CSV file.",
+            "sklearn-imgpair evaluate --model model.pkl --data test.csv"))
+    evaluate.set_defaults(run=run_evaluate)
+
+
+def _add_predict(commands):
+    predict = commands.add_parser(
+        "predict", formatter_class=_Formatter, parents=_pair_prediction_options(label=False),
+        help="write predictions and match probabilities to a CSV file",
+        description=_describe(
+            "Write the input table (image paths made absolute) plus a 'prediction' column "
+            "(a label) and a 'probability' column (the match probability) to a CSV file.",
+            "sklearn-imgpair predict --model model.pkl --data test.csv "
+            "--output predictions.csv"))
+    predict.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
+    predict.add_argument("--proba", action="store_true",
+                         help="also write the probability of each label, 'proba_<label>'")
+    predict.set_defaults(run=run_predict)
+
+
+def _add_embed(commands):
+    embed = commands.add_parser(
+        "embed", formatter_class=_Formatter,
+        parents=[_model_options("images", "the model's"), _column_options(label=False),
+                 _output_options(_PROGRESS)],
+        help="write the embedding of every distinct image to .npy or .csv",
+        description=_describe(
+            "Embed every distinct image of the two image columns with the model's backbone "
+            "(unit-length vectors, the ones whose cosine the model scores); to embed one "
+            "column only, name it twice (--image2 Image1). A .csv output has a 'path' "
+            "column and one column per dimension (e0, e1, ...). A .npy output holds the "
+            "(n_images, dim) float32 array, and NAME.paths.txt beside NAME.npy the image "
+            "paths, one a line, in the same order.",
+            "sklearn-imgpair embed --model model.pkl --data test.csv "
+            "--output embeddings.npy"))
+    embed.add_argument("--output", required=True, metavar="PATH",
+                       help="file to write, ending in .npy or .csv")
+    embed.set_defaults(run=run_embed)
+
+
+def build_parser():
+    """The argument parser of ``sklearn-imgpair``, with one subparser per command.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+    """
+    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, epilog=_EXAMPLES,
+                                     formatter_class=_Formatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_fit, _add_evaluate, _add_predict, _add_embed):
+        add(commands)
+    return parser
+
+
+def _one_line(error, with_type):
+    message = " ".join(str(error).split())
+    if with_type:
+        return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return message or type(error).__name__
+
+
+def _report(error, args, *, with_type):
+    """Print the error on one line of stderr, after its traceback if asked for."""
+    if getattr(args, "verbose", 0) or os.environ.get(TRACEBACK_ENV) == "1":
+        traceback.print_exception(error, file=sys.stderr)
+        hint = ""
+    else:
+        hint = f" (-v or {TRACEBACK_ENV}=1 shows the traceback)" if with_type else ""
+    print(f"{PROG}: error: {_one_line(error, with_type)}{hint}", file=sys.stderr)
+
+
+def main(argv=None):
+    """Run the ``sklearn-imgpair`` command line.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        Arguments without the program name; None reads ``sys.argv``.
+
+    Returns
+    -------
+    status : int
+        0 on success; 2 for bad usage or bad input (a one-line message on
+        stderr, no traceback); 1 for any other error (one line naming the
+        exception's type); 130 when interrupted. With ``-v`` (or
+        ``SKLEARN_IMGPAIR_TRACEBACK=1`` in the environment) the traceback
+        comes before the line.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has printed
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except _INPUT_ERRORS as exc:
+        _report(exc, args, with_type=False)
+        return 2
+    except Exception as exc:  # a bug, or bad input that the library did not foresee
+        _report(exc, args, with_type=True)
+        return 1
