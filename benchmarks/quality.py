@@ -28,13 +28,24 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from sklearn_imgpair import ImagePairClassifier
+from skorch.dataset import ValidSplit
+
+from sklearn_imgpair import IdentityValidSplit, ImagePairClassifier, ViewAugmentation
 
 COIL = Path(__file__).resolve().parents[2] / "shared" / "data" / "coil-100"
 
 # A small Swin for 64 px inputs: 4 px patches, 4x4 windows, three stages.
 SMALL_SWIN = dict(patch_size=4, window_size=4, embed_dim=48, depths=(2, 2, 2),
                   num_heads=(2, 4, 8))
+
+
+# Augmentations compared in the ablation; all keep the object in the picture.
+AUGMENTATIONS = {
+    "none": False,
+    "flip": ViewAugmentation(min_scale=1.0, max_rotation=0.0, brightness=0.0, contrast=0.0),
+    "mild": ViewAugmentation(min_scale=0.75, max_rotation=10.0, brightness=0.1, contrast=0.1),
+    "default": True,  # ViewAugmentation(): crops to 60 %, +-20 degrees, flips, +-25 % colour
+}
 
 
 def read_pairs(csv_path):
@@ -94,8 +105,21 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--patience", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pair-mining", choices=["graph", "none"], default="graph",
+                        help="identities mined from the pair graph, or the listed pairs only")
+    parser.add_argument("--views-per-identity", type=int, default=4)
+    parser.add_argument("--mining-weight", type=float, default=1.0)
+    parser.add_argument("--mining-temperature", type=float, default=0.1)
+    parser.add_argument("--valid-split", choices=["pairs", "identities"], default="pairs",
+                        help="hold out random pairs, or whole identities, for validation")
+    parser.add_argument("--valid-size", type=float, default=0.1)
+    parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="default",
+                        help="augmentation of training images (default: ViewAugmentation())")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--save", help="pickle the fitted classifier to this file")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     for path in [args.train, *args.test]:
         if not os.path.isfile(path):
@@ -104,11 +128,18 @@ def main(argv=None):
     X_train, y_train = read_pairs(args.train)
     print(f"train: {args.train} ({len(y_train)} pairs)  torch threads: "
           f"{torch.get_num_threads()}  {platform.processor() or platform.machine()}")
+    if args.valid_split == "identities":
+        train_split = IdentityValidSplit(args.valid_size)
+    else:
+        train_split = ValidSplit(args.valid_size, stratified=True)
     clf = ImagePairClassifier(
         pretrained=False, model_kwargs=SMALL_SWIN, image_size=args.image_size,
         time_limit=args.time_budget, max_epochs=10_000, lr=args.lr,
         batch_size=args.batch_size, random_state=args.seed, verbose=1,
         optimizer__weight_decay=0.05, callbacks__early_stopping__patience=args.patience,
+        pair_mining=args.pair_mining, views_per_identity=args.views_per_identity,
+        mining_weight=args.mining_weight, mining_temperature=args.mining_temperature,
+        augment=AUGMENTATIONS[args.augment], train_split=train_split,
     )
     started = time.perf_counter()
     clf.fit(X_train, y_train)
@@ -120,7 +151,12 @@ def main(argv=None):
     results = {
         "config": {"model_kwargs": SMALL_SWIN, "image_size": args.image_size,
                    "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-                   "parameters": n_params},
+                   "pair_mining": args.pair_mining,
+                   "views_per_identity": args.views_per_identity,
+                   "mining_weight": args.mining_weight,
+                   "mining_temperature": args.mining_temperature,
+                   "augment": args.augment, "valid_split": args.valid_split,
+                   "valid_size": args.valid_size, "parameters": n_params},
         "train": args.train,
         "time_budget_s": args.time_budget,
         "fit_s": round(fit_seconds, 2),

@@ -189,6 +189,10 @@ def _add_fit(commands):
                           help="pairs per batch (default: %(default)s)")
     training.add_argument("--lr", type=_positive(float), default=1e-4,
                           help="peak learning rate (default: %(default)g)")
+    training.add_argument("--pair-mining", choices=["graph", "none"], default="graph",
+                          help="also learn from identities mined from the matching pairs "
+                               "(graph), or from the listed pairs only (none) "
+                               "(default: %(default)s)")
     training.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     fit.set_defaults(run=run_fit)
 

@@ -219,7 +219,8 @@ def run_fit(args):
         args.model_name, pretrained=args.pretrained, weights_path=args.weights_path,
         model_kwargs=args.model_kwargs, image_size=args.image_size, match_label=match_label,
         time_limit=args.time_limit, max_epochs=args.max_epochs, batch_size=args.batch_size,
-        lr=args.lr, random_state=args.seed, verbose=0 if args.quiet else 1 + args.verbose,
+        lr=args.lr, pair_mining=args.pair_mining, random_state=args.seed,
+        verbose=0 if args.quiet else 1 + args.verbose,
     )
     print(f"Fitting {args.model_name} on {len(frame)} pairs from {args.train}", flush=True)
     started = time.perf_counter()

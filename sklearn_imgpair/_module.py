@@ -56,7 +56,10 @@ class SiameseNet(nn.Module):
     Images enter as ``uint8`` tensors of shape ``(n, 3, h, w)``; scaling to
     ``[0, 1]``, augmentation and normalisation happen here, on the device.
     :meth:`forward` returns match logits of shape ``(n,)``, whose sigmoid is
-    the match probability when trained with binary cross-entropy.
+    the match probability when trained with binary cross-entropy. Given
+    ``views`` as well (the identity batches of graph mining, see
+    :class:`ImagePairClassifier`'s ``pair_mining``), it returns the logits and
+    the embeddings of the views, all from one backbone call.
     """
 
     def __init__(self, backbone, *, mean, std, augment=None):
@@ -79,8 +82,10 @@ class SiameseNet(nn.Module):
         """Return match logits for two aligned batches of embeddings."""
         return self.head((embeddings_1 * embeddings_2).sum(dim=-1))
 
-    def forward(self, x1, x2):
-        # One backbone call for both sides: one set of weights, larger batches.
-        embeddings = self.embed(torch.cat([x1, x2], dim=0))
-        embeddings_1, embeddings_2 = embeddings.split([len(x1), len(x2)])
-        return self.similarity(embeddings_1, embeddings_2)
+    def forward(self, x1, x2, views=None):
+        # One backbone call for all images: one set of weights, larger batches.
+        batches = [x1, x2] if views is None else [x1, x2, views]
+        embeddings = self.embed(torch.cat(batches, dim=0))
+        embeddings = embeddings.split([len(batch) for batch in batches])
+        logits = self.similarity(embeddings[0], embeddings[1])
+        return logits if views is None else (logits, embeddings[2])

@@ -101,6 +101,8 @@ def _umask():
 def test_fit_saves_a_fitted_classifier(model, model_path):
     assert isinstance(model, ImagePairClassifier)
     assert model.classes_.tolist() == [0, 1] and model.match_label == 1
+    assert model.pair_mining == "graph"
+    assert "identity_loss" in model.history[-1, "batches", 0]
     assert len(model.history) == 2 and model.image_size_ == TINY_IMAGE_SIZE  # --max-epochs 2
     assert os.listdir(model_path.parent) == ["model.pkl"]  # no temporary file left
     assert _mode(model_path) == 0o666 & ~_umask()
@@ -125,12 +127,14 @@ def test_fit_takes_column_names_and_a_string_match_label(csv_dir, tmp_path, caps
     path = tmp_path / "sub" / "renamed.pkl"
     assert main(["fit", "--train", str(data), "--model", str(path),
                  "--image1", "query", "--image2", "response", "--label", "same",
-                 "--match-label", "yes", *TINY_FIT, "--max-epochs", "1"]) == 0
+                 "--match-label", "yes", *TINY_FIT, "--max-epochs", "1",
+                 "--pair-mining", "none"]) == 0
     assert f"Saved the model to {path}" in capsys.readouterr().out
     with open(path, "rb") as file:
         clf = pickle.load(file)
     assert clf.classes_.tolist() == ["no", "yes"] and clf.match_label == "yes"
-    assert len(clf.history) == 1
+    assert len(clf.history) == 1 and clf.pair_mining == "none"
+    assert "identity_loss" not in clf.history[-1, "batches", 0]
 
 
 def test_evaluate_prints_roc_auc_and_accuracy(model_path, model, csv_dir, capsys):
