@@ -39,12 +39,13 @@ from sklearn_imgpair._callbacks import (
 )
 from sklearn_imgpair._dataset import DecodedImageCache, ImageDataset, PairDataset, load_image
 from sklearn_imgpair._embedder import embed_images
+from sklearn_imgpair._graph import image_identities
 from sklearn_imgpair._mining import (
     IdentityBatches,
     IdentitySampler,
-    image_identities,
     supervised_contrastive_loss,
     training_pairs,
+    unwrap_subsets,
 )
 from sklearn_imgpair._module import SiameseNet
 from sklearn_imgpair._seeding import seeded
@@ -466,8 +467,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                 "images in the training pairs (it needs two); training on the pairs alone.",
                 UserWarning, stacklevel=3)
             return iterator
-        while isinstance(dataset, torch.utils.data.Subset):
-            dataset = dataset.dataset
+        dataset, _ = unwrap_subsets(dataset)
         if dataset.cache is None:
             load = partial(load_image, image_size=dataset.image_size)
         else:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["match_components"]
+__all__ = ["image_identities", "match_components"]
 
 
 def _find(parent, node):
@@ -12,6 +12,23 @@ def _find(parent, node):
     while parent[node] != root:  # path compression
         parent[node], node = root, parent[node]
     return root
+
+
+def _components(pairs, is_match):
+    """Distinct images, each pair cell's index into them, and each image's component."""
+    images, inverse = np.unique(np.asarray(pairs, dtype=object).ravel(), return_inverse=True)
+    inverse = inverse.reshape(-1, 2)
+    parent = list(range(len(images)))
+    for (a, b), match in zip(inverse.tolist(), np.asarray(is_match).tolist()):
+        if match:
+            root_a, root_b = _find(parent, a), _find(parent, b)
+            if root_a != root_b:
+                parent[max(root_a, root_b)] = min(root_a, root_b)
+    roots = np.array([_find(parent, node) for node in range(len(images))], dtype=int)
+    order = {}
+    for root in roots[inverse.ravel()].tolist():  # label in order of first appearance
+        order.setdefault(root, len(order))
+    return images, inverse, np.array([order[root] for root in roots.tolist()], dtype=int)
 
 
 def match_components(pairs, is_match):
@@ -35,15 +52,22 @@ def match_components(pairs, is_match):
         Component label of each image of each pair; labels are
         ``0 .. n_components - 1`` in order of first appearance.
     """
-    images, inverse = np.unique(np.asarray(pairs).ravel(), return_inverse=True)
-    inverse = inverse.reshape(-1, 2)
-    parent = list(range(len(images)))
-    for (a, b), match in zip(inverse.tolist(), np.asarray(is_match).tolist()):
-        if match:
-            root_a, root_b = _find(parent, a), _find(parent, b)
-            if root_a != root_b:
-                parent[max(root_a, root_b)] = min(root_a, root_b)
-    roots = np.array([_find(parent, node) for node in range(len(images))])
-    order = {}
-    labels = np.array([order.setdefault(root, len(order)) for root in roots[inverse.ravel()]])
-    return labels.reshape(-1, 2)
+    _, inverse, labels = _components(pairs, is_match)
+    return labels[inverse]
+
+
+def image_identities(pairs, is_match):
+    """Return the distinct images of ``pairs`` and the identity of each.
+
+    Identities are the components of :func:`match_components`, with the
+    same labels; the parameters are the same too.
+
+    Returns
+    -------
+    images : ndarray of shape (n_images,)
+        The distinct paths, sorted.
+    identities : ndarray of shape (n_images,), dtype=int
+        Identity label of each image.
+    """
+    images, _, labels = _components(pairs, is_match)
+    return images, labels

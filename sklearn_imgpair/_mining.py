@@ -10,14 +10,13 @@ negative pair.
 import numpy as np
 import torch
 
-from sklearn_imgpair._graph import match_components
 
 __all__ = [
     "IdentityBatches",
     "IdentitySampler",
-    "image_identities",
     "supervised_contrastive_loss",
     "training_pairs",
+    "unwrap_subsets",
 ]
 
 
@@ -56,34 +55,9 @@ def supervised_contrastive_loss(embeddings, labels, temperature=0.1):
     n_positives = positives.sum(dim=1)
     anchors = n_positives > 0
     if not anchors.any():
-        return logits.new_zeros(()) + 0.0 * embeddings.sum()
+        return 0.0 * embeddings.sum()  # zero, and still part of the graph
     positive_log_prob = log_prob.masked_fill(~positives, 0.0).sum(dim=1)
     return -(positive_log_prob[anchors] / n_positives[anchors]).mean()
-
-
-def image_identities(pairs, is_match):
-    """Return the distinct images of ``pairs`` and the identity of each.
-
-    Identities are the connected components of the matching pairs (see
-    :func:`~sklearn_imgpair._graph.match_components`).
-
-    Parameters
-    ----------
-    pairs : ndarray of shape (n_pairs, 2)
-        Image paths.
-    is_match : array-like of shape (n_pairs,)
-        Truthy where the pair is a match.
-
-    Returns
-    -------
-    images : ndarray of shape (n_images,)
-        The distinct paths, sorted.
-    identities : ndarray of shape (n_images,), dtype=int
-        Identity label of each image.
-    """
-    components = match_components(pairs, is_match).ravel()
-    images, first = np.unique(np.asarray(pairs, dtype=object).ravel(), return_index=True)
-    return images, components[first]
 
 
 class IdentitySampler:
@@ -148,6 +122,16 @@ class IdentitySampler:
         return self.images[indices], np.array(labels, dtype=np.int64)
 
 
+def unwrap_subsets(dataset):
+    """Return the dataset under nested Subsets and the indices they select (None: all)."""
+    indices = None
+    while isinstance(dataset, torch.utils.data.Subset):
+        indices = (np.asarray(dataset.indices) if indices is None
+                   else np.asarray(dataset.indices)[indices])
+        dataset = dataset.dataset
+    return dataset, indices
+
+
 def training_pairs(dataset):
     """Return the pairs and targets behind a :class:`PairDataset` or a Subset of one.
 
@@ -163,11 +147,7 @@ def training_pairs(dataset):
         The pairs and their targets, or None for datasets of another kind or
         without targets.
     """
-    indices = None
-    while isinstance(dataset, torch.utils.data.Subset):
-        indices = (np.asarray(dataset.indices) if indices is None
-                   else np.asarray(dataset.indices)[indices])
-        dataset = dataset.dataset
+    dataset, indices = unwrap_subsets(dataset)
     pairs, targets = getattr(dataset, "pairs", None), getattr(dataset, "y", None)
     if pairs is None or targets is None:
         return None

@@ -8,10 +8,10 @@ from numpy.testing import assert_array_equal
 from torch.utils.data import DataLoader, Subset
 
 from sklearn_imgpair._dataset import PairDataset
+from sklearn_imgpair._graph import image_identities
 from sklearn_imgpair._mining import (
     IdentityBatches,
     IdentitySampler,
-    image_identities,
     supervised_contrastive_loss,
     training_pairs,
 )
