@@ -148,11 +148,19 @@ class DecodedImageCache:
         image = self._images.get(path)
         if image is None:
             image = load_image(path, image_size)
-            size = image.numel() * image.element_size()
-            if self.n_bytes + size <= self.max_bytes:
-                self._images[path] = image
-                self.n_bytes += size
+            self.put(path, image)
         return image
+
+    def put(self, path, image):
+        """Keep ``image`` as the decoded ``path`` if the budget allows; return whether kept."""
+        if path in self._images:
+            return True
+        size = image.numel() * image.element_size()
+        if self.n_bytes + size > self.max_bytes:
+            return False
+        self._images[path] = image
+        self.n_bytes += size
+        return True
 
 
 class PairDataset(torch.utils.data.Dataset):

@@ -7,7 +7,7 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
 from sklearn_imgpair._backbone import (
@@ -18,6 +18,13 @@ from sklearn_imgpair._backbone import (
 from sklearn_imgpair._cache import EmbeddingCache, file_key, model_fingerprint
 from sklearn_imgpair._dataset import ImageDataset
 from sklearn_imgpair._module import SiameseNet
+from sklearn_imgpair._runtime import (
+    PRECISIONS,
+    autocast,
+    check_precision,
+    loader_kwargs,
+    to_device,
+)
 from sklearn_imgpair._seeding import seeded
 from sklearn_imgpair._validation import check_paths
 
@@ -44,7 +51,7 @@ def embed_images(module, batches, device):
     chunks = []
     with torch.no_grad():
         for images, _ in batches:
-            chunks.append(module.embed(images.to(device)))
+            chunks.append(module.embed(to_device(images, device)))
     return torch.cat(chunks)
 
 
@@ -112,6 +119,24 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Seeds the random initialisation when ``pretrained=False`` and no
         weights are given, so that two fits give the same vectors.
 
+    num_workers : int or None, default=None
+        Processes that decode images in parallel with the network
+        (:class:`torch.utils.data.DataLoader` workers). None sizes them to
+        the machine: on CUDA every core but one (at most 16); on CPU one per
+        8 cores, so none below 8 cores, where workers would take cores from
+        the model's own threads; and never more than the batches to read.
+        0 decodes in the main process.
+
+    precision : {"fp32", "bf16", "fp16"}, default="fp32"
+        Arithmetic of the backbone, by :func:`torch.autocast`; the vectors
+        are float32 and unit length either way. ``"bf16"`` runs on CPUs with
+        bfloat16 instructions (AVX512-BF16 or AMX; elsewhere it is emulated,
+        slow, and ``fit`` warns) and on recent GPUs: about 2-3 times faster
+        for swin_tiny on such a CPU, with vectors within a cosine of 0.9999
+        of fp32. ``"fp16"`` is for CUDA only. ``fit`` raises a
+        ``ValueError`` where the device cannot do it. Cached vectors are
+        kept apart per precision.
+
     Attributes
     ----------
     module_ : SiameseNet
@@ -152,11 +177,14 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "cache": ["boolean"],
         "memory": [str, os.PathLike, HasMethods(["cache"]), None],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
+        "precision": [StrOptions(set(PRECISIONS))],
     }
 
     def __init__(self, model_name="swin_tiny_patch4_window7_224", *, pretrained=True,
                  weights_path=None, model_kwargs=None, image_size=None, batch_size=32,
-                 device="cpu", classifier=None, cache=True, memory=None, random_state=0):
+                 device="cpu", classifier=None, cache=True, memory=None, random_state=0,
+                 num_workers=None, precision="fp32"):
         self.model_name = model_name
         self.pretrained = pretrained
         self.weights_path = weights_path
@@ -168,6 +196,8 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.cache = cache
         self.memory = memory
         self.random_state = random_state
+        self.num_workers = num_workers
+        self.precision = precision
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -207,6 +237,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self : ImageEmbedder
         """
         self._validate_params()
+        check_precision(self.precision, _resolve_device(self.device))
         if X is not None:
             check_paths(X)
             _check_feature_names(self, X, reset=True)
@@ -214,7 +245,10 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.module_ = module.to(_resolve_device(self.device)).eval()
         self.embedding_dim_ = int(self.module_.backbone.num_features)
         self.n_features_in_ = 1
-        self._fingerprint = model_fingerprint(self.module_, self.image_size_)
+        # Reduced precision gives (slightly) other vectors: cache them apart.
+        size_key = (self.image_size_ if self.precision == "fp32"
+                    else f"{self.image_size_}:{self.precision}")
+        self._fingerprint = model_fingerprint(self.module_, size_key)
         return self
 
     @property
@@ -260,8 +294,12 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if missing:
             dataset = ImageDataset(unique[missing], self.image_size_,
                                    names=[names[i] for i in missing])
-            batches = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size)
-            computed = embed_images(self.module_, batches, _resolve_device(self.device))
+            device = _resolve_device(self.device)
+            batches = torch.utils.data.DataLoader(
+                dataset, batch_size=self.batch_size,
+                **loader_kwargs(device, self.num_workers, len(dataset), self.batch_size))
+            with autocast(self.precision, device):
+                computed = embed_images(self.module_, batches, device)
             computed = computed.float().cpu().numpy()
             for index, vector in zip(missing, computed):
                 vectors[index] = vector

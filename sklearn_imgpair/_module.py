@@ -76,7 +76,9 @@ class SiameseNet(nn.Module):
         if self.augment is not None:
             x = self.augment(x)
         x = (x - self.mean) / self.std
-        return F.normalize(self.backbone(x), dim=-1)
+        # float32 out whatever the autocast precision: unit vectors, cosines and
+        # losses are computed at full precision.
+        return F.normalize(self.backbone(x).float(), dim=-1)
 
     def similarity(self, embeddings_1, embeddings_2):
         """Return match logits for two aligned batches of embeddings."""

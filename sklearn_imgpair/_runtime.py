@@ -1,0 +1,218 @@
+"""Speed settings shared by the estimators: decode workers, pinned memory, precision."""
+
+import contextlib
+import math
+import os
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = [
+    "PRECISIONS",
+    "autocast",
+    "available_cores",
+    "check_precision",
+    "cpu_has_fast_bf16",
+    "default_num_workers",
+    "device_type",
+    "loader_kwargs",
+    "predecode",
+    "score_pairs",
+    "to_device",
+]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Pairs scored per step of score_pairs: 65536 pairs of 768-d float32 vectors
+# gather 400 MB at most, whatever the number of pairs.
+SCORE_CHUNK_SIZE = 2**16
+
+
+def device_type(device):
+    """Return ``"cpu"``, ``"cuda"``, ... for a device name or object (None: ``"cpu"``)."""
+    return "cpu" if device is None else torch.device(device).type
+
+
+def available_cores():
+    """Return the number of CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_num_workers(device):
+    """Decode workers that keep ``device`` fed without starving it of cores.
+
+    On CUDA the model barely needs the CPU, so every core but one decodes
+    (at most 16). On CPU the model's own threads use every core, and decoding
+    a photo costs a few percent of a Swin forward pass, so one worker per 8
+    cores: none on machines with fewer than 8, where a worker would only
+    fight the model for its cores (measured in ``benchmarks/bench_inference.py``).
+    """
+    cores = available_cores()
+    if device_type(device) == "cuda":
+        return max(1, min(cores - 1, 16))
+    return cores // 8
+
+
+def loader_kwargs(device, num_workers, n_items, batch_size):
+    """DataLoader keyword arguments for reading ``n_items`` images on ``device``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        Where the batches go; CUDA gets pinned memory.
+    num_workers : int or None
+        Worker processes; None sizes them to the machine
+        (:func:`default_num_workers`), and never starts more than there are
+        batches after the first, since starting a worker costs more than
+        decoding one small batch.
+    n_items, batch_size : int
+        Size of the data set and of a batch.
+
+    Returns
+    -------
+    kwargs : dict
+        ``num_workers`` and ``pin_memory``.
+    """
+    if num_workers is None:
+        n_batches = math.ceil(n_items / batch_size)
+        num_workers = min(default_num_workers(device), max(n_batches - 1, 0))
+    return {"num_workers": num_workers,
+            "pin_memory": device_type(device) == "cuda"}
+
+
+def to_device(x, device):
+    """Move a tensor, or a mapping of tensors, to ``device`` (non-blocking on CUDA)."""
+    if isinstance(x, dict):
+        return {key: to_device(value, device) for key, value in x.items()}
+    if isinstance(x, torch.Tensor) and device is not None:
+        return x.to(device, non_blocking=device_type(device) == "cuda")
+    return x
+
+
+def cpu_has_fast_bf16():
+    """Return True if this CPU has bfloat16 instructions (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def _cuda_has_bf16():
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.5
+        return torch.cuda.is_bf16_supported()
+
+
+def check_precision(precision, device):
+    """Check that ``device`` can compute in ``precision``.
+
+    Parameters
+    ----------
+    precision : {"fp32", "bf16", "fp16"}
+    device : str or torch.device
+
+    Raises
+    ------
+    ValueError
+        For ``"fp16"`` on a CPU, ``"bf16"`` on a GPU without bfloat16, or
+        reduced precision on a device other than CPU and CUDA.
+
+    Warns
+    -----
+    UserWarning
+        For ``"bf16"`` on a CPU without bfloat16 instructions, where it is
+        emulated and usually slower than ``"fp32"``.
+    """
+    if precision == "fp32":
+        return
+    kind = device_type(device)
+    if kind == "cuda":
+        if precision == "bf16" and not _cuda_has_bf16():
+            raise ValueError(
+                f"precision='bf16' needs a GPU with bfloat16 support; "
+                f"{torch.cuda.get_device_name(device)} has none. Use precision='fp16'.")
+    elif kind == "cpu":
+        if precision == "fp16":
+            raise ValueError("precision='fp16' needs a CUDA device; on CPU use "
+                             "precision='bf16' (or 'fp32').")
+        if not cpu_has_fast_bf16():
+            warnings.warn(
+                "precision='bf16': this CPU has no bfloat16 instructions (AVX512-BF16 or "
+                "AMX), so bfloat16 is emulated and usually slower than precision='fp32'.",
+                UserWarning, stacklevel=3)
+    else:
+        raise ValueError(f"precision={precision!r} works on 'cpu' and 'cuda' devices; got "
+                         f"device {str(device)!r}. Use precision='fp32'.")
+
+
+def autocast(precision, device):
+    """Return the autocast context of ``precision`` on ``device`` (none for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type(device), dtype=_DTYPES[precision])
+
+
+def score_pairs(module, embeddings, index, chunk_size=None):
+    """Match logits of pairs of rows of ``embeddings``, a chunk of pairs at a time.
+
+    Parameters
+    ----------
+    module : SiameseNet
+        Its ``similarity`` turns two aligned batches of embeddings into logits.
+    embeddings : Tensor of shape (n_images, d)
+    index : ndarray of shape (n_pairs, 2)
+        Rows of ``embeddings`` to compare.
+    chunk_size : int, default=None
+        Pairs per step (None: ``SCORE_CHUNK_SIZE``, 65536); memory beyond
+        ``embeddings`` is proportional to ``chunk_size * d``.
+
+    Returns
+    -------
+    logits : ndarray of shape (n_pairs,), dtype=float32
+    """
+    chunk_size = SCORE_CHUNK_SIZE if chunk_size is None else chunk_size
+    logits = np.empty(len(index), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(index), chunk_size):
+            rows = torch.as_tensor(index[start:start + chunk_size], device=embeddings.device)
+            chunk = module.similarity(embeddings[rows[:, 0]], embeddings[rows[:, 1]])
+            logits[start:start + len(rows)] = chunk.float().cpu().numpy()
+    return logits
+
+
+def predecode(cache, dataset, *, batch_size, num_workers, device):
+    """Decode every image of an ``ImageDataset`` once, in parallel, into ``cache``.
+
+    Stops once ``cache`` is full; the rest is decoded when first read. The
+    loader draws from its own random generator, so that decoding in advance
+    leaves the global one (and so a seeded fit) as it was.
+
+    Parameters
+    ----------
+    cache : DecodedImageCache
+        Receives ``(path, image)`` through ``cache.put``.
+    dataset : ImageDataset
+        The distinct images to decode, in order.
+    batch_size : int
+        Images per worker task.
+    num_workers : int or None
+        Worker processes; None sizes them to the machine.
+    device : str or torch.device
+        The device the model runs on (it sizes the workers).
+    """
+    kwargs = loader_kwargs(device, num_workers, len(dataset), batch_size)
+    kwargs["pin_memory"] = False
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                         generator=torch.Generator(), **kwargs)
+    position = 0
+    for images, _ in loader:
+        for image in images:
+            # A copy: a view would keep the whole batch (and, from a worker,
+            # its shared-memory file) alive.
+            if not cache.put(dataset.paths[position], image.clone()):
+                return
+            position += 1

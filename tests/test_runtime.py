@@ -1,0 +1,288 @@
+"""Tests of the speed settings: decode once, draft-mode JPEGs, workers, chunked scoring, precision."""
+
+import collections
+import copy
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from PIL import Image
+
+from sklearn_imgpair import ImageEmbedder
+from sklearn_imgpair import _dataset, _runtime
+from sklearn_imgpair._dataset import DecodedImageCache, ImageDataset, load_image
+from sklearn_imgpair._module import SiameseNet
+from sklearn_imgpair._runtime import (
+    check_precision,
+    default_num_workers,
+    loader_kwargs,
+    predecode,
+    score_pairs,
+)
+
+from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
+
+BF16_ON_ANY_CPU = pytest.mark.filterwarnings("ignore:precision='bf16'")
+
+
+def _count_decodes(monkeypatch):
+    """Count calls of load_image per path (in this process: use num_workers=0)."""
+    counts = collections.Counter()
+    original = _dataset.load_image
+
+    def counting_load_image(path, image_size):
+        counts[path] += 1
+        return original(path, image_size)
+
+    monkeypatch.setattr(_dataset, "load_image", counting_load_image)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def clf(image_pairs):
+    """One epoch on the tiny Swin, decoding in this process."""
+    X, y = image_pairs
+    return make_tiny_classifier(max_epochs=1, num_workers=0).fit(X, y)
+
+
+# ----------------------------------------------------------------------
+# decoding
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt, decoded_side", [("JPEG", 64), ("PNG", 512)])
+def test_load_image_decodes_jpeg_at_the_needed_scale(tmp_path, monkeypatch, fmt, decoded_side):
+    pixels = np.random.default_rng(0).integers(0, 256, size=(512, 512, 3), dtype=np.uint8)
+    path = tmp_path / f"photo.{fmt.lower()}"
+    Image.fromarray(pixels).save(path, fmt)
+    sizes = []
+    original = _dataset._to_rgb
+
+    def recording_to_rgb(image):
+        sizes.append(image.size)
+        return original(image)
+
+    monkeypatch.setattr(_dataset, "_to_rgb", recording_to_rgb)
+    image = load_image(path, 64)
+    assert image.shape == (3, 64, 64)
+    assert sizes == [(decoded_side, decoded_side)]
+
+
+def test_fit_decodes_each_training_image_once(image_pairs, monkeypatch):
+    X, y = image_pairs
+    counts = _count_decodes(monkeypatch)
+    make_tiny_classifier(max_epochs=2, num_workers=0).fit(X, y)
+    assert set(counts) == set(X.ravel())
+    assert max(counts.values()) == 1
+
+
+def test_predict_proba_decodes_each_distinct_image_once(clf, image_pairs, monkeypatch):
+    X, _ = image_pairs
+    X = np.concatenate([X, X[::-1]])
+    counts = _count_decodes(monkeypatch)
+    clf.predict_proba(X)
+    assert set(counts) == set(X.ravel())
+    assert max(counts.values()) == 1
+
+
+def test_predecode_fills_the_cache_up_to_its_budget(image_pairs):
+    paths = np.unique(image_pairs[0].ravel())
+    image_bytes = 3 * TINY_IMAGE_SIZE**2
+    cache = DecodedImageCache(max_bytes=5 * image_bytes)
+    predecode(cache, ImageDataset(paths, TINY_IMAGE_SIZE), batch_size=4, num_workers=0,
+              device="cpu")
+    assert list(cache._images) == list(paths[:5])
+    assert cache.n_bytes == 5 * image_bytes
+    torch.testing.assert_close(cache.get(paths[3], TINY_IMAGE_SIZE),
+                               load_image(paths[3], TINY_IMAGE_SIZE))
+
+
+def test_predecode_leaves_the_global_random_generator_alone(image_pairs):
+    paths = np.unique(image_pairs[0].ravel())
+    state = torch.get_rng_state()
+    predecode(DecodedImageCache(2**20), ImageDataset(paths, TINY_IMAGE_SIZE), batch_size=8,
+              num_workers=0, device="cpu")
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+# ----------------------------------------------------------------------
+# workers and pinned memory
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device, cores, expected", [
+    ("cpu", 2, 0), ("cpu", 7, 0), ("cpu", 16, 2), ("cuda", 2, 1), ("cuda", 12, 11),
+    ("cuda", 64, 16),
+])
+def test_default_num_workers_is_sized_to_the_machine(monkeypatch, device, cores, expected):
+    monkeypatch.setattr(_runtime, "available_cores", lambda: cores)
+    assert default_num_workers(device) == expected
+
+
+def test_loader_kwargs_start_no_more_workers_than_batches(monkeypatch):
+    monkeypatch.setattr(_runtime, "available_cores", lambda: 64)
+    assert loader_kwargs("cuda", None, 100, 32) == {"num_workers": 3, "pin_memory": True}
+    assert loader_kwargs("cuda", None, 32, 32)["num_workers"] == 0
+    assert loader_kwargs("cpu", None, 10_000, 32) == {"num_workers": 8, "pin_memory": False}
+    assert loader_kwargs("cpu", 3, 1, 32)["num_workers"] == 3
+
+
+@pytest.mark.parametrize("params, expected", [
+    (dict(num_workers=0), 0),
+    (dict(num_workers=2), 2),
+    (dict(num_workers=2, iterator_valid__num_workers=1), 1),  # skorch's own setting wins
+])
+def test_prediction_loader_uses_num_workers(image_pairs, params, expected):
+    dataset = ImageDataset(np.unique(image_pairs[0].ravel()), TINY_IMAGE_SIZE)
+    loader = make_tiny_classifier(**params).get_iterator(dataset)
+    assert loader.num_workers == expected
+    assert not loader.pin_memory
+
+
+def test_decoding_workers_give_the_same_predictions(clf, image_pairs):
+    X = image_pairs[0][:24]
+    with_workers = copy.deepcopy(clf).set_params(num_workers=2, batch_size=8)
+    assert_allclose(with_workers.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+    params = dict(classifier=clf, cache=False, batch_size=8)
+    embedder = ImageEmbedder(num_workers=2, **params).fit()
+    single = ImageEmbedder(num_workers=0, **params).fit()
+    assert_allclose(embedder.transform(X[:, 0]), single.transform(X[:, 0]), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------
+# streaming scores
+# ----------------------------------------------------------------------
+
+
+def test_score_pairs_in_chunks_equals_scoring_at_once():
+    module = SiameseNet(torch.nn.Identity(), mean=[0.0] * 3, std=[1.0] * 3)
+    embeddings = torch.nn.functional.normalize(torch.randn(7, 5), dim=-1)
+    index = np.random.default_rng(0).integers(0, 7, size=(23, 2))
+    expected = 10.0 * (embeddings[index[:, 0]] * embeddings[index[:, 1]]).sum(-1) - 5.0
+    for chunk_size in (1, 4, 23, 100):
+        assert_allclose(score_pairs(module, embeddings, index, chunk_size=chunk_size),
+                        expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_predict_proba_never_gathers_more_than_a_chunk_of_pairs(clf, image_pairs, monkeypatch):
+    X, _ = image_pairs
+    expected = clf.predict_proba(X)
+    monkeypatch.setattr(_runtime, "SCORE_CHUNK_SIZE", 7)
+    sizes = []
+    original = type(clf.module_).similarity
+
+    def recording_similarity(module, embeddings_1, embeddings_2):
+        sizes.append(len(embeddings_1))
+        return original(module, embeddings_1, embeddings_2)
+
+    monkeypatch.setattr(type(clf.module_), "similarity", recording_similarity)
+    assert_allclose(clf.predict_proba(X), expected, rtol=1e-6)
+    assert max(sizes) == 7
+    assert sum(sizes) == len(X)
+
+
+# ----------------------------------------------------------------------
+# precision
+# ----------------------------------------------------------------------
+
+
+def test_check_precision_rejects_fp16_on_cpu():
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+        check_precision("fp16", "cpu")
+
+
+def test_check_precision_warns_where_bf16_is_emulated(monkeypatch):
+    monkeypatch.setattr(_runtime, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="bfloat16 is emulated"):
+        check_precision("bf16", "cpu")
+
+
+def test_check_precision_rejects_other_devices():
+    with pytest.raises(ValueError, match="works on 'cpu' and 'cuda'"):
+        check_precision("bf16", "meta")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: make_tiny_classifier(precision="fp8"),
+    lambda: ImageEmbedder(pretrained=False, precision="fp8"),
+])
+def test_precision_is_validated_in_fit(make, image_pairs):
+    X, y = image_pairs
+    estimator = make()
+    with pytest.raises(ValueError, match="precision"):
+        estimator.fit(X, y) if hasattr(estimator, "predict") else estimator.fit()
+
+
+def test_fp16_is_refused_on_cpu_in_fit(image_pairs):
+    X, y = image_pairs
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+        make_tiny_classifier(precision="fp16").fit(X, y)
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+        ImageEmbedder(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN,
+                      precision="fp16").fit()
+
+
+def _linear_output_dtypes(module):
+    dtypes = set()
+    for layer in module.backbone.modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.register_forward_hook(lambda _, __, out: dtypes.add(out.dtype))
+    return dtypes
+
+
+@BF16_ON_ANY_CPU
+def test_bf16_embedder_runs_the_backbone_in_bf16_and_agrees_with_fp32(image_pairs):
+    paths = np.unique(image_pairs[0].ravel())
+    params = dict(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN,
+                  cache=False)
+    fp32 = ImageEmbedder(**params).fit()
+    bf16 = ImageEmbedder(precision="bf16", **params).fit()
+    dtypes = _linear_output_dtypes(bf16.module_)
+    vectors_32, vectors_16 = fp32.transform(paths), bf16.transform(paths)
+    assert dtypes == {torch.bfloat16}
+    assert vectors_16.dtype == np.float32
+    assert_allclose(np.linalg.norm(vectors_16, axis=1), 1.0, rtol=1e-5)
+    assert not np.array_equal(vectors_16, vectors_32)
+    assert (vectors_16 * vectors_32).sum(axis=1).min() > 0.99
+
+
+@BF16_ON_ANY_CPU
+def test_embedding_cache_keeps_precisions_apart(image_pairs):
+    paths = image_pairs[0][:4, 0]
+    params = dict(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN)
+    fp32 = ImageEmbedder(**params).fit()
+    bf16 = ImageEmbedder(precision="bf16", **params).fit()
+    assert fp32._fingerprint != bf16._fingerprint
+    assert not np.array_equal(fp32.transform(paths), bf16.transform(paths))
+
+
+@BF16_ON_ANY_CPU
+def test_bf16_classifier_trains_and_predicts_in_bf16(image_pairs):
+    X, y = image_pairs
+    clf = make_tiny_classifier(max_epochs=1, precision="bf16", num_workers=0).fit(X, y)
+    dtypes = _linear_output_dtypes(clf.module_)
+    proba = clf.predict_proba(X)
+    assert dtypes == {torch.bfloat16}
+    assert proba.dtype == np.float32 and np.isfinite(proba).all()
+    assert np.isfinite(clf.history[:, "train_loss"]).all()
+
+
+def test_fp16_training_scales_the_loss(image_pairs, monkeypatch):
+    # fp16 is for CUDA; CPU autocast runs it too, which lets the scaling be tested here.
+    from sklearn_imgpair import _classifier
+
+    monkeypatch.setattr(_classifier, "check_precision", lambda precision, device: None)
+    X, y = image_pairs[0][:32], image_pairs[1][:32]
+    clf = make_tiny_classifier(max_epochs=1, precision="fp16", train_split=None,
+                               pair_mining="none", num_workers=0)
+    before = clf.initialize().module_.head.bias.item()
+    scaled = []
+    original = clf._grad_scaler.scale
+    monkeypatch.setattr(clf._grad_scaler, "scale",
+                        lambda loss: scaled.append(loss.item()) or original(loss))
+    clf.partial_fit(X, y)
+    assert len(scaled) == len(clf.history[-1, "batches"])
+    assert clf._grad_scaler.get_scale() > 1.0
+    assert clf.module_.head.bias.item() != before
+    assert np.isfinite(clf.predict_proba(X)).all()
