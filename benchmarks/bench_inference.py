@@ -16,7 +16,8 @@ in one run and for each model (swin_tiny at 224 px and a small Swin at 64 px):
    over 20,000 small images with the tiny test Swin, each size in a fresh
    subprocess (``ru_maxrss``).
 
-Every figure is the median over ``--repeats`` runs. The same script runs on a
+Every figure is the median over ``--repeats`` runs; a ratio is the median of the
+ratios of each repeat, whose two timings ran seconds apart. The same script runs on a
 CUDA GPU (``--device auto`` picks it when present).
 
 Usage::
@@ -106,10 +107,13 @@ def bench_model(name, args, paths, device):
                 transform_times.append(seconds)
             vectors[precision] = result
             raw, transform = len(paths) / median(raw_times), len(paths) / median(transform_times)
+            # The median of per-repeat ratios: each compares runs seconds apart, under
+            # the same load.
+            ratio = median([r / t for r, t in zip(raw_times, transform_times)])
             shown = (f"None ({default_num_workers(device)})" if workers is None
                      else str(workers))
             rows.append(dict(model=name, size=size, precision=precision, workers=shown,
-                             raw=raw, transform=transform, ratio=transform / raw))
+                             raw=raw, transform=transform, ratio=ratio))
     pair_rows = []
     if not args.skip_pairs:
         n_pair_images = min(len(paths), args.n_pair_images)
@@ -128,7 +132,7 @@ def bench_model(name, args, paths, device):
                               n_images=n_pair_images,
                               ours=len(pairs) / median(ours),
                               naive=len(pairs) / median(naive),
-                              speedup=median(naive) / median(ours)))
+                              speedup=median([n / o for n, o in zip(naive, ours)])))
     agreement = None
     if "fp32" in vectors and "bf16" in vectors:
         agreement = float((vectors["fp32"] * vectors["bf16"]).sum(axis=1).min())
