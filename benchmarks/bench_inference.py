@@ -183,7 +183,7 @@ def main(argv=None):
                         default=None, help="default: fp32 bf16 (fp32 fp16 bf16 on CUDA)")
     parser.add_argument("--workers", nargs="+", default=None,
                         help="num_workers values to compare; 'None' is the default sizing "
-                             "(default: None 0 1 on CPU, None on CUDA)")
+                             "(default: None 1 on CPU, None on CUDA)")
     parser.add_argument("--n-images", type=int, default=None,
                         help="distinct photos (default 128 on CPU, 2048 on CUDA)")
     parser.add_argument("--n-pair-images", type=int, default=None,
@@ -217,7 +217,7 @@ def main(argv=None):
     args.n_pair_images = args.n_pair_images or (2048 if cuda else 96)
     args.precisions = args.precisions or (["fp32", "fp16", "bf16"] if cuda else ["fp32", "bf16"])
     args.workers = [None if w == "None" else int(w)
-                    for w in (args.workers or (["None"] if cuda else ["None", "0", "1"]))]
+                    for w in (args.workers or (["None"] if cuda else ["None", "1"]))]
 
     print(f"Machine: {describe_machine(device)}; device {device}")
     with tempfile.TemporaryDirectory() as temporary:
