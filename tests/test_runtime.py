@@ -150,6 +150,17 @@ def test_decoding_workers_give_the_same_predictions(clf, image_pairs):
     assert_allclose(embedder.transform(X[:, 0]), single.transform(X[:, 0]), rtol=1e-6)
 
 
+def test_cuda_loaders_pin_memory(image_pairs):
+    X, y = image_pairs
+    clf = make_tiny_classifier(device="cuda", num_workers=0, pair_mining="none")
+    images = ImageDataset(np.unique(X.ravel()), TINY_IMAGE_SIZE)
+    pairs = _dataset.PairDataset(X, y.astype(np.float32), image_size=TINY_IMAGE_SIZE)
+    assert clf.get_iterator(images).pin_memory
+    assert clf.get_iterator(pairs, training=True).pin_memory
+    assert not make_tiny_classifier(device="cuda", iterator_valid__pin_memory=False
+                                    ).get_iterator(images).pin_memory
+
+
 # ----------------------------------------------------------------------
 # streaming scores
 # ----------------------------------------------------------------------
