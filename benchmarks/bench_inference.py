@@ -12,9 +12,11 @@ in one run and for each model (swin_tiny at 224 px and a small Swin at 64 px):
    pair (the same network, one forward per pair);
 4. the bf16 against fp32 speed-up, and the smallest cosine between bf16 and
    fp32 embeddings of the same images;
-5. the peak resident memory of ``predict_proba`` on 10,000 and 100,000 pairs
-   over 20,000 small images with the tiny test Swin, each size in a fresh
-   subprocess (``ru_maxrss``).
+5. the peak resident memory of ``predict_proba`` on 10,000, 100,000 and
+   1,000,000 pairs over the same 20,000 small images with the tiny test Swin,
+   each size in a fresh subprocess: the resident memory before the call and
+   its peak during the call (``VmRSS`` and ``VmHWM`` on Linux, the peak reset
+   before the call; ``ru_maxrss`` elsewhere, and for the whole process).
 
 Every figure is the median over ``--repeats`` runs; a ratio is the median of the
 ratios of each repeat, whose two timings ran seconds apart. The same script runs on a
@@ -139,18 +141,48 @@ def bench_model(name, args, paths, device):
     return rows, pair_rows, agreement
 
 
+def _memory_mb():
+    """Resident memory now and its peak, in MB: VmRSS and VmHWM on Linux, else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak /= 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
+        return peak, peak
+
+
+def _reset_peak_memory():
+    """Reset the peak resident memory (Linux 4.0+); return whether it worked."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def memory_child(args):
     """Run in a subprocess: predict_proba on n pairs over the images in a folder, print RSS."""
     paths = np.array(sorted(os.path.join(args.memory_dir, name)
                             for name in os.listdir(args.memory_dir)), dtype=object)
+    # Every image once (as far as the pairs go), then random pairs: from 10,000
+    # pairs over 20,000 images up, every size covers the same distinct images,
+    # so that growth is that of the pairs alone.
     rng = np.random.default_rng(0)
-    pairs = paths[rng.integers(0, len(paths), size=(args.memory_child, 2))]
+    covering = paths[rng.permutation(len(paths))[:len(paths) // 2 * 2]].reshape(-1, 2)
+    extra = paths[rng.integers(0, len(paths), size=(max(args.memory_child - len(covering), 0), 2))]
+    pairs = np.concatenate([covering, extra])[:args.memory_child]
     clf = pretend_fitted(MODELS["tiny"], 32, 256, "cpu", "fp32", 0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The process's peak so far is that of importing torch; measure the call's own.
+    before, _ = _memory_mb()
+    reset = _reset_peak_memory()
     proba = clf.predict_proba(pairs)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _, peak = _memory_mb()
     print(json.dumps(dict(n_pairs=len(pairs), n_images=len(np.unique(pairs)),
-                          rss_before_mb=before / 1024, rss_peak_mb=after / 1024,
+                          rss_before_mb=before, rss_peak_mb=peak, peak_of_call=reset,
+                          ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                           n_proba=len(proba))))
 
 
@@ -195,7 +227,8 @@ def main(argv=None):
     parser.add_argument("--image-dir", default=None,
                         help="where the photos are written (default: a temporary folder)")
     parser.add_argument("--memory-images", type=int, default=20_000)
-    parser.add_argument("--memory-pairs", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--memory-pairs", type=int, nargs="+",
+                        default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--skip-pairs", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -265,13 +298,21 @@ def main(argv=None):
     if memory:
         print(f"\n## 5. peak resident memory of predict_proba (tiny Swin, "
               f"{args.memory_images} small images, a fresh process per size)\n")
+        for row in memory:
+            row["added_mb"] = row["rss_peak_mb"] - row["rss_before_mb"]
         print(format_table(memory, [("n_pairs", "pairs", "d"), ("n_images", "distinct images", "d"),
-                                    ("rss_before_mb", "RSS before (MB)", ".1f"),
-                                    ("rss_peak_mb", "peak RSS (MB)", ".1f")]))
-        growth = memory[-1]["rss_peak_mb"] - memory[0]["rss_peak_mb"]
-        extra = memory[-1]["n_pairs"] - memory[0]["n_pairs"]
-        print(f"\nGrowth from {memory[0]['n_pairs']} to {memory[-1]['n_pairs']} pairs: "
-              f"{growth:+.1f} MB ({growth * 2**20 / extra:.0f} bytes per extra pair).")
+                                    ("rss_before_mb", "RSS before the call (MB)", ".1f"),
+                                    ("rss_peak_mb", "peak RSS during the call (MB)", ".1f"),
+                                    ("added_mb", "peak - before (MB)", ".1f"),
+                                    ("ru_maxrss_mb", "ru_maxrss of the process (MB)", ".1f")]))
+        if not memory[0]["peak_of_call"]:
+            print("\n(The peak could not be reset: peak RSS is that of the whole process.)")
+        print()
+        for row in memory[1:]:
+            growth = row["rss_peak_mb"] - memory[0]["rss_peak_mb"]
+            extra = row["n_pairs"] - memory[0]["n_pairs"]
+            print(f"Peak growth from {memory[0]['n_pairs']} to {row['n_pairs']} pairs: "
+                  f"{growth:+.1f} MB ({growth * 2**20 / extra:+.0f} bytes per extra pair).")
     summary = dict(device=device, transform=rows, pairs=pair_rows, precision=speed,
                    memory=memory)
     print("\n" + json.dumps(summary))
