@@ -9,6 +9,7 @@ from sklearn_imgpair._embedder import ImageEmbedder
 from sklearn_imgpair._module import SiameseNet
 from sklearn_imgpair._pair_features import PairFeatures, pair_groups
 from sklearn_imgpair._split import IdentityValidSplit
+from sklearn_imgpair._unreadable import UnreadableImageWarning
 from sklearn_imgpair._validation import check_pairs, check_paths
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "PairFeatures",
     "SiameseNet",
     "TimeLimit",
+    "UnreadableImageWarning",
     "ViewAugmentation",
     "check_pairs",
     "check_paths",

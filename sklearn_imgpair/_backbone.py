@@ -10,7 +10,8 @@ import torch
 from sklearn.utils._param_validation import Interval
 from timm.data import resolve_model_data_config
 
-__all__ = ["BACKBONE_PARAMETER_CONSTRAINTS", "create_backbone", "resolve_preprocessing"]
+__all__ = ["BACKBONE_PARAMETER_CONSTRAINTS", "create_backbone", "expected_image_size",
+           "resolve_preprocessing"]
 
 # Constraints of the parameters every estimator passes to create_backbone.
 BACKBONE_PARAMETER_CONSTRAINTS = {
@@ -172,6 +173,33 @@ def _create_model(model_name, **kwargs):
             kwargs.pop("img_size")
             return timm.create_model(model_name, **kwargs)
         raise
+
+
+def expected_image_size(model_name, image_size=None, model_kwargs=None):
+    """The input side length a backbone will have, known before it is built.
+
+    Parameters
+    ----------
+    model_name : str
+        A timm model name.
+    image_size : int, default=None
+        The estimator's ``image_size``; wins when given.
+    model_kwargs : dict, default=None
+        May hold ``img_size``.
+
+    Returns
+    -------
+    size : int or None
+        None when only building the model tells (see
+        :func:`resolve_preprocessing`, which has the last word).
+    """
+    size = image_size if image_size is not None else (model_kwargs or {}).get("img_size")
+    if size is None:
+        config = timm.models.get_pretrained_cfg(model_name) if timm.is_model(model_name) else None
+        size = getattr(config, "input_size", None)
+    if isinstance(size, (tuple, list)):
+        size = size[-1] if size else None
+    return int(size) if isinstance(size, Integral) else None
 
 
 def resolve_preprocessing(backbone, image_size=None):

@@ -1,5 +1,6 @@
 """ImagePairClassifier: a Siamese timm backbone fitted on pairs of image paths with skorch."""
 
+import json
 import time
 import warnings
 from collections.abc import Mapping
@@ -8,7 +9,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from skorch import NeuralNetBinaryClassifier
+from skorch import NeuralNet, NeuralNetBinaryClassifier
 from skorch.callbacks import (
     EpochScoring,
     EpochTimer,
@@ -17,6 +18,7 @@ from skorch.callbacks import (
     ProgressBar,
 )
 from skorch.dataset import ValidSplit
+from skorch.history import History
 from skorch.utils import is_dataset, to_tensor
 from sklearn.metrics import roc_auc_score
 from sklearn.utils._param_validation import (
@@ -29,6 +31,7 @@ from sklearn_imgpair._augment import ViewAugmentation
 from sklearn_imgpair._backbone import (
     BACKBONE_PARAMETER_CONSTRAINTS,
     create_backbone,
+    expected_image_size,
     resolve_preprocessing,
 )
 from sklearn_imgpair._callbacks import (
@@ -48,10 +51,34 @@ from sklearn_imgpair._mining import (
     unwrap_subsets,
 )
 from sklearn_imgpair._module import SiameseNet
+from sklearn_imgpair._persistence import (
+    constructor_defaults,
+    decode_labels,
+    decode_params,
+    encode_labels,
+    load_module_state,
+    persisted_params,
+    read_model_file,
+    resolve_load_device,
+    write_model_file,
+)
 from sklearn_imgpair._seeding import seeded
-from sklearn_imgpair._validation import check_files_exist, check_match_labels, check_pairs
+from sklearn_imgpair._unreadable import ON_ERROR_OPTIONS, decode_pair_images, warn_unreadable
+from sklearn_imgpair._validation import (
+    check_files_exist,
+    check_match_labels,
+    check_pairs,
+    distinct_paths,
+)
 
 __all__ = ["ImagePairClassifier"]
+
+
+def _json_scalar(value):
+    """JSON form of the numpy scalars and other values a skorch history may hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return repr(value)
 
 
 class ImagePairClassifier(NeuralNetBinaryClassifier):
@@ -155,6 +182,19 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
     mining_temperature : float, default=0.1
         Temperature of the supervised contrastive loss; lower values focus
         on the hardest negatives.
+
+    on_error : {"raise", "warn"}, default="raise"
+        What an image that cannot be read (missing, empty, truncated, not an
+        image, above PIL's pixel limit) does. ``"raise"``: an error naming
+        the row, column and path; ``fit`` reads every image once before
+        training starts, so it fails before any training. ``"warn"``, for
+        long batch jobs: ``fit`` leaves the pairs with unreadable images out,
+        and prediction gives exactly the rows that use one NaN in
+        ``predict_proba`` and ``decision_function``, the non-match label in
+        ``predict`` (NaN is not above the threshold) and no say in ``score``;
+        each call issues one :class:`UnreadableImageWarning` that lists them
+        (all of them in its ``failures`` and ``rows`` attributes). No image
+        is ever replaced silently.
 
     module : type, default=SiameseNet
         The torch module class; it receives ``backbone``, ``mean``, ``std``
@@ -264,6 +304,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         "views_per_identity": [Interval(Integral, 2, None, closed="left")],
         "mining_weight": [Interval(Real, 0, None, closed="left")],
         "mining_temperature": [Interval(Real, 0, None, closed="neither")],
+        "on_error": [StrOptions(ON_ERROR_OPTIONS)],
     }
 
     def __init__(
@@ -284,6 +325,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         views_per_identity=4,
         mining_weight=1.0,
         mining_temperature=0.1,
+        on_error="raise",
         module=SiameseNet,
         criterion=torch.nn.BCEWithLogitsLoss,
         optimizer=torch.optim.AdamW,
@@ -313,6 +355,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         self.views_per_identity = views_per_identity
         self.mining_weight = mining_weight
         self.mining_temperature = mining_temperature
+        self.on_error = on_error
         super().__init__(
             module,
             criterion=criterion,
@@ -530,8 +573,69 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                     f"y has {len(y_values)}."
                 )
             targets = (y_values == self.match_label).astype(np.float32)
-        check_files_exist(pairs)
+        if self.on_error == "raise":
+            check_files_exist(pairs)
         return pairs, targets, classes
+
+    def _training_dataset(self, pairs, targets, image_size, require_both_classes):
+        """Read every image once, before training, and wrap the readable pairs.
+
+        The decoded images stay in the training cache (up to ``cache_size``),
+        so the first epoch does not decode them again.
+        """
+        cache = DecodedImageCache(int(self.cache_size * 2**20))
+        bad_rows, failures = decode_pair_images(
+            pairs, partial(cache.get, image_size=image_size), self.on_error)
+        if failures:
+            warn_unreadable(failures, np.flatnonzero(bad_rows), "are left out of training",
+                            stacklevel=4)
+            pairs, targets = pairs[~bad_rows], targets[~bad_rows]
+            if len(pairs) == 0 or (require_both_classes and np.unique(targets).size < 2):
+                raise ValueError(
+                    f"Too few pairs are left to train on after leaving out the "
+                    f"{bad_rows.sum()} with unreadable images: {len(pairs)} pairs with "
+                    f"labels {sorted(set(targets.tolist()))} (1.0 = match).")
+        return PairDataset(pairs, targets, image_size=image_size, cache=cache), targets
+
+    def _read_training_images(self, pairs, targets, require_both_classes, initialize):
+        """Read every image, then ``initialize()`` the network if asked.
+
+        Images are read first where the input size is known before the
+        network is built, so that a bad image leaves a fitted estimator as it
+        was.
+        """
+        size = expected_image_size(self.model_name, self.image_size, self.model_kwargs)
+        if not initialize:
+            size = self.image_size_
+        dataset = None
+        if size is not None:
+            dataset, targets = self._training_dataset(pairs, targets, size,
+                                                      require_both_classes)
+        if initialize:
+            self.initialize()
+        if dataset is None or dataset.image_size != self.image_size_:
+            dataset, targets = self._training_dataset(pairs, targets, self.image_size_,
+                                                      require_both_classes)
+        return dataset, targets
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's training loop; a ``KeyboardInterrupt`` ends it with a warning.
+
+        skorch then runs the callbacks' ``on_train_end``: the best weights
+        seen so far are restored (``early_stopping``) and the head is
+        recalibrated, so the interrupted estimator is usable.
+        """
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt:
+            time_limit = dict(self.callbacks_).get("time_limit")
+            if not getattr(time_limit, "stopped_", False):
+                epoch = len(self.history)
+                warnings.warn(
+                    f"fit was interrupted (KeyboardInterrupt) in epoch {epoch}; the "
+                    "estimator keeps the best weights validated so far (the last ones "
+                    "without a validation split).", UserWarning, stacklevel=2)
+            raise
 
     def _start_time_limit(self, elapsed):
         callback = dict(self.callbacks_).get("time_limit")
@@ -559,12 +663,11 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         self._validate_hyperparameters()
         pairs, targets, classes = self._check_fit_data(X, y)
         with seeded(self.random_state):
-            if not self.warm_start or not self.initialized_:
-                self.initialize()
+            dataset, targets = self._read_training_images(
+                pairs, targets, True, initialize=not self.warm_start or not self.initialized_)
             self._start_time_limit(time.monotonic() - started)
             self.classes_ = classes
-            super().partial_fit(self._pair_dataset(pairs, targets), targets,
-                                _routing_method="fit", **fit_params)
+            super().partial_fit(dataset, targets, _routing_method="fit", **fit_params)
         self.n_features_in_ = 2
         return self
 
@@ -599,10 +702,10 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                 )
         pairs, targets, known = self._check_fit_data(X, y, classes=known)
         with seeded(self.random_state):
-            if not self.initialized_:
-                self.initialize()
+            dataset, targets = self._read_training_images(
+                pairs, targets, False, initialize=not self.initialized_)
             self.classes_ = known
-            super().partial_fit(self._pair_dataset(pairs, targets), targets, **fit_params)
+            super().partial_fit(dataset, targets, **fit_params)
         self.n_features_in_ = 2
         return self
 
@@ -615,16 +718,22 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         if is_dataset(X):  # skorch's own scoring callbacks pass datasets
             return self.forward(X).float().numpy().reshape(-1)
         pairs = check_pairs(X)
-        unique, first, inverse = np.unique(pairs.ravel(), return_index=True,
-                                           return_inverse=True)
+        if self.on_error == "raise":
+            check_files_exist(pairs)
+        unique, first, inverse = distinct_paths(pairs)
         names = [f"X[{position // 2}, {position % 2}]" for position in first]
-        dataset = ImageDataset(unique, self.image_size_, names=names)
-        embeddings = embed_images(self.module_, self.get_iterator(dataset), self.device)
+        dataset = ImageDataset(unique, self.image_size_, names=names, on_error=self.on_error)
+        embeddings, failures = embed_images(self.module_, self.get_iterator(dataset),
+                                            self.device)
         inverse = torch.as_tensor(inverse.reshape(-1, 2), device=embeddings.device)
         with torch.no_grad():
             logits = self.module_.similarity(embeddings[inverse[:, 0]],
                                              embeddings[inverse[:, 1]])
-        return logits.float().cpu().numpy()
+        logits = logits.float().cpu().numpy()
+        if failures:
+            warn_unreadable(failures, np.flatnonzero(np.isnan(logits)),
+                            "get NaN probabilities", stacklevel=4)
+        return logits
 
     def _match_column(self):
         return int(np.flatnonzero(self.classes_ == self.match_label)[0])
@@ -699,8 +808,116 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         Returns
         -------
         score : float
+            With ``on_error="warn"``, measured on the pairs whose images could
+            be read.
         """
-        proba = self.predict_proba(X)
-        _, targets = check_match_labels(y, self.match_label, len(proba))
-        return float(roc_auc_score(targets, proba[:, self._match_column()],
+        match = self.predict_proba(X)[:, self._match_column()]
+        _, targets = check_match_labels(y, self.match_label, len(match))
+        readable = ~np.isnan(match)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)[readable]
+        return float(roc_auc_score(targets[readable], match[readable],
                                    sample_weight=sample_weight))
+
+    # ------------------------------------------------------------------
+    # persistence
+    # ------------------------------------------------------------------
+
+    def save(self, path):
+        """Save the fitted classifier to one file that holds no pickle.
+
+        The network's weights are written as safetensors; the parameters,
+        ``classes_``, ``match_label``, ``threshold``, the preprocessing, the
+        training history, a format version and the library versions as JSON,
+        with a SHA-256 checksum of all of it. The write is atomic: the file
+        at ``path`` is replaced only once the new one is complete, so a crash
+        mid-save leaves the previous model intact. Use :meth:`load` to read
+        it back; unlike a pickle, loading it cannot run code.
+
+        Parameters that cannot be written as JSON (callback objects, a
+        ``RandomState``, custom classes) are saved as their defaults, with a
+        warning; predictions do not depend on them.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write, by convention with a ``.safetensors`` suffix.
+
+        Returns
+        -------
+        path : str
+            The absolute path written.
+        """
+        self.check_is_fitted(["module_", "classes_"])
+        if type(self.module_) is not SiameseNet:
+            raise ValueError(f"save supports the SiameseNet module, not "
+                             f"{type(self.module_).__name__}; use pickle for this model.")
+        defaults = constructor_defaults(type(self), NeuralNetBinaryClassifier, NeuralNet)
+        content = {
+            "params": persisted_params(self, defaults),
+            "fitted": {"classes_": encode_labels(self.classes_),
+                       "image_size_": self.image_size_,
+                       "embedding_dim_": self.embedding_dim_,
+                       "n_features_in_": 2},
+            "preprocessing": {"image_size": self.image_size_,
+                              "mean": self.module_.mean.reshape(-1).tolist(),
+                              "std": self.module_.std.reshape(-1).tolist()},
+            "history": json.loads(json.dumps(self.history_.to_list(), default=_json_scalar)),
+        }
+        state = {name: tensor for name, tensor in self.module_.state_dict().items()
+                 if not name.startswith("augment.")}
+        return write_model_file(path, type(self).__name__, content, state)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Load a classifier saved with :meth:`save`, without running code from the file.
+
+        Works offline and without the original weights file: the network is
+        built from the saved architecture and filled with the saved weights.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by :meth:`save`.
+        device : str or torch.device, default=None
+            Where the network runs; None keeps the saved device, or uses
+            ``"cpu"`` (with a warning) when that is not available.
+
+        Returns
+        -------
+        clf : ImagePairClassifier
+            A fitted classifier that predicts as the saved one did.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not such a model file, is truncated, corrupt or
+            modified, or was written by a newer version of the format.
+        """
+        content, state = read_model_file(path, cls.__name__)
+        try:
+            params = decode_params(content["params"])
+            fitted = content["fitted"]
+            classes = decode_labels(fitted["classes_"])
+            params["device"] = resolve_load_device(params.get("device", "cpu"), device)
+            # Build the saved architecture with random weights (no download, no
+            # weights file), then fill in the saved weights.
+            clf = cls(**{**params, "pretrained": False, "weights_path": None})
+            with seeded(0):
+                clf.initialize()
+            load_module_state(clf.module_, state, ignore_missing=("augment.",))
+            if clf.image_size_ != fitted["image_size_"]:
+                raise ValueError(f"image size {fitted['image_size_']} does not match the "
+                                 f"saved parameters ({clf.image_size_}).")
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{path!r} holds a model that cannot be rebuilt: "
+                             f"{type(exc).__name__}: {exc}") from None
+        clf.pretrained = params.get("pretrained", True)
+        clf.weights_path = params.get("weights_path")
+        clf.classes_ = classes
+        clf.n_features_in_ = fitted["n_features_in_"]
+        clf.history_ = History(content.get("history") or [])
+        clf.module_.eval()
+        return clf
