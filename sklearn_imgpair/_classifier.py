@@ -476,22 +476,28 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         With ``pair_mining="graph"``, every training batch of pairs also
         carries an identity batch (see :class:`IdentityBatches`).
         """
-        if not training:
-            return super().get_iterator(dataset, training=training)
-        if "iterator_train__shuffle" not in self.get_params(deep=False):
-            kwargs = {"batch_size": self.batch_size, "shuffle": True,
-                      **self.get_params_for("iterator_train")}
-            if kwargs["batch_size"] == -1:
-                kwargs["batch_size"] = len(dataset)
-            iterator = self.iterator_train(dataset, **kwargs)
-        else:
-            iterator = super().get_iterator(dataset, training=training)
-        if self.pair_mining == "graph":
+        iterator = self._pair_iterator(dataset, training=training)
+        if training and self.pair_mining == "graph":
             return self._identity_batches(dataset, iterator)
         return iterator
 
-    def _identity_batches(self, dataset, iterator):
-        """Join identity batches, mined from ``dataset``'s pairs, to ``iterator``."""
+    def _pair_iterator(self, dataset, training=False):
+        """skorch's iterator over ``dataset``, shuffled when training unless told otherwise."""
+        if not training or "iterator_train__shuffle" in self.get_params(deep=False):
+            return super().get_iterator(dataset, training=training)
+        kwargs = {"batch_size": self.batch_size, "shuffle": True,
+                  **self.get_params_for("iterator_train")}
+        if kwargs["batch_size"] == -1:
+            kwargs["batch_size"] = len(dataset)
+        return self.iterator_train(dataset, **kwargs)
+
+    def _identity_batches(self, dataset, iterator, *, device=None, seed_offset=0):
+        """Join identity batches, mined from ``dataset``'s pairs, to ``iterator``.
+
+        ``device`` is where the identity batches go (None: left on the CPU,
+        as the pair batches are); ``seed_offset`` is added to the sampler's
+        seed, so that several training processes draw different identities.
+        """
         found = training_pairs(dataset)
         if found is None:
             warnings.warn(
@@ -501,7 +507,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             return iterator
         pairs, targets = found
         images, identities = image_identities(pairs, targets > 0.5)
-        seed = int(torch.randint(np.iinfo(np.int32).max, ()).item())
+        seed = int(torch.randint(np.iinfo(np.int32).max, ()).item()) + seed_offset
         sampler = IdentitySampler(images, identities, n_views=self.views_per_identity,
                                   random_state=np.random.RandomState(seed))
         if sampler.n_eligible < 2:
@@ -515,7 +521,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             load = partial(load_image, image_size=dataset.image_size)
         else:
             load = partial(dataset.cache.get, image_size=dataset.image_size)
-        return IdentityBatches(iterator, sampler, load)
+        return IdentityBatches(iterator, sampler, load, device=device)
 
     def infer(self, x, **fit_params):
         """Run the module; identity labels of mined batches are for the loss only."""
