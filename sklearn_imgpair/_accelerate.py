@@ -80,7 +80,9 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
     split: every process evaluates all validation pairs, so all processes
     take the same decisions without gathering, and the time limit stops
     all of them at the same step. Save or pickle the model from the main
-    process only (``if clf.accelerator.is_main_process: ...``). An unpickled
+    process only (``if clf.accelerator.is_main_process: ...``). :meth:`save`
+    writes a plain :class:`ImagePairClassifier` file (without the
+    accelerator), which ``ImagePairClassifier.load`` reads. An unpickled
     model predicts where its network was loaded (on the CPU when the
     training device is missing); to train it further, give it a new
     accelerator, ``clf.set_params(accelerator=Accelerator())``.
@@ -100,9 +102,20 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         clf = AcceleratedImagePairClassifier(accelerator=Accelerator(), lr=1e-4)
         clf.fit(X, y)
         if clf.accelerator.is_main_process:
-            with open("model.pkl", "wb") as file:
-                pickle.dump(clf, file)
+            clf.save("model.safetensors")  # ImagePairClassifier.load reads it
     """
+
+    _not_saved = ("accelerator", "unwrap_after_train", "callbacks__print_log__sink")
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Not available: :meth:`save` writes a plain classifier's file.
+
+        Load it with :meth:`ImagePairClassifier.load`; it predicts anywhere,
+        with or without Accelerate.
+        """
+        raise TypeError(f"{cls.__name__}.save writes a plain ImagePairClassifier file; load "
+                        "it with ImagePairClassifier.load(path).")
 
     def __init__(self, model_name="swin_tiny_patch4_window7_224", *, accelerator,
                  device=None, unwrap_after_train=True,

@@ -829,6 +829,9 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
     # persistence
     # ------------------------------------------------------------------
 
+    # Parameters of subclasses that a saved (plain) classifier does not have.
+    _not_saved = ()
+
     def save(self, path):
         """Save the fitted classifier to one file that holds no pickle.
 
@@ -860,7 +863,8 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                              f"{type(self.module_).__name__}; use pickle for this model.")
         defaults = constructor_defaults(type(self), NeuralNetBinaryClassifier, NeuralNet)
         content = {
-            "params": persisted_params(self, defaults),
+            "params": persisted_params(self, defaults, exclude=self._not_saved,
+                                       overrides={"device": self.device or "cpu"}),
             "fitted": {"classes_": encode_labels(self.classes_),
                        "image_size_": self.image_size_,
                        "embedding_dim_": self.embedding_dim_,
@@ -872,7 +876,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         }
         state = {name: tensor for name, tensor in self.module_.state_dict().items()
                  if not name.startswith("augment.")}
-        return write_model_file(path, type(self).__name__, content, state)
+        return write_model_file(path, "ImagePairClassifier", content, state)
 
     @classmethod
     def load(cls, path, *, device=None):
@@ -902,7 +906,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             If the file is not such a model file, is truncated, corrupt or
             modified, or was written by a newer version of the format.
         """
-        content, state = read_model_file(path, cls.__name__)
+        content, state = read_model_file(path, "ImagePairClassifier")
         try:
             params = decode_params(content["params"])
             fitted = content["fitted"]

@@ -124,7 +124,7 @@ def _decode(value):
     return {key: _decode(item) for key, item in value.items()}
 
 
-def persisted_params(estimator, defaults, overrides=None):
+def persisted_params(estimator, defaults, overrides=None, exclude=()):
     """Encode ``estimator.get_params(deep=False)`` as JSON-ready values.
 
     Parameters that cannot be written without pickle (a callback object, a
@@ -139,6 +139,8 @@ def persisted_params(estimator, defaults, overrides=None):
         Default value of each parameter that has one.
     overrides : dict, default=None
         Values saved instead of the estimator's, without a warning.
+    exclude : collection of str, default=()
+        Parameters not saved at all.
 
     Returns
     -------
@@ -147,7 +149,7 @@ def persisted_params(estimator, defaults, overrides=None):
     params, replaced = {}, []
     values = {**estimator.get_params(deep=False), **(overrides or {})}
     for name, value in values.items():
-        if name.startswith("_"):  # skorch's bookkeeping, not a parameter
+        if name.startswith("_") or name in exclude:  # "_...": skorch's bookkeeping
             continue
         try:
             params[name] = _encode(value)

@@ -63,6 +63,20 @@ def test_accelerated_classifier_pickles_and_predicts_the_same(fitted_pair, image
     assert_array_equal(loaded.predict_proba(X), accelerated.predict_proba(X))
 
 
+def test_accelerated_classifier_saves_a_plain_classifier_file(fitted_pair, image_pairs,
+                                                              tmp_path, recwarn):
+    _, accelerated = fitted_pair
+    X = image_pairs[0][:30]
+    path = accelerated.save(tmp_path / "model.safetensors")
+    assert not [w for w in recwarn if "cannot be saved" in str(w.message)]
+    loaded = ImagePairClassifier.load(path)
+    assert type(loaded) is ImagePairClassifier and loaded.device == "cpu"
+    assert "accelerator" not in loaded.get_params()
+    assert_array_equal(loaded.predict_proba(X), accelerated.predict_proba(X))
+    with pytest.raises(TypeError, match="ImagePairClassifier.load"):
+        AcceleratedImagePairClassifier.load(path)
+
+
 def test_accelerated_network_goes_to_the_plain_estimators(fitted_pair, image_pairs):
     plain, accelerated = fitted_pair
     X = image_pairs[0][:30]
