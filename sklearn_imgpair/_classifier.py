@@ -59,6 +59,7 @@ from sklearn_imgpair._persistence import (
     load_module_state,
     persisted_params,
     read_model_file,
+    rebuilding,
     resolve_load_device,
     write_model_file,
 )
@@ -601,28 +602,29 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                     f"Too few pairs are left to train on after leaving out the "
                     f"{bad_rows.sum()} with unreadable images: {len(pairs)} pairs with "
                     f"labels {sorted(set(targets.tolist()))} (1.0 = match).")
-        return PairDataset(pairs, targets, image_size=image_size, cache=cache), targets
+        return PairDataset(pairs, targets, image_size=image_size, cache=cache)
 
     def _read_training_images(self, pairs, targets, require_both_classes, initialize):
         """Read every image, then ``initialize()`` the network if asked.
 
         Images are read first where the input size is known before the
         network is built, so that a bad image leaves a fitted estimator as it
-        was.
+        was. Returns the :class:`PairDataset` of the readable pairs.
         """
         size = expected_image_size(self.model_name, self.image_size, self.model_kwargs)
         if not initialize:
             size = self.image_size_
         dataset = None
         if size is not None:
-            dataset, targets = self._training_dataset(pairs, targets, size,
-                                                      require_both_classes)
+            dataset = self._training_dataset(pairs, targets, size, require_both_classes)
         if initialize:
             self.initialize()
         if dataset is None or dataset.image_size != self.image_size_:
-            dataset, targets = self._training_dataset(pairs, targets, self.image_size_,
-                                                      require_both_classes)
-        return dataset, targets
+            if dataset is not None:  # read again at the size the network turned out to take
+                pairs, targets = dataset.pairs, dataset.y
+            dataset = self._training_dataset(pairs, targets, self.image_size_,
+                                              require_both_classes)
+        return dataset
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         """skorch's training loop; a ``KeyboardInterrupt`` ends it with a warning.
@@ -669,11 +671,11 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         self._validate_hyperparameters()
         pairs, targets, classes = self._check_fit_data(X, y)
         with seeded(self.random_state):
-            dataset, targets = self._read_training_images(
+            dataset = self._read_training_images(
                 pairs, targets, True, initialize=not self.warm_start or not self.initialized_)
             self._start_time_limit(time.monotonic() - started)
             self.classes_ = classes
-            super().partial_fit(dataset, targets, _routing_method="fit", **fit_params)
+            super().partial_fit(dataset, dataset.y, _routing_method="fit", **fit_params)
         self.n_features_in_ = 2
         return self
 
@@ -708,10 +710,10 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                 )
         pairs, targets, known = self._check_fit_data(X, y, classes=known)
         with seeded(self.random_state):
-            dataset, targets = self._read_training_images(
-                pairs, targets, False, initialize=not self.initialized_)
+            dataset = self._read_training_images(pairs, targets, False,
+                                                 initialize=not self.initialized_)
             self.classes_ = known
-            super().partial_fit(dataset, targets, **fit_params)
+            super().partial_fit(dataset, dataset.y, **fit_params)
         self.n_features_in_ = 2
         return self
 
@@ -907,9 +909,9 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             modified, or was written by a newer version of the format.
         """
         content, state = read_model_file(path, "ImagePairClassifier")
-        try:
+        fitted = content.get("fitted", {})
+        with rebuilding(path, fitted, lambda: clf.image_size_):
             params = decode_params(content["params"])
-            fitted = content["fitted"]
             classes = decode_labels(fitted["classes_"])
             params["device"] = resolve_load_device(params.get("device", "cpu"), device)
             # Build the saved architecture with random weights (no download, no
@@ -918,12 +920,6 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             with seeded(0):
                 clf.initialize()
             load_module_state(clf.module_, state, ignore_missing=("augment.",))
-            if clf.image_size_ != fitted["image_size_"]:
-                raise ValueError(f"image size {fitted['image_size_']} does not match the "
-                                 f"saved parameters ({clf.image_size_}).")
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path!r} holds a model that cannot be rebuilt: "
-                             f"{type(exc).__name__}: {exc}") from None
         clf.pretrained = params.get("pretrained", True)
         clf.weights_path = params.get("weights_path")
         clf.classes_ = classes

@@ -26,6 +26,7 @@ from sklearn_imgpair._persistence import (
     load_module_state,
     persisted_params,
     read_model_file,
+    rebuilding,
     resolve_load_device,
     write_model_file,
 )
@@ -382,22 +383,16 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             modified, or was written by a newer version of the format.
         """
         content, state = read_model_file(path, cls.__name__)
-        try:
+        fitted = content.get("fitted", {})
+        with rebuilding(path, fitted, lambda: image_size):
             params = decode_params(content["params"])
             architecture = decode_value(content["architecture"])
-            fitted = content["fitted"]
             params["device"] = resolve_load_device(params.get("device", "cpu"), device)
             embedder = cls(**params)
             embedder._validate_params()
             with seeded(0):
                 module, image_size = _siamese_net(**architecture, pretrained=False)
             load_module_state(module, state)
-            if image_size != fitted["image_size_"]:
-                raise ValueError(f"image size {fitted['image_size_']} does not match the "
-                                 f"saved architecture ({image_size}).")
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path!r} holds a model that cannot be rebuilt: "
-                             f"{type(exc).__name__}: {exc}") from None
         embedder.module_ = module.to(_resolve_device(embedder.device)).eval()
         embedder.image_size_ = image_size
         embedder.embedding_dim_ = int(module.backbone.num_features)

@@ -8,6 +8,7 @@ copies tensor bytes, nothing else: classes named in the file are looked up in
 a fixed table of known classes, never imported, so a file cannot run code.
 """
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -32,7 +33,7 @@ from sklearn_imgpair._split import IdentityValidSplit
 
 __all__ = ["FORMAT_VERSION", "constructor_defaults", "decode_labels", "decode_params",
            "decode_value", "encode_labels", "encode_value", "load_module_state",
-           "persisted_params", "read_model_file", "resolve_load_device", "write_model_file"]
+           "persisted_params", "rebuilding", "read_model_file", "resolve_load_device", "write_model_file"]
 
 FORMAT_NAME = "sklearn-imgpair"
 FORMAT_VERSION = 1
@@ -350,7 +351,12 @@ def read_model_file(path, estimator_name):
     if _checksum(text, tensors) != metadata.get("sha256"):
         raise ValueError(f"{path!r} is corrupt or was modified after it was saved: its "
                          "checksum does not match its content.")
-    content = json.loads(text)
+    try:
+        content = json.loads(text)
+    except ValueError:
+        content = None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path!r} is corrupt: its content is not a JSON object.")
     if content.get("estimator") != estimator_name:
         raise ValueError(f"{path!r} holds a {content.get('estimator')!r}, not a "
                          f"{estimator_name}; load it with {content.get('estimator')}.load.")
@@ -366,6 +372,24 @@ def resolve_load_device(saved, device):
                       "here; it is loaded on 'cpu'.", UserWarning, stacklevel=3)
         return "cpu"
     return saved
+
+
+@contextlib.contextmanager
+def rebuilding(path, fitted, image_size):
+    """Wrap the rebuilding of an estimator from a model file.
+
+    Any error in the block becomes a ``ValueError`` naming the file. Then the
+    input size the rebuilt network got, ``image_size()``, must be the saved
+    ``fitted["image_size_"]``.
+    """
+    try:
+        yield
+        if image_size() != fitted["image_size_"]:
+            raise ValueError(f"the saved image size {fitted['image_size_']} does not match "
+                             f"the network's ({image_size()}).")
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{os.fspath(path)!r} holds a model that cannot be rebuilt: "
+                         f"{type(exc).__name__}: {exc}") from None
 
 
 def load_module_state(module, state, ignore_missing=()):

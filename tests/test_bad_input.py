@@ -329,3 +329,20 @@ def test_cli_warn_writes_empty_predictions_for_unreadable_rows(bad_images, cli_m
     table = pd.read_csv(output)
     empty = table["probability"].isna() & table["prediction"].isna()
     assert empty.tolist() == [row == BAD_ROW for row in range(10)]
+
+
+@pytest.mark.parametrize("guess", [None, 16])
+def test_images_are_read_again_when_the_input_size_is_known_only_after_building(
+        guess, bad_images, image_pairs, monkeypatch):
+    from sklearn_imgpair import _classifier
+
+    monkeypatch.setattr(_classifier, "expected_image_size", lambda *args: guess)
+    X, y = image_pairs
+    X = X.copy()
+    X[7, 0] = bad_images["text file"]
+    clf = make_tiny_classifier(max_epochs=1, on_error="warn", train_split=None)
+    with pytest.warns(UnreadableImageWarning):
+        clf.fit(X, y)
+    batches = clf.history[-1, "batches"]
+    assert sum(batch["train_batch_size"] for batch in batches) == len(X) - 1
+    assert clf.image_size_ == TINY_IMAGE_SIZE
