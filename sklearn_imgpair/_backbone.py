@@ -10,7 +10,10 @@ import torch
 from sklearn.utils._param_validation import Interval
 from timm.data import resolve_model_data_config
 
-__all__ = ["BACKBONE_PARAMETER_CONSTRAINTS", "create_backbone", "resolve_preprocessing"]
+from sklearn_imgpair._checkpoint import read_checkpoint
+
+__all__ = ["BACKBONE_PARAMETER_CONSTRAINTS", "create_backbone", "expected_image_size",
+           "resolve_preprocessing"]
 
 # Constraints of the parameters every estimator passes to create_backbone.
 BACKBONE_PARAMETER_CONSTRAINTS = {
@@ -150,17 +153,35 @@ def create_backbone(model_name, *, pretrained=False, weights_path=None,
         weights_file = _cached_weights_file(pretrained_cfg.to_dict())
         if weights_file is None and not _hub_reachable():
             raise OSError(_offline_message(model_name))
-    if weights_file is not None:
-        kwargs["pretrained_cfg_overlay"] = {"file": weights_file}
-
     try:
-        return _create_model(model_name, pretrained=weights_file is not None or pretrained,
-                             **kwargs)
+        if weights_file is not None:
+            kwargs["pretrained_cfg_overlay"] = _weights_overlay(model_name, weights_file)
+        backbone = _create_model(model_name,
+                                 pretrained=weights_file is not None or pretrained, **kwargs)
     except OSError as exc:
         if weights_file is not None:
             raise OSError(f"Cannot load weights for {model_name!r} from "
                           f"{weights_file!r}: {exc}") from exc
         raise OSError(_offline_message(model_name) + f" (cause: {exc})") from exc
+    config = getattr(backbone, "pretrained_cfg", None)
+    if isinstance(config, dict) and config.pop("state_dict", None) is not None:
+        # The model keeps its config: name the file, do not hold (and pickle) the weights.
+        config["file"] = weights_file
+    return backbone
+
+
+def _weights_overlay(model_name, weights_file):
+    """timm's ``pretrained_cfg_overlay`` that loads ``weights_file``.
+
+    The state dict is read through :func:`read_checkpoint`, once per process,
+    and handed to timm, which still applies the model's checkpoint filter
+    (adapting it to ``img_size``) and drops a classifier head. Models with
+    their own loader (timm's ``custom_load``) get the file name instead.
+    """
+    pretrained_cfg = timm.models.get_pretrained_cfg(model_name)
+    if pretrained_cfg is not None and pretrained_cfg.custom_load:
+        return {"file": weights_file}
+    return {"state_dict": read_checkpoint(weights_file)}
 
 
 def _create_model(model_name, **kwargs):
@@ -172,6 +193,33 @@ def _create_model(model_name, **kwargs):
             kwargs.pop("img_size")
             return timm.create_model(model_name, **kwargs)
         raise
+
+
+def expected_image_size(model_name, image_size=None, model_kwargs=None):
+    """The input side length a backbone will have, known before it is built.
+
+    Parameters
+    ----------
+    model_name : str
+        A timm model name.
+    image_size : int, default=None
+        The estimator's ``image_size``; wins when given.
+    model_kwargs : dict, default=None
+        May hold ``img_size``.
+
+    Returns
+    -------
+    size : int or None
+        None when only building the model tells (see
+        :func:`resolve_preprocessing`, which has the last word).
+    """
+    size = image_size if image_size is not None else (model_kwargs or {}).get("img_size")
+    if size is None:
+        config = timm.models.get_pretrained_cfg(model_name) if timm.is_model(model_name) else None
+        size = getattr(config, "input_size", None)
+    if isinstance(size, (tuple, list)):
+        size = size[-1] if size else None
+    return int(size) if isinstance(size, Integral) else None
 
 
 def resolve_preprocessing(backbone, image_size=None):

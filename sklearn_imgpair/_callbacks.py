@@ -8,6 +8,7 @@ import torch
 from skorch.callbacks import Callback, EarlyStopping
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 __all__ = ["AucEarlyStopping", "CosineSchedule", "TimeLimit", "valid_roc_auc"]
 
@@ -26,6 +27,34 @@ def valid_roc_auc(net, X, y):
     if np.unique(y).size < 2:
         return float("nan")
     return float(roc_auc_score(y, logits))
+
+
+def _on_any_process(net, flag):
+    """Whether ``flag`` is set on any of the net's training processes.
+
+    A net trained by several processes (skorch's ``AccelerateMixin``, with an
+    ``accelerator`` attribute) must stop on all of them at the same step, or
+    the others wait forever for its gradients; one process's flag is shared
+    with accelerate's trigger. Every process must call this at the same step.
+    """
+    accelerator = getattr(net, "accelerator", None)
+    if accelerator is None or accelerator.num_processes == 1:
+        return flag
+    if flag:
+        accelerator.set_trigger()
+    return bool(accelerator.check_trigger())
+
+
+def _strip_wrapper_prefixes(state_dict, module):
+    """Drop the key prefixes of DDP (``module.``) or torch.compile (``_orig_mod.``) wrappers.
+
+    A snapshot of a wrapped module's weights fits the bare module once
+    training has unwrapped it (as skorch's ``AccelerateMixin`` does).
+    """
+    keys = list(module.state_dict())
+    for prefix in ("module.", "_orig_mod."):
+        if state_dict and not any(key.startswith(prefix) for key in keys):
+            consume_prefix_in_state_dict_if_present(state_dict, prefix)
 
 
 class AucEarlyStopping(EarlyStopping):
@@ -105,6 +134,8 @@ class AucEarlyStopping(EarlyStopping):
                 self._best_outputs = self._epoch_outputs
 
     def on_train_end(self, net, **kwargs):
+        if self.best_model_weights_ is not None:
+            _strip_wrapper_prefixes(self.best_model_weights_, net.module_)
         super().on_train_end(net, **kwargs)
         if not (self.calibrate and self.load_best and self._best_outputs):
             return
@@ -176,7 +207,7 @@ class TimeLimit(Callback):
             return
         now = self.clock()
         step, self._last_tick = now - self._last_tick, now
-        if now + step >= self._deadline:
+        if _on_any_process(net, now + step >= self._deadline):
             self.stopped_ = True
             if net.verbose:
                 self.sink(f"Stopping: time_limit={net.time_limit}s is reached.")

@@ -1,5 +1,6 @@
 """ImagePairClassifier: a Siamese timm backbone fitted on pairs of image paths with skorch."""
 
+import json
 import time
 import warnings
 from collections.abc import Mapping
@@ -8,7 +9,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from skorch import NeuralNetBinaryClassifier
+from skorch import NeuralNet, NeuralNetBinaryClassifier
 from skorch.callbacks import (
     EpochScoring,
     EpochTimer,
@@ -18,6 +19,7 @@ from skorch.callbacks import (
 )
 from skorch.dataset import ValidSplit
 from skorch.dataset import unpack_data
+from skorch.history import History
 from skorch.utils import is_dataset, to_tensor
 from sklearn.metrics import roc_auc_score
 from sklearn.utils._param_validation import (
@@ -30,6 +32,7 @@ from sklearn_imgpair._augment import ViewAugmentation
 from sklearn_imgpair._backbone import (
     BACKBONE_PARAMETER_CONSTRAINTS,
     create_backbone,
+    expected_image_size,
     resolve_preprocessing,
 )
 from sklearn_imgpair._callbacks import (
@@ -50,20 +53,45 @@ from sklearn_imgpair._mining import (
     unwrap_subsets,
 )
 from sklearn_imgpair._module import SiameseNet
+from sklearn_imgpair._persistence import (
+    constructor_defaults,
+    decode_labels,
+    decode_params,
+    encode_labels,
+    load_module_state,
+    persisted_params,
+    read_model_file,
+    rebuilding,
+    resolve_load_device,
+    write_model_file,
+)
 from sklearn_imgpair._runtime import (
     PRECISIONS,
     autocast,
     check_precision,
     device_type,
+    loadable_precision,
     loader_kwargs,
-    predecode,
     score_pairs,
     to_device,
 )
 from sklearn_imgpair._seeding import seeded
-from sklearn_imgpair._validation import check_files_exist, check_match_labels, check_pairs
+from sklearn_imgpair._unreadable import ON_ERROR_OPTIONS, decode_pair_images, warn_unreadable
+from sklearn_imgpair._validation import (
+    check_files_exist,
+    check_match_labels,
+    check_pairs,
+    distinct_paths,
+)
 
 __all__ = ["ImagePairClassifier"]
+
+
+def _json_scalar(value):
+    """JSON form of the numpy scalars and other values a skorch history may hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return repr(value)
 
 
 class ImagePairClassifier(NeuralNetBinaryClassifier):
@@ -167,6 +195,19 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
     mining_temperature : float, default=0.1
         Temperature of the supervised contrastive loss; lower values focus
         on the hardest negatives.
+
+    on_error : {"raise", "warn"}, default="raise"
+        What an image that cannot be read (missing, empty, truncated, not an
+        image, above PIL's pixel limit) does. ``"raise"``: an error naming
+        the row, column and path; ``fit`` reads every image once before
+        training starts, so it fails before any training. ``"warn"``, for
+        long batch jobs: ``fit`` leaves the pairs with unreadable images out,
+        and prediction gives exactly the rows that use one NaN in
+        ``predict_proba`` and ``decision_function``, the non-match label in
+        ``predict`` (NaN is not above the threshold) and no say in ``score``;
+        each call issues one :class:`UnreadableImageWarning` that lists them
+        (all of them in its ``failures`` and ``rows`` attributes). No image
+        is ever replaced silently.
 
     num_workers : int or None, default=None
         Processes that decode images in parallel with the network
@@ -308,6 +349,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         "views_per_identity": [Interval(Integral, 2, None, closed="left")],
         "mining_weight": [Interval(Real, 0, None, closed="left")],
         "mining_temperature": [Interval(Real, 0, None, closed="neither")],
+        "on_error": [StrOptions(ON_ERROR_OPTIONS)],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "precision": [StrOptions(set(PRECISIONS))],
         "freeze_backbone": ["boolean"],
@@ -331,6 +373,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         views_per_identity=4,
         mining_weight=1.0,
         mining_temperature=0.1,
+        on_error="raise",
         num_workers=None,
         precision="fp32",
         freeze_backbone=False,
@@ -363,6 +406,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         self.views_per_identity = views_per_identity
         self.mining_weight = mining_weight
         self.mining_temperature = mining_temperature
+        self.on_error = on_error
         self.num_workers = num_workers
         self.precision = precision
         self.freeze_backbone = freeze_backbone
@@ -492,9 +536,19 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         """Like skorch's, but training batches are shuffled unless told otherwise.
 
         With ``pair_mining="graph"``, every training batch of pairs also
-        carries an identity batch (see :class:`IdentityBatches`). Images to
-        embed (an :class:`ImageDataset`) are decoded by ``num_workers``
-        workers; on CUDA, batches come in pinned memory.
+        carries an identity batch (see :class:`IdentityBatches`).
+        """
+        iterator = self._pair_iterator(dataset, training=training)
+        if training and self.pair_mining == "graph" and not self.freeze_backbone:
+            return self._identity_batches(dataset, iterator)
+        return iterator
+
+    def _pair_iterator(self, dataset, training=False):
+        """skorch's iterator over ``dataset``, shuffled when training unless told otherwise.
+
+        Images to embed (an :class:`ImageDataset`) are decoded by
+        ``num_workers`` workers; on CUDA, batches come in pinned memory.
+        ``iterator_train__*`` and ``iterator_valid__*`` parameters win.
         """
         kwargs = self.get_params_for("iterator_train" if training else "iterator_valid")
         kwargs.setdefault("batch_size", self.batch_size)
@@ -503,20 +557,19 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         if training:
             kwargs.setdefault("shuffle", True)
         elif isinstance(unwrap_subsets(dataset)[0], ImageDataset):
-            defaults = loader_kwargs(self.device, self.num_workers, len(dataset),
-                                     kwargs["batch_size"])
-            kwargs = {**defaults, **kwargs}
+            kwargs = {**loader_kwargs(self.device, self.num_workers, len(dataset),
+                                      kwargs["batch_size"]), **kwargs}
         if device_type(self.device) == "cuda":
             kwargs.setdefault("pin_memory", True)
-        iterator = (self.iterator_train if training else self.iterator_valid)(dataset, **kwargs)
-        if not training:
-            return iterator
-        if self.pair_mining == "graph" and not self.freeze_backbone:
-            return self._identity_batches(dataset, iterator)
-        return iterator
+        return (self.iterator_train if training else self.iterator_valid)(dataset, **kwargs)
 
-    def _identity_batches(self, dataset, iterator):
-        """Join identity batches, mined from ``dataset``'s pairs, to ``iterator``."""
+    def _identity_batches(self, dataset, iterator, *, device=None, seed_offset=0):
+        """Join identity batches, mined from ``dataset``'s pairs, to ``iterator``.
+
+        ``device`` is where the identity batches go (None: left on the CPU,
+        as the pair batches are); ``seed_offset`` is added to the sampler's
+        seed, so that several training processes draw different identities.
+        """
         found = training_pairs(dataset)
         if found is None:
             warnings.warn(
@@ -526,7 +579,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             return iterator
         pairs, targets = found
         images, identities = image_identities(pairs, targets > 0.5)
-        seed = int(torch.randint(np.iinfo(np.int32).max, ()).item())
+        seed = int(torch.randint(np.iinfo(np.int32).max, ()).item()) + seed_offset
         sampler = IdentitySampler(images, identities, n_views=self.views_per_identity,
                                   random_state=np.random.RandomState(seed))
         if sampler.n_eligible < 2:
@@ -540,7 +593,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             load = partial(load_image, image_size=dataset.image_size)
         else:
             load = partial(dataset.cache.get, image_size=dataset.image_size)
-        return IdentityBatches(iterator, sampler, load)
+        return IdentityBatches(iterator, sampler, load, device=device)
 
     def infer(self, x, **fit_params):
         """Run the module in ``precision``; identity labels of mined batches are for the loss only.
@@ -608,31 +661,6 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         cache = DecodedImageCache(int(self.cache_size * 2**20))
         return PairDataset(pairs, targets, image_size=self.image_size_, cache=cache)
 
-    def _embed(self, dataset):
-        """Embed an :class:`ImageDataset` in eval mode, ``num_workers`` decoding."""
-        with autocast(self.precision, self.device):
-            return embed_images(self.module_, self.get_iterator(dataset), self.device)
-
-    def _training_dataset(self, pairs, targets):
-        """The training data, each distinct image decoded once before the first epoch.
-
-        With ``freeze_backbone=True``, pairs of embeddings of the distinct
-        images, embedded once; otherwise pairs of images from a cache filled
-        by ``num_workers`` workers.
-        """
-        unique, first, inverse = np.unique(pairs.ravel(), return_index=True,
-                                           return_inverse=True)
-        names = [f"X[{position // 2}, {position % 2}]" for position in first]
-        images = ImageDataset(unique, self.image_size_, names=names)
-        if self.freeze_backbone:
-            return EmbeddingPairDataset(pairs, targets, embeddings=self._embed(images).cpu(),
-                                        index=inverse.reshape(-1, 2))
-        dataset = self._pair_dataset(pairs, targets)
-        if dataset.cache.max_bytes > 0:
-            predecode(dataset.cache, images, batch_size=32, num_workers=self.num_workers,
-                      device=self.device)
-        return dataset
-
     # ------------------------------------------------------------------
     # fitting
     # ------------------------------------------------------------------
@@ -655,8 +683,87 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                     f"y has {len(y_values)}."
                 )
             targets = (y_values == self.match_label).astype(np.float32)
-        check_files_exist(pairs)
+        if self.on_error == "raise":
+            check_files_exist(pairs)
         return pairs, targets, classes
+
+    def _training_dataset(self, pairs, targets, image_size, require_both_classes):
+        """Read every image once, before training, and wrap the readable pairs.
+
+        The decoded images stay in the training cache (up to ``cache_size``),
+        so the first epoch does not decode them again.
+        """
+        cache = DecodedImageCache(int(self.cache_size * 2**20))
+        bad_rows, failures = decode_pair_images(
+            pairs, partial(cache.get, image_size=image_size), self.on_error)
+        if failures:
+            warn_unreadable(failures, np.flatnonzero(bad_rows), "are left out of training",
+                            stacklevel=4)
+            pairs, targets = pairs[~bad_rows], targets[~bad_rows]
+            if len(pairs) == 0 or (require_both_classes and np.unique(targets).size < 2):
+                raise ValueError(
+                    f"Too few pairs are left to train on after leaving out the "
+                    f"{bad_rows.sum()} with unreadable images: {len(pairs)} pairs with "
+                    f"labels {sorted(set(targets.tolist()))} (1.0 = match).")
+        return PairDataset(pairs, targets, image_size=image_size, cache=cache)
+
+    def _read_training_images(self, pairs, targets, require_both_classes, initialize):
+        """Read every image, then ``initialize()`` the network if asked.
+
+        Images are read first where the input size is known before the
+        network is built, so that a bad image leaves a fitted estimator as it
+        was. Returns the :class:`PairDataset` of the readable pairs.
+        """
+        size = expected_image_size(self.model_name, self.image_size, self.model_kwargs)
+        if not initialize:
+            size = self.image_size_
+        dataset = None
+        if size is not None:
+            dataset = self._training_dataset(pairs, targets, size, require_both_classes)
+        if initialize:
+            self.initialize()
+        if dataset is None or dataset.image_size != self.image_size_:
+            if dataset is not None:  # read again at the size the network turned out to take
+                pairs, targets = dataset.pairs, dataset.y
+            dataset = self._training_dataset(pairs, targets, self.image_size_,
+                                              require_both_classes)
+        if self.freeze_backbone:
+            dataset = self._embedded_pairs(dataset)
+        return dataset
+
+    def _embedded_pairs(self, dataset):
+        """Embed each distinct image of a :class:`PairDataset` once, for ``freeze_backbone``.
+
+        The images come from the dataset's cache, filled when they were read
+        before training; the embeddings replace them.
+        """
+        unique, _, inverse = distinct_paths(dataset.pairs)
+        load = partial(dataset.cache.get, image_size=dataset.image_size)
+        batches = ((torch.stack([load(path) for path in unique[start:start + self.batch_size]]),
+                    None) for start in range(0, len(unique), self.batch_size))
+        with autocast(self.precision, self.device):
+            embeddings, _ = embed_images(self.module_, batches, self.device)
+        return EmbeddingPairDataset(dataset.pairs, dataset.y, embeddings=embeddings.cpu(),
+                                    index=inverse.reshape(-1, 2))
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's training loop; a ``KeyboardInterrupt`` ends it with a warning.
+
+        skorch then runs the callbacks' ``on_train_end``: the best weights
+        seen so far are restored (``early_stopping``) and the head is
+        recalibrated, so the interrupted estimator is usable.
+        """
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt:
+            time_limit = dict(self.callbacks_).get("time_limit")
+            if not getattr(time_limit, "stopped_", False):
+                epoch = len(self.history)
+                warnings.warn(
+                    f"fit was interrupted (KeyboardInterrupt) in epoch {epoch}; the "
+                    "estimator keeps the best weights validated so far (the last ones "
+                    "without a validation split).", UserWarning, stacklevel=2)
+            raise
 
     def _start_time_limit(self, elapsed):
         callback = dict(self.callbacks_).get("time_limit")
@@ -684,12 +791,11 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         self._validate_hyperparameters()
         pairs, targets, classes = self._check_fit_data(X, y)
         with seeded(self.random_state):
-            if not self.warm_start or not self.initialized_:
-                self.initialize()
+            dataset = self._read_training_images(
+                pairs, targets, True, initialize=not self.warm_start or not self.initialized_)
             self._start_time_limit(time.monotonic() - started)
             self.classes_ = classes
-            super().partial_fit(self._training_dataset(pairs, targets), targets,
-                                _routing_method="fit", **fit_params)
+            super().partial_fit(dataset, dataset.y, _routing_method="fit", **fit_params)
         self.n_features_in_ = 2
         return self
 
@@ -724,11 +830,10 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                 )
         pairs, targets, known = self._check_fit_data(X, y, classes=known)
         with seeded(self.random_state):
-            if not self.initialized_:
-                self.initialize()
+            dataset = self._read_training_images(pairs, targets, False,
+                                                 initialize=not self.initialized_)
             self.classes_ = known
-            super().partial_fit(self._training_dataset(pairs, targets), targets,
-                                **fit_params)
+            super().partial_fit(dataset, dataset.y, **fit_params)
         self.n_features_in_ = 2
         return self
 
@@ -741,12 +846,20 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         if is_dataset(X):  # skorch's own scoring callbacks pass datasets
             return self.forward(X).float().numpy().reshape(-1)
         pairs = check_pairs(X)
-        unique, first, inverse = np.unique(pairs.ravel(), return_index=True,
-                                           return_inverse=True)
+        if self.on_error == "raise":
+            check_files_exist(pairs)
+        unique, first, inverse = distinct_paths(pairs)
         names = [f"X[{position // 2}, {position % 2}]" for position in first]
-        embeddings = self._embed(ImageDataset(unique, self.image_size_, names=names))
+        dataset = ImageDataset(unique, self.image_size_, names=names, on_error=self.on_error)
+        with autocast(self.precision, self.device):
+            embeddings, failures = embed_images(self.module_, self.get_iterator(dataset),
+                                                self.device)
         # Pairs are scored in chunks: memory grows with the distinct images only.
-        return score_pairs(self.module_, embeddings, inverse.reshape(-1, 2))
+        logits = score_pairs(self.module_, embeddings, inverse.reshape(-1, 2))
+        if failures:
+            warn_unreadable(failures, np.flatnonzero(np.isnan(logits)),
+                            "get NaN probabilities", stacklevel=4)
+        return logits
 
     def _match_column(self):
         return int(np.flatnonzero(self.classes_ == self.match_label)[0])
@@ -821,8 +934,116 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         Returns
         -------
         score : float
+            With ``on_error="warn"``, measured on the pairs whose images could
+            be read.
         """
-        proba = self.predict_proba(X)
-        _, targets = check_match_labels(y, self.match_label, len(proba))
-        return float(roc_auc_score(targets, proba[:, self._match_column()],
+        match = self.predict_proba(X)[:, self._match_column()]
+        _, targets = check_match_labels(y, self.match_label, len(match))
+        readable = ~np.isnan(match)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)[readable]
+        return float(roc_auc_score(targets[readable], match[readable],
                                    sample_weight=sample_weight))
+
+    # ------------------------------------------------------------------
+    # persistence
+    # ------------------------------------------------------------------
+
+    # Parameters of subclasses that a saved (plain) classifier does not have.
+    _not_saved = ()
+
+    def save(self, path):
+        """Save the fitted classifier to one file that holds no pickle.
+
+        The network's weights are written as safetensors; the parameters,
+        ``classes_``, ``match_label``, ``threshold``, the preprocessing, the
+        training history, a format version and the library versions as JSON,
+        with a SHA-256 checksum of all of it. The write is atomic: the file
+        at ``path`` is replaced only once the new one is complete, so a crash
+        mid-save leaves the previous model intact. Use :meth:`load` to read
+        it back; unlike a pickle, loading it cannot run code.
+
+        Parameters that cannot be written as JSON (callback objects, a
+        ``RandomState``, custom classes) are saved as their defaults, with a
+        warning; predictions do not depend on them.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write, by convention with a ``.safetensors`` suffix.
+
+        Returns
+        -------
+        path : str
+            The absolute path written.
+        """
+        self.check_is_fitted(["module_", "classes_"])
+        if type(self.module_) is not SiameseNet:
+            raise ValueError(f"save supports the SiameseNet module, not "
+                             f"{type(self.module_).__name__}; use pickle for this model.")
+        defaults = constructor_defaults(type(self), NeuralNetBinaryClassifier, NeuralNet)
+        content = {
+            "params": persisted_params(self, defaults, exclude=self._not_saved,
+                                       overrides={"device": self.device or "cpu"}),
+            "fitted": {"classes_": encode_labels(self.classes_),
+                       "image_size_": self.image_size_,
+                       "embedding_dim_": self.embedding_dim_,
+                       "n_features_in_": 2},
+            "preprocessing": {"image_size": self.image_size_,
+                              "mean": self.module_.mean.reshape(-1).tolist(),
+                              "std": self.module_.std.reshape(-1).tolist()},
+            "history": json.loads(json.dumps(self.history_.to_list(), default=_json_scalar)),
+        }
+        state = {name: tensor for name, tensor in self.module_.state_dict().items()
+                 if not name.startswith("augment.")}
+        return write_model_file(path, "ImagePairClassifier", content, state)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Load a classifier saved with :meth:`save`, without running code from the file.
+
+        Works offline and without the original weights file: the network is
+        built from the saved architecture and filled with the saved weights.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by :meth:`save`.
+        device : str or torch.device, default=None
+            Where the network runs; None keeps the saved device, or uses
+            ``"cpu"`` (with a warning) when that is not available.
+
+        Returns
+        -------
+        clf : ImagePairClassifier
+            A fitted classifier that predicts as the saved one did.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not such a model file, is truncated, corrupt or
+            modified, or was written by a newer version of the format.
+        """
+        content, state = read_model_file(path, "ImagePairClassifier")
+        fitted = content.get("fitted", {})
+        with rebuilding(path, fitted, lambda: clf.image_size_):
+            params = decode_params(content["params"])
+            classes = decode_labels(fitted["classes_"])
+            params["device"] = resolve_load_device(params.get("device", "cpu"), device)
+            params["precision"] = loadable_precision(params.get("precision", "fp32"),
+                                                     params["device"])
+            # Build the saved architecture with random weights (no download, no
+            # weights file), then fill in the saved weights.
+            clf = cls(**{**params, "pretrained": False, "weights_path": None})
+            with seeded(0):
+                clf.initialize()
+            load_module_state(clf.module_, state, ignore_missing=("augment.",))
+        clf.pretrained = params.get("pretrained", True)
+        clf.weights_path = params.get("weights_path")
+        clf.classes_ = classes
+        clf.n_features_in_ = fitted["n_features_in_"]
+        clf.history_ = History(content.get("history") or [])
+        clf.module_.eval()
+        return clf

@@ -4,7 +4,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import sys
 import textwrap
 import traceback
@@ -24,7 +23,7 @@ PROG = "sklearn-imgpair"
 # Set to 1 to see the traceback of an error (as -v does for the commands that have it).
 TRACEBACK_ENV = "SKLEARN_IMGPAIR_TRACEBACK"
 # Errors that mean bad input; their message is all the user needs.
-_INPUT_ERRORS = (CommandError, OSError, ValueError, TypeError, pickle.PickleError)
+_INPUT_ERRORS = (CommandError, OSError, ValueError, TypeError)
 
 _DESCRIPTION = """\
 Image-to-image matching with Siamese Swin Transformers (scikit-learn, skorch, timm).
@@ -42,12 +41,12 @@ Relative image paths are taken relative to the CSV file's folder. Start with
 _EXAMPLES = """\
 examples:
   sklearn-imgpair demo --output demo
-  sklearn-imgpair fit --train train.csv --model model.pkl --time-limit 180
-  sklearn-imgpair fit --train train.csv --model model.pkl --no-pretrained --lr 2e-3 \\
+  sklearn-imgpair fit --train train.csv --model model.safetensors --time-limit 180
+  sklearn-imgpair fit --train train.csv --model model.safetensors --no-pretrained --lr 2e-3 \\
       --image-size 64 --model-kwargs '{"embed_dim": 32, "depths": [2, 2], "num_heads": [2, 4]}'
-  sklearn-imgpair evaluate --model model.pkl --data test.csv
-  sklearn-imgpair predict --model model.pkl --data test.csv --output predictions.csv
-  sklearn-imgpair embed --model model.pkl --data test.csv --output embeddings.npy
+  sklearn-imgpair evaluate --model model.safetensors --data test.csv
+  sklearn-imgpair predict --model model.safetensors --data test.csv --output predictions.csv
+  sklearn-imgpair embed --model model.safetensors --data test.csv --output embeddings.npy
 """
 
 
@@ -120,10 +119,21 @@ def _output_options(verbose_help):
     return parent
 
 
+def _error_options(effect):
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--on-error", choices=["raise", "warn"], default="raise",
+                        help="what an unreadable image (missing, empty, truncated, not an "
+                             "image) does: stop with an error naming its CSV line (raise), "
+                             f"or {effect} and list them once on stderr (warn) "
+                             "(default: %(default)s)")
+    return parent
+
+
 def _model_options(unit, default):
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--model", required=True, metavar="PATH",
-                        help="model file written by 'fit' (a pickle: load only files you trust)")
+                        help="model file written by 'fit' (safetensors and JSON: loading it "
+                             "runs no code from it)")
     parent.add_argument("--data", required=True, metavar="CSV", help="pairs CSV file")
     parent.add_argument("--batch-size", type=_positive(int), metavar="N",
                         help=f"{unit} per batch (default: {default})")
@@ -154,18 +164,21 @@ def _add_fit(commands):
     fit = commands.add_parser(
         "fit", formatter_class=_Formatter,
         parents=[_column_options(label=True),
-                 _output_options("also show a progress bar per epoch")],
+                 _output_options("also show a progress bar per epoch"),
+                 _error_options("leave their pairs out of training")],
         help="fit a matcher on a pairs CSV and save it",
         description=_describe(
-            "Fit a Siamese matcher on the labelled pairs of a CSV file and save it as a "
-            "pickle. 10 % of the pairs are held out to pick the best epoch; a row per epoch "
+            "Fit a Siamese matcher on the labelled pairs of a CSV file and save it as one "
+            "safetensors file (weights, plus the settings as JSON; no pickle). 10 % of "
+            "the pairs are held out to pick the best epoch; a row per epoch "
             "shows the progress. Pretrained weights need the network once (or "
             "--weights-path); --no-pretrained starts from random weights (use --lr 2e-3 "
             "then).",
-            "sklearn-imgpair fit --train train.csv --model model.pkl --time-limit 180"))
+            "sklearn-imgpair fit --train train.csv --model model.safetensors --time-limit 180"))
     fit.add_argument("--train", required=True, metavar="CSV", help="training pairs CSV file")
     fit.add_argument("--model", required=True, metavar="PATH",
-                     help="where to save the fitted model (pickle)")
+                     help="where to save the fitted model (.safetensors; an existing file is "
+                          "replaced only once the new one is complete)")
     fit.add_argument("--match-label", default="1", metavar="LABEL",
                      help="the label that means 'same' (default: %(default)s)")
     model = fit.add_argument_group("model")
@@ -204,7 +217,8 @@ def _pair_prediction_options(*, label):
                            help="match probability above which a pair matches "
                                 "(default: the model's, 0.5)")
     return [_model_options("pairs", "the model's"), _column_options(label=label),
-            _output_options(_PROGRESS), threshold]
+            _output_options(_PROGRESS), threshold,
+            _error_options("leave their pairs without a prediction")]
 
 
 def _add_evaluate(commands):
@@ -214,7 +228,7 @@ def _add_evaluate(commands):
         description=_describe(
             "Print the ROC AUC of the match probability and the accuracy of the "
             "predictions at a threshold, on the labelled pairs of a CSV file.",
-            "sklearn-imgpair evaluate --model model.pkl --data test.csv"))
+            "sklearn-imgpair evaluate --model model.safetensors --data test.csv"))
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -225,7 +239,7 @@ def _add_predict(commands):
         description=_describe(
             "Write the input table (image paths made absolute) plus a 'prediction' column "
             "(a label) and a 'probability' column (the match probability) to a CSV file.",
-            "sklearn-imgpair predict --model model.pkl --data test.csv "
+            "sklearn-imgpair predict --model model.safetensors --data test.csv "
             "--output predictions.csv"))
     predict.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
     predict.add_argument("--proba", action="store_true",
@@ -237,7 +251,7 @@ def _add_embed(commands):
     embed = commands.add_parser(
         "embed", formatter_class=_Formatter,
         parents=[_model_options("images", "the model's"), _column_options(label=False),
-                 _output_options(_PROGRESS)],
+                 _output_options(_PROGRESS), _error_options("give them NaN vectors")],
         help="write the embedding of every distinct image to .npy or .csv",
         description=_describe(
             "Embed every distinct image of the two image columns with the model's backbone "
@@ -246,7 +260,7 @@ def _add_embed(commands):
             "column and one column per dimension (e0, e1, ...). A .npy output holds the "
             "(n_images, dim) float32 array, and NAME.paths.txt beside NAME.npy the image "
             "paths, one a line, in the same order.",
-            "sklearn-imgpair embed --model model.pkl --data test.csv "
+            "sklearn-imgpair embed --model model.safetensors --data test.csv "
             "--output embeddings.npy"))
     embed.add_argument("--output", required=True, metavar="PATH",
                        help="file to write, ending in .npy or .csv")

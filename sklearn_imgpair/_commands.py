@@ -1,17 +1,21 @@
 """What each ``sklearn-imgpair`` subcommand does, given its parsed arguments."""
 
+import contextlib
 import os
-import pickle
 import re
+import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch
 
+from sklearn_imgpair._atomic import write_atomically
 from sklearn_imgpair._progress import progress_bar
+from sklearn_imgpair._unreadable import UnreadableImageWarning
 from sklearn_imgpair._validation import check_files_exist
 from sklearn_imgpair.datasets import make_image_pairs, read_pairs_csv
 from sklearn_imgpair.datasets._pairs_csv import check_columns, csv_location
@@ -53,10 +57,13 @@ def _pair_cells(columns, offset=0):
     return lambda row, column: (offset + row, columns[column])
 
 
-def _read_pairs(path, image_columns, other_columns=()):
-    """Read a pairs CSV, check its columns and that every image file exists."""
+def _read_pairs(path, image_columns, other_columns=(), on_error="raise"):
+    """Read a pairs CSV, check its columns and (unless ``on_error="warn"``) that every
+    image file exists."""
     frame = read_pairs_csv(path, image_columns=list(dict.fromkeys(image_columns)))
     check_columns(frame, other_columns, path)
+    if on_error == "warn":
+        return frame
     try:
         check_files_exist(frame[list(image_columns)].to_numpy(dtype=object))
     except (FileNotFoundError, ValueError) as exc:
@@ -83,62 +90,47 @@ def _check_writable(path, option):
                            f"in {existing!r} ({exc.strerror or exc}).") from None
 
 
-def _umask():
-    """The process's file mode creation mask (reading it means setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomically(path, write):
-    """Call ``write(temporary_path)``, then move the file to ``path`` in one step.
-
-    The file gets the mode that ``open`` would give it (``0o666`` less the
-    umask), not the private ``0o600`` of a temporary file.
-    """
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-    os.close(descriptor)
-    try:
-        write(partial)
-        os.chmod(partial, 0o666 & ~_umask())
-        os.replace(partial, path)
-    except BaseException:
-        os.remove(partial)
-        raise
-    return path
-
-
-def save_model(clf, path):
-    """Pickle a fitted classifier to ``path``, atomically; return the absolute path."""
-    def write(partial):
-        with open(partial, "wb") as file:
-            pickle.dump(clf, file)
-
-    return _write_atomically(path, write)
-
-
-def load_model(path):
-    """Unpickle a classifier written by ``save_model``, with one-line errors."""
+def load_model(path, on_error="raise"):
+    """Load a classifier written by ``fit`` (no pickle, no code run), with one-line errors."""
     from sklearn_imgpair import ImagePairClassifier
 
     try:
-        with open(path, "rb") as file:
-            clf = pickle.load(file)
+        clf = ImagePairClassifier.load(path)
     except FileNotFoundError:
         raise CommandError(f"model file {path!r} does not exist.") from None
-    except IsADirectoryError:
-        raise CommandError(f"model file {path!r} is a folder.") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
-            TypeError, ValueError) as exc:
-        raise CommandError(f"{path!r} is not a model file written by 'sklearn-imgpair fit' "
-                           f"({type(exc).__name__}: {exc}).") from None
-    if not isinstance(clf, ImagePairClassifier):
-        raise CommandError(f"{path!r} holds a {type(clf).__name__}, not a model written by "
-                           "'sklearn-imgpair fit'.")
-    return clf
+    except ValueError as exc:
+        raise CommandError(f"{exc} Give a model file written by 'sklearn-imgpair fit'.") from None
+    return clf.set_params(on_error=on_error)
+
+
+@contextlib.contextmanager
+def _unreadable_images(found, path, locate):
+    """Collect the failures of the block's :class:`UnreadableImageWarning` into ``found``.
+
+    Failures are stored in CSV terms, keyed by image and reason (so an image
+    met again in a later chunk counts once); other warnings pass through.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreadableImageWarning)
+        yield
+    for warning in caught:
+        if not issubclass(warning.category, UnreadableImageWarning):
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
+            continue
+        for failure in warning.message.failures:
+            key = _LIBRARY_CELL.sub("", failure, count=1)
+            found.setdefault(key, str(_in_csv_terms(failure, path, locate)))
+
+
+def _report_unreadable(found, outcome):
+    """Print one warning line on stderr for the unreadable images in ``found``."""
+    if not found:
+        return
+    failures = list(found.values())
+    more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
+    print(f"sklearn-imgpair: warning: {len(failures)} image(s) could not be read, so "
+          f"{outcome}: {'; '.join(failures[:10])}{more}", file=sys.stderr)
 
 
 def _check_labels(labels, path, column):
@@ -179,21 +171,28 @@ def _predict_pairs(clf, X, path, columns, threshold, enabled):
     ``threshold`` (``threshold``, or the model's if None).
     """
     match_column = list(clf.classes_).index(clf.match_label)
-    chunks = []
+    chunks, unreadable = [], {}
     with progress_bar(len(X), "Predicting", unit="pair", enabled=enabled) as bar:
         for start in range(0, len(X), _CHUNK_SIZE):
             chunk = X.iloc[start:start + _CHUNK_SIZE]
+            locate = _pair_cells(columns, start)
             try:
-                chunks.append(clf.predict_proba(chunk))
+                with _unreadable_images(unreadable, path, locate):
+                    chunks.append(clf.predict_proba(chunk))
             except (ValueError, FileNotFoundError) as exc:
-                raise _in_csv_terms(exc, path, _pair_cells(columns, start)) from None
+                raise _in_csv_terms(exc, path, locate) from None
             bar.update(len(chunk))
     proba = np.concatenate(chunks)
     match = proba[:, match_column]
     threshold = clf.threshold if threshold is None else threshold
     predicted = np.where(match > threshold, clf.classes_[match_column],
                          clf.classes_[1 - match_column])
-    return Bunch(proba=proba, match=match, predicted=predicted, threshold=threshold)
+    readable = ~np.isnan(match)
+    if not readable.all():
+        predicted = predicted.astype(object)
+        predicted[~readable] = None
+    return Bunch(proba=proba, match=match, predicted=predicted, threshold=threshold,
+                 readable=readable, unreadable=unreadable)
 
 
 def _progress_enabled(args):
@@ -210,7 +209,7 @@ def run_fit(args):
     from sklearn_imgpair import ImagePairClassifier
 
     columns = [args.image1, args.image2]
-    frame = _read_pairs(args.train, columns, [args.label])
+    frame = _read_pairs(args.train, columns, [args.label], on_error=args.on_error)
     _check_labels(frame[args.label], args.train, args.label)
     match_label = _parse_match_label(args.match_label, frame[args.label], args.train,
                                      args.label)
@@ -220,27 +219,30 @@ def run_fit(args):
         model_kwargs=args.model_kwargs, image_size=args.image_size, match_label=match_label,
         time_limit=args.time_limit, max_epochs=args.max_epochs, batch_size=args.batch_size,
         lr=args.lr, pair_mining=args.pair_mining, random_state=args.seed,
-        verbose=0 if args.quiet else 1 + args.verbose,
+        on_error=args.on_error, verbose=0 if args.quiet else 1 + args.verbose,
     )
     print(f"Fitting {args.model_name} on {len(frame)} pairs from {args.train}", flush=True)
     started = time.perf_counter()
+    unreadable = {}
     try:
-        clf.fit(frame[columns], frame[args.label])
+        with _unreadable_images(unreadable, args.train, _pair_cells(columns)):
+            clf.fit(frame[columns], frame[args.label])
     except (ValueError, FileNotFoundError) as exc:
         raise _in_csv_terms(exc, args.train, _pair_cells(columns)) from None
     except OSError as exc:  # pretrained weights out of reach
         raise CommandError(f"{exc} On the command line: --weights-path PATH or "
                            "--no-pretrained.") from None
+    _report_unreadable(unreadable, "their pairs were left out of training")
     print(f"Fitted in {time.perf_counter() - started:.1f} s ({len(clf.history)} epochs).")
-    print(f"Saved the model to {save_model(clf, args.model)}")
+    print(f"Saved the model to {clf.save(args.model)}")
     return 0
 
 
 def run_evaluate(args):
     """``evaluate``: ROC AUC and accuracy of a saved model on a labelled pairs CSV."""
     columns = [args.image1, args.image2]
-    frame = _read_pairs(args.data, columns, [args.label])
-    clf = _set_batch_size(load_model(args.model), args.batch_size)
+    frame = _read_pairs(args.data, columns, [args.label], on_error=args.on_error)
+    clf = _set_batch_size(load_model(args.model, args.on_error), args.batch_size)
     y = frame[args.label].astype(str).to_numpy()
     classes = [str(label) for label in clf.classes_]
     unknown = sorted(set(y) - set(classes))
@@ -249,11 +251,16 @@ def run_evaluate(args):
                            f"the model does not know (its labels: {classes}).")
     result = _predict_pairs(clf, frame[columns], args.data, columns, args.threshold,
                             _progress_enabled(args))
+    n_unreadable = int((~result.readable).sum())
+    _report_unreadable(result.unreadable, f"{n_unreadable} pairs are left out of the "
+                                          "evaluation")
+    y, match = y[result.readable], result.match[result.readable]
     is_match = y == str(clf.match_label)
-    accuracy = np.mean(result.predicted.astype(str) == y)
-    print(f"pairs     {len(frame)} ({int(is_match.sum())} matching)")
+    accuracy = np.mean(result.predicted[result.readable].astype(str) == y)
+    left_out = f", {n_unreadable} unreadable left out" if n_unreadable else ""
+    print(f"pairs     {len(y)} ({int(is_match.sum())} matching{left_out})")
     if 0 < is_match.sum() < len(is_match):
-        print(f"ROC AUC   {roc_auc_score(is_match, result.match):.4f}")
+        print(f"ROC AUC   {roc_auc_score(is_match, match):.4f}")
     else:
         print("ROC AUC   undefined: the data hold one label only")
     print(f"accuracy  {accuracy:.4f} at threshold {result.threshold:g}")
@@ -263,18 +270,20 @@ def run_evaluate(args):
 def run_predict(args):
     """``predict``: write predictions and match probabilities for a pairs CSV."""
     columns = [args.image1, args.image2]
-    frame = _read_pairs(args.data, columns)
-    clf = _set_batch_size(load_model(args.model), args.batch_size)
+    frame = _read_pairs(args.data, columns, on_error=args.on_error)
+    clf = _set_batch_size(load_model(args.model, args.on_error), args.batch_size)
     _check_writable(args.output, "--output")
     result = _predict_pairs(clf, frame[columns], args.data, columns, args.threshold,
                             _progress_enabled(args))
+    _report_unreadable(result.unreadable, f"{int((~result.readable).sum())} pairs get an "
+                                          "empty prediction and probability")
     output = frame.copy()
     output["prediction"] = result.predicted
     output["probability"] = result.match
     if args.proba:
         for index, label in enumerate(clf.classes_):
             output[f"proba_{label}"] = result.proba[:, index]
-    path = _write_atomically(args.output, lambda partial: output.to_csv(partial, index=False))
+    path = write_atomically(args.output, lambda partial: output.to_csv(partial, index=False))
     n_matches = int((result.match > result.threshold).sum())
     print(f"Wrote {len(output)} predictions ({n_matches} matches at threshold "
           f"{result.threshold:g}) to {path}")
@@ -289,11 +298,11 @@ def _write_embeddings(path, images, vectors):
                 np.save(file, vectors)
 
         paths_file = os.path.splitext(path)[0] + ".paths.txt"
-        _write_atomically(paths_file, lambda partial: _write_lines(partial, images))
-        return _write_atomically(path, write), paths_file
+        write_atomically(paths_file, lambda partial: _write_lines(partial, images))
+        return write_atomically(path, write), paths_file
     table = pd.DataFrame(vectors, columns=[f"e{i}" for i in range(vectors.shape[1])])
     table.insert(0, "path", images)
-    return _write_atomically(path, lambda partial: table.to_csv(partial, index=False)), None
+    return write_atomically(path, lambda partial: table.to_csv(partial, index=False)), None
 
 
 def _write_lines(path, lines):
@@ -320,22 +329,25 @@ def run_embed(args):
 
     if os.path.splitext(args.output)[1].lower() not in (".npy", ".csv"):
         raise CommandError(f"--output must end in .npy or .csv; got {args.output!r}.")
-    frame = _read_pairs(args.data, [args.image1, args.image2])
+    frame = _read_pairs(args.data, [args.image1, args.image2], on_error=args.on_error)
     images, cells = _distinct_images(frame, list(dict.fromkeys([args.image1, args.image2])))
     clf = _set_batch_size(load_model(args.model), args.batch_size)
     _check_writable(args.output, "--output")
-    embedder = ImageEmbedder(classifier=clf, batch_size=clf.batch_size).fit()
-    chunks = []
+    embedder = ImageEmbedder(classifier=clf, batch_size=clf.batch_size,
+                             on_error=args.on_error).fit()
+    chunks, unreadable = [], {}
     with progress_bar(len(images), "Embedding", unit="image",
                       enabled=_progress_enabled(args)) as bar:
         for start in range(0, len(images), _CHUNK_SIZE):
+            locate = lambda index, _, start=start: cells[start + index]  # noqa: E731
             try:
-                chunks.append(embedder.transform(images[start:start + _CHUNK_SIZE]))
+                with _unreadable_images(unreadable, args.data, locate):
+                    chunks.append(embedder.transform(images[start:start + _CHUNK_SIZE]))
             except (ValueError, FileNotFoundError) as exc:
-                raise _in_csv_terms(exc, args.data,
-                                    lambda index, _: cells[start + index]) from None
+                raise _in_csv_terms(exc, args.data, locate) from None
             bar.update(len(chunks[-1]))
     vectors = np.concatenate(chunks)
+    _report_unreadable(unreadable, "their vectors are NaN")
     path, paths_file = _write_embeddings(args.output, images, vectors)
     also = f" and their paths to {paths_file}" if paths_file else ""
     print(f"Wrote {vectors.shape[0]} embeddings of length {vectors.shape[1]} to {path}{also}")
@@ -378,9 +390,9 @@ def run_demo(args):
     print(f"   embeddings of the test pairs' first images: shape {embeddings.shape}  "
           "(ImageEmbedder(classifier=clf))")
 
-    model_path = save_model(clf, os.path.join(output, "model.pkl"))
+    model_path = clf.save(os.path.join(output, "model.safetensors"))
     print(f"4. Saved the fitted classifier to {model_path}")
-    print(f"   reload it with: pickle.load(open({model_path!r}, 'rb'))")
+    print(f"   reload it with: ImagePairClassifier.load({model_path!r})")
     print(f"   or use it from the shell: sklearn-imgpair predict --model {model_path} "
           "--data pairs.csv --output predictions.csv")
     return 0

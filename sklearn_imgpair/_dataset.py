@@ -1,12 +1,16 @@
 """Image decoding and the torch datasets that feed images and image pairs."""
 
 import os
+import threading
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 __all__ = ["load_image", "DecodedImageCache", "ImageDataset", "PairDataset"]
+
+#: The error types :func:`load_image` raises for a file that cannot be read.
+IMAGE_ERRORS = (FileNotFoundError, ValueError)
 
 _WHITE = (255, 255, 255)
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -38,6 +42,16 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
+def _check_pixel_limit(image):
+    """Refuse images above PIL's pixel limit; PIL itself only warns up to twice that."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise Image.DecompressionBombError(
+            f"{image.width} x {image.height} pixels exceed the limit of {limit} "
+            "(PIL.Image.MAX_IMAGE_PIXELS); it may be a decompression bomb. Raise the "
+            "limit if the image is trusted.")
+
+
 def load_image(path, image_size):
     """Decode one image file into a square ``uint8`` tensor.
 
@@ -64,15 +78,19 @@ def load_image(path, image_size):
         If ``path`` does not exist.
     ValueError
         If ``path`` is not a file or cannot be decoded as an image (corrupt,
-        truncated, empty, not an image, or larger than PIL's pixel limit).
+        truncated, empty, not an image, or more pixels than
+        ``PIL.Image.MAX_IMAGE_PIXELS``, a possible decompression bomb).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Image file not found: {path!r}.")
     if not os.path.isfile(path):
         raise ValueError(f"Image path is not a file: {path!r}.")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"Cannot read image {path!r}: the file is empty (0 bytes).")
     try:
         with Image.open(path) as image:
+            _check_pixel_limit(image)
             if image.format == "JPEG":
                 image.draft("RGB", (image_size, image_size))
             image = ImageOps.exif_transpose(image)
@@ -81,6 +99,8 @@ def load_image(path, image_size):
             )
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"Cannot read image {path!r}: {exc}") from exc
+    except Exception as exc:  # a malformed file can break a decoder in other ways
+        raise ValueError(f"Cannot read image {path!r} ({type(exc).__name__}: {exc})") from exc
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
@@ -97,28 +117,37 @@ class ImageDataset(torch.utils.data.Dataset):
     names : sequence of str, default=None
         How errors refer to each item, e.g. ``"X[3, 1]"``; by default
         ``"item <index>"``.
+    on_error : {"raise", "warn"}, default="raise"
+        What an image that cannot be read does: ``"raise"`` raises an error
+        that names the item; ``"warn"`` yields a black placeholder and the
+        error message instead, for the consumer to discard (the dataset
+        itself does not warn).
 
     Notes
     -----
-    Items are ``(image, 0)`` tuples so that skorch's iterators, which expect
-    ``(X, y)`` batches, can iterate over the dataset.
+    Items are ``(image, error)`` tuples, ``error`` being ``""`` for an image
+    that was read, so that skorch's iterators, which expect ``(X, y)``
+    batches, can iterate over the dataset.
     """
 
-    def __init__(self, paths, image_size, names=None):
+    def __init__(self, paths, image_size, names=None, on_error="raise"):
         self.paths = paths
         self.image_size = image_size
         self.names = names
+        self.on_error = on_error
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, index):
         try:
-            image = load_image(self.paths[index], self.image_size)
-        except (FileNotFoundError, ValueError) as exc:
+            return load_image(self.paths[index], self.image_size), ""
+        except IMAGE_ERRORS as exc:
             name = f"item {index}" if self.names is None else self.names[index]
-            raise type(exc)(f"{name}: {exc}") from exc
-        return image, 0
+            if self.on_error == "raise":
+                raise type(exc)(f"{name}: {exc}") from exc
+            placeholder = torch.zeros((3, self.image_size, self.image_size), dtype=torch.uint8)
+            return placeholder, f"{name}: {exc}"
 
 
 class DecodedImageCache:
@@ -139,12 +168,25 @@ class DecodedImageCache:
         self.max_bytes = max_bytes
         self.n_bytes = 0
         self._images = {}
+        self._lock = threading.Lock()
 
     def __len__(self):
         return len(self._images)
 
+    def __getstate__(self):  # DataLoader workers get a copy; locks do not pickle
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def get(self, path, image_size):
-        """Return the image at ``path``, decoding it only if it is not cached."""
+        """Return the image at ``path``, decoding it only if it is not cached.
+
+        Safe to call from several threads at once.
+        """
         image = self._images.get(path)
         if image is None:
             image = load_image(path, image_size)
@@ -153,14 +195,15 @@ class DecodedImageCache:
 
     def put(self, path, image):
         """Keep ``image`` as the decoded ``path`` if the budget allows; return whether kept."""
-        if path in self._images:
-            return True
         size = image.numel() * image.element_size()
-        if self.n_bytes + size > self.max_bytes:
-            return False
-        self._images[path] = image
-        self.n_bytes += size
-        return True
+        with self._lock:
+            if path in self._images:
+                return True
+            if self.n_bytes + size > self.max_bytes:
+                return False
+            self._images[path] = image
+            self.n_bytes += size
+            return True
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -200,7 +243,7 @@ class PairDataset(torch.utils.data.Dataset):
             if self.cache is None:
                 return load_image(path, self.image_size)
             return self.cache.get(path, self.image_size)
-        except (FileNotFoundError, ValueError) as exc:
+        except IMAGE_ERRORS as exc:
             raise type(exc)(f"X[{row}, {column}]: {exc}") from exc
 
     def __getitem__(self, index):

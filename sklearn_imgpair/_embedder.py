@@ -18,41 +18,79 @@ from sklearn_imgpair._backbone import (
 from sklearn_imgpair._cache import EmbeddingCache, file_key, model_fingerprint
 from sklearn_imgpair._dataset import ImageDataset
 from sklearn_imgpair._module import SiameseNet
+from sklearn_imgpair._persistence import (
+    constructor_defaults,
+    decode_params,
+    decode_value,
+    encode_value,
+    load_module_state,
+    persisted_params,
+    read_model_file,
+    rebuilding,
+    resolve_load_device,
+    write_model_file,
+)
 from sklearn_imgpair._runtime import (
     PRECISIONS,
     autocast,
     check_precision,
+    loadable_precision,
     loader_kwargs,
     to_device,
 )
 from sklearn_imgpair._seeding import seeded
-from sklearn_imgpair._validation import check_paths
+from sklearn_imgpair._unreadable import ON_ERROR_OPTIONS, warn_unreadable
+from sklearn_imgpair._validation import check_paths, distinct_paths
 
 __all__ = ["ImageEmbedder", "embed_images"]
 
 
 def embed_images(module, batches, device):
-    """Embed every batch of ``(images, _)`` with ``module.embed`` in eval mode.
+    """Embed every batch of ``(images, errors)`` with ``module.embed`` in eval mode.
 
     Parameters
     ----------
     module : SiameseNet
         Network whose ``embed`` maps uint8 images to unit vectors.
-    batches : iterable of (Tensor, Any)
-        Batches as an :class:`ImageDataset` loader yields them.
+    batches : iterable of (Tensor, sequence of str)
+        Batches as an :class:`ImageDataset` loader yields them: images, and
+        per image an error message, empty for an image that was read.
     device : str or torch.device
         Where the network runs.
 
     Returns
     -------
     embeddings : Tensor of shape (n_images, d)
+        NaN rows for the images that could not be read.
+    failures : list of str
+        The error messages of those images, in order.
     """
     module.eval()
-    chunks = []
+    chunks, failures = [], []
     with torch.no_grad():
-        for images, _ in batches:
-            chunks.append(module.embed(to_device(images, device)))
-    return torch.cat(chunks)
+        for images, errors in batches:
+            vectors = module.embed(to_device(images, device))
+            if isinstance(errors, (list, tuple)) and any(errors):
+                unreadable = torch.tensor([bool(error) for error in errors],
+                                          device=vectors.device)
+                vectors = vectors.masked_fill(unreadable[:, None], float("nan"))
+                failures.extend(error for error in errors if error)
+            chunks.append(vectors)
+    return torch.cat(chunks), failures
+
+
+def _siamese_net(model_name, **backbone_kwargs):
+    """Build a timm backbone in a :class:`SiameseNet`; return it and its input size."""
+    backbone = create_backbone(model_name, **backbone_kwargs)
+    preprocessing = resolve_preprocessing(backbone, backbone_kwargs.get("image_size"))
+    module = SiameseNet(backbone, mean=preprocessing["mean"], std=preprocessing["std"])
+    return module, preprocessing["image_size"]
+
+
+def _fingerprint(module, image_size, precision):
+    """Cache key of a network's vectors; reduced precision gives (slightly) other vectors."""
+    return model_fingerprint(module, image_size if precision == "fp32"
+                             else f"{image_size}:{precision}")
 
 
 def _resolve_device(device):
@@ -119,6 +157,14 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Seeds the random initialisation when ``pretrained=False`` and no
         weights are given, so that two fits give the same vectors.
 
+    on_error : {"raise", "warn"}, default="raise"
+        What an image that cannot be read (missing, empty, truncated, not an
+        image, above PIL's pixel limit) does in ``transform``: ``"raise"``
+        raises an error naming the row and path; ``"warn"`` gives exactly the
+        rows of that image NaN vectors and issues one
+        :class:`UnreadableImageWarning` listing them. No image is ever
+        replaced silently, and NaN vectors are never cached.
+
     num_workers : int or None, default=None
         Processes that decode images in parallel with the network
         (:class:`torch.utils.data.DataLoader` workers). None sizes them to
@@ -177,6 +223,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "cache": ["boolean"],
         "memory": [str, os.PathLike, HasMethods(["cache"]), None],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "on_error": [StrOptions(ON_ERROR_OPTIONS)],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "precision": [StrOptions(set(PRECISIONS))],
     }
@@ -184,7 +231,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     def __init__(self, model_name="swin_tiny_patch4_window7_224", *, pretrained=True,
                  weights_path=None, model_kwargs=None, image_size=None, batch_size=32,
                  device="cpu", classifier=None, cache=True, memory=None, random_state=0,
-                 num_workers=None, precision="fp32"):
+                 on_error="raise", num_workers=None, precision="fp32"):
         self.model_name = model_name
         self.pretrained = pretrained
         self.weights_path = weights_path
@@ -196,6 +243,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.cache = cache
         self.memory = memory
         self.random_state = random_state
+        self.on_error = on_error
         self.num_workers = num_workers
         self.precision = precision
 
@@ -208,19 +256,23 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return tags
 
     def _build_module(self):
+        """Return the network, its input size and the architecture that rebuilds it."""
         if self.classifier is not None:
             # A FrozenEstimator keeps a fitted classifier fitted through clone().
             classifier = getattr(self.classifier, "estimator", self.classifier)
             classifier.check_is_fitted()
-            return copy.deepcopy(classifier.module_), classifier.image_size_
+            architecture = {"model_name": classifier.model_name,
+                            "model_kwargs": classifier.model_kwargs,
+                            "image_size": classifier.image_size_}
+            return copy.deepcopy(classifier.module_), classifier.image_size_, architecture
         with seeded(self.random_state):
-            backbone = create_backbone(self.model_name, pretrained=self.pretrained,
-                                       weights_path=self.weights_path,
-                                       image_size=self.image_size,
-                                       model_kwargs=self.model_kwargs)
-        preprocessing = resolve_preprocessing(backbone, self.image_size)
-        module = SiameseNet(backbone, mean=preprocessing["mean"], std=preprocessing["std"])
-        return module, preprocessing["image_size"]
+            module, image_size = _siamese_net(self.model_name, pretrained=self.pretrained,
+                                              weights_path=self.weights_path,
+                                              image_size=self.image_size,
+                                              model_kwargs=self.model_kwargs)
+        architecture = {"model_name": self.model_name, "model_kwargs": self.model_kwargs,
+                        "image_size": self.image_size}
+        return module, image_size, architecture
 
     def fit(self, X=None, y=None):
         """Build the network (or copy the classifier's); nothing is learnt from X.
@@ -241,14 +293,11 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if X is not None:
             check_paths(X)
             _check_feature_names(self, X, reset=True)
-        module, self.image_size_ = self._build_module()
+        module, self.image_size_, self._architecture = self._build_module()
         self.module_ = module.to(_resolve_device(self.device)).eval()
         self.embedding_dim_ = int(self.module_.backbone.num_features)
         self.n_features_in_ = 1
-        # Reduced precision gives (slightly) other vectors: cache them apart.
-        size_key = (self.image_size_ if self.precision == "fp32"
-                    else f"{self.image_size_}:{self.precision}")
-        self._fingerprint = model_fingerprint(self.module_, size_key)
+        self._fingerprint = _fingerprint(self.module_, self.image_size_, self.precision)
         return self
 
     @property
@@ -274,34 +323,124 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         check_is_fitted(self)
         paths = check_paths(X)
-        unique, first, inverse = np.unique(paths, return_index=True, return_inverse=True)
+        unique, first, inverse = distinct_paths(paths)
         names = [f"X[{row}]" for row in first]
         keys = []
         for path, name in zip(unique, names):
             try:
                 keys.append(file_key(path))
             except FileNotFoundError:
-                raise FileNotFoundError(f"{name}: image file not found: {path!r}.") from None
+                if self.on_error == "raise":
+                    raise FileNotFoundError(f"{name}: image file not found: {path!r}.") from None
+                keys.append(None)  # loading it fails below, with the same message
         cache = self._embedding_cache()
         vectors = np.empty((len(unique), self.embedding_dim_), dtype=np.float32)
         missing = []
         for index, key in enumerate(keys):
-            vector = cache.get(self._fingerprint, key)
+            vector = None if key is None else cache.get(self._fingerprint, key)
             if vector is None:
                 missing.append(index)
             else:
                 vectors[index] = vector
+        failures = []
         if missing:
             dataset = ImageDataset(unique[missing], self.image_size_,
-                                   names=[names[i] for i in missing])
+                                   names=[names[i] for i in missing], on_error=self.on_error)
             device = _resolve_device(self.device)
             batches = torch.utils.data.DataLoader(
                 dataset, batch_size=self.batch_size,
                 **loader_kwargs(device, self.num_workers, len(dataset), self.batch_size))
             with autocast(self.precision, device):
-                computed = embed_images(self.module_, batches, device)
+                computed, failures = embed_images(self.module_, batches, device)
             computed = computed.float().cpu().numpy()
             for index, vector in zip(missing, computed):
                 vectors[index] = vector
-                cache.put(self._fingerprint, keys[index], vector)
-        return vectors[inverse.reshape(-1)]
+                if not np.isnan(vector).any():
+                    cache.put(self._fingerprint, keys[index], vector)
+        vectors = vectors[inverse.reshape(-1)]
+        if failures:
+            warn_unreadable(failures, np.flatnonzero(np.isnan(vectors).any(axis=1)),
+                            "get NaN embeddings")
+        return vectors
+
+    def save(self, path):
+        """Save the fitted embedder to one file that holds no pickle.
+
+        The network's weights are written as safetensors, the parameters, the
+        architecture and preprocessing, a format version and the library
+        versions as JSON, with a SHA-256 checksum, atomically (see
+        :meth:`ImagePairClassifier.save`). The ``classifier`` parameter is
+        saved as None: the weights copied from it are in the file.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write, by convention with a ``.safetensors`` suffix.
+
+        Returns
+        -------
+        path : str
+            The absolute path written.
+        """
+        check_is_fitted(self)
+        content = {
+            "params": persisted_params(self, constructor_defaults(type(self)),
+                                       overrides={"classifier": None}),
+            "architecture": encode_value(self._architecture),
+            "fitted": {"image_size_": self.image_size_,
+                       "feature_names_in_": encode_value(
+                           getattr(self, "feature_names_in_", np.array([])).tolist())},
+        }
+        state = {name: tensor for name, tensor in self.module_.state_dict().items()
+                 if not name.startswith("augment.")}
+        return write_model_file(path, type(self).__name__, content, state)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Load an embedder saved with :meth:`save`, without running code from the file.
+
+        Works offline and without the original weights file.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by :meth:`save`.
+        device : str or torch.device, default=None
+            Where the network runs; None keeps the saved device, or uses
+            ``"cpu"`` (with a warning) when that is not available.
+
+        Returns
+        -------
+        embedder : ImageEmbedder
+            A fitted embedder that gives the saved one's vectors.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not such a model file, is truncated, corrupt or
+            modified, or was written by a newer version of the format.
+        """
+        content, state = read_model_file(path, cls.__name__)
+        fitted = content.get("fitted", {})
+        with rebuilding(path, fitted, lambda: image_size):
+            params = decode_params(content["params"])
+            architecture = decode_value(content["architecture"])
+            params["device"] = resolve_load_device(params.get("device", "cpu"), device)
+            params["precision"] = loadable_precision(params.get("precision", "fp32"),
+                                                     _resolve_device(params["device"]))
+            embedder = cls(**params)
+            embedder._validate_params()
+            with seeded(0):
+                module, image_size = _siamese_net(**architecture, pretrained=False)
+            load_module_state(module, state)
+        embedder.module_ = module.to(_resolve_device(embedder.device)).eval()
+        embedder.image_size_ = image_size
+        embedder.embedding_dim_ = int(module.backbone.num_features)
+        embedder.n_features_in_ = 1
+        if fitted["feature_names_in_"]:
+            embedder.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+        embedder._architecture = architecture
+        embedder._fingerprint = _fingerprint(embedder.module_, image_size, embedder.precision)
+        return embedder

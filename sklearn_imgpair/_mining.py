@@ -174,12 +174,15 @@ class IdentityBatches:
         Draws the identity batches.
     load : callable
         ``load(path)`` returns the decoded uint8 image tensor of ``path``.
+    device : str or torch.device, default=None
+        Where the identity batches are sent; None leaves them on the CPU.
     """
 
-    def __init__(self, pair_loader, sampler, load):
+    def __init__(self, pair_loader, sampler, load, *, device=None):
         self.pair_loader = pair_loader
         self.sampler = sampler
         self.load = load
+        self.device = device
 
     def __len__(self):
         return len(self.pair_loader)
@@ -188,4 +191,7 @@ class IdentityBatches:
         for X, y in self.pair_loader:
             paths, labels = self.sampler.sample(len(y))
             views = torch.stack([self.load(path) for path in paths])
-            yield {**X, "views": views, "view_identities": torch.from_numpy(labels)}, y
+            labels = torch.from_numpy(labels)
+            if self.device is not None:
+                views, labels = views.to(self.device), labels.to(self.device)
+            yield {**X, "views": views, "view_identities": labels}, y

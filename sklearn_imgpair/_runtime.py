@@ -16,8 +16,8 @@ __all__ = [
     "cpu_has_fast_bf16",
     "default_num_workers",
     "device_type",
+    "loadable_precision",
     "loader_kwargs",
-    "predecode",
     "score_pairs",
     "to_device",
 ]
@@ -149,6 +149,20 @@ def check_precision(precision, device):
                          f"device {str(device)!r}. Use precision='fp32'.")
 
 
+def loadable_precision(precision, device):
+    """Return ``precision``, or ``"fp32"`` with a warning where ``device`` cannot run it.
+
+    For models loaded on another machine than the one they were saved on.
+    """
+    try:
+        check_precision(precision, device)
+    except ValueError as exc:
+        warnings.warn(f"{exc} Loading the model with precision='fp32'.", UserWarning,
+                      stacklevel=3)
+        return "fp32"
+    return precision
+
+
 def autocast(precision, device):
     """Return the autocast context of ``precision`` on ``device`` (none for fp32)."""
     if precision == "fp32":
@@ -183,36 +197,3 @@ def score_pairs(module, embeddings, index, chunk_size=None):
             logits[start:start + len(rows)] = chunk.float().cpu().numpy()
     return logits
 
-
-def predecode(cache, dataset, *, batch_size, num_workers, device):
-    """Decode every image of an ``ImageDataset`` once, in parallel, into ``cache``.
-
-    Stops once ``cache`` is full; the rest is decoded when first read. The
-    loader draws from its own random generator, so that decoding in advance
-    leaves the global one (and so a seeded fit) as it was.
-
-    Parameters
-    ----------
-    cache : DecodedImageCache
-        Receives ``(path, image)`` through ``cache.put``.
-    dataset : ImageDataset
-        The distinct images to decode, in order.
-    batch_size : int
-        Images per worker task.
-    num_workers : int or None
-        Worker processes; None sizes them to the machine.
-    device : str or torch.device
-        The device the model runs on (it sizes the workers).
-    """
-    kwargs = loader_kwargs(device, num_workers, len(dataset), batch_size)
-    kwargs["pin_memory"] = False
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
-                                         generator=torch.Generator(), **kwargs)
-    position = 0
-    for images, _ in loader:
-        for image in images:
-            # A copy: a view would keep the whole batch (and, from a worker,
-            # its shared-memory file) alive.
-            if not cache.put(dataset.paths[position], image.clone()):
-                return
-            position += 1

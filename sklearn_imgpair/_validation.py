@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.multiclass import type_of_target
 
-__all__ = ["check_files_exist", "check_match_labels", "check_pairs", "check_paths"]
+__all__ = ["check_files_exist", "check_match_labels", "check_pairs", "check_paths",
+           "distinct_paths"]
 
 
 def _describe_cell(value):
@@ -21,26 +22,28 @@ def _is_missing(value):
     return isinstance(value, Real) and not isinstance(value, Integral) and np.isnan(value)
 
 
-def _as_path_string(value, row, column):
+def _as_path_string(value, cell):
+    """Return ``value`` as a path string; errors name the ``cell`` (e.g. ``"X[3, 1]"``)."""
     if isinstance(value, (str, os.PathLike)):
         path = os.fspath(value)
         if isinstance(path, bytes):
-            raise TypeError(
-                f"X[{row}, {column}] must be a path string; got bytes "
-                f"{_describe_cell(value)}."
-            )
+            raise TypeError(f"{cell} must be a path string; got bytes {_describe_cell(value)}.")
         if not path:
-            raise ValueError(f"X[{row}, {column}] is an empty string; expected an image path.")
+            raise ValueError(f"{cell} is an empty string; expected an image path.")
+        if "\x00" in path:
+            raise ValueError(f"{cell} holds a NUL character, which no file path can contain: "
+                             f"{_describe_cell(value)}.")
+        try:
+            os.fsencode(path)
+        except UnicodeError:
+            raise ValueError(f"{cell} cannot be encoded as a file path on this system: "
+                             f"{_describe_cell(value)}.") from None
         return str(path)
     if _is_missing(value):
-        raise ValueError(
-            f"X[{row}, {column}] is missing ({_describe_cell(value)}); every cell must "
-            "hold an image path."
-        )
-    raise TypeError(
-        f"X[{row}, {column}] must be an image path (str or path-like); got "
-        f"{type(value).__name__} {_describe_cell(value)}."
-    )
+        raise ValueError(f"{cell} is missing ({_describe_cell(value)}); every cell must hold "
+                         "an image path.")
+    raise TypeError(f"{cell} must be an image path (str or path-like); got "
+                    f"{type(value).__name__} {_describe_cell(value)}.")
 
 
 def check_pairs(X):
@@ -63,7 +66,7 @@ def check_pairs(X):
     ------
     ValueError
         If ``X`` is empty, has another number of columns than 2, or a cell is
-        missing (None, NaN) or empty.
+        missing (None, NaN), empty, or no valid path (a NUL character).
     TypeError
         If ``X`` is a string or a cell is not a path.
     """
@@ -107,7 +110,7 @@ def check_pairs(X):
     pairs = np.empty(values.shape, dtype=object)
     for row in range(values.shape[0]):
         for column in range(2):
-            pairs[row, column] = _as_path_string(values[row, column], row, column)
+            pairs[row, column] = _as_path_string(values[row, column], f"X[{row}, {column}]")
     return pairs
 
 
@@ -167,7 +170,7 @@ def check_paths(X):
         )
     if values.shape[0] == 0:
         raise ValueError("X is empty; expected at least one image path.")
-    return np.array([_as_path_string(value, row, 0) for row, value in enumerate(values)],
+    return np.array([_as_path_string(value, f"X[{row}]") for row, value in enumerate(values)],
                     dtype=object)
 
 
@@ -202,7 +205,12 @@ def check_match_labels(y, match_label, n_samples):
     missing = [i for i, value in enumerate(y) if _is_missing(value)]
     if missing:
         raise ValueError(f"y has missing labels at rows {missing[:10]}.")
-    classes = np.unique(y)
+    try:
+        classes = np.unique(y)
+    except TypeError:
+        kinds = sorted({type(value).__name__ for value in y})
+        raise TypeError(f"y mixes labels of types that cannot be compared: {kinds}; use "
+                        "labels of one type.") from None
     if len(classes) != 2 or type_of_target(y) != "binary":
         raise ValueError(
             "y must hold exactly two labels (match and non-match); got "
@@ -214,6 +222,31 @@ def check_match_labels(y, match_label, n_samples):
             f"{classes.tolist()}. Set match_label to the label that means 'same'."
         )
     return classes, (y == match_label).astype(np.float32)
+
+
+def distinct_paths(paths):
+    """The distinct values of ``paths``, in the order of their first occurrence.
+
+    Parameters
+    ----------
+    paths : ndarray of str
+        Any shape; read in C order (row by row for pairs).
+
+    Returns
+    -------
+    unique : ndarray of shape (n_unique,), dtype=object
+        Each path once, in the order it first occurs: errors about them come
+        in row order.
+    first : ndarray of shape (n_unique,)
+        Flat position of each path's first occurrence (increasing).
+    inverse : ndarray of shape (paths.size,)
+        ``unique[inverse]`` rebuilds the flattened ``paths``.
+    """
+    inverse, unique = pd.factorize(np.asarray(paths, dtype=object).ravel())
+    first = np.full(len(unique), -1, dtype=np.intp)
+    positions = np.arange(len(inverse) - 1, -1, -1)
+    first[inverse[::-1]] = positions  # the last write, the earliest position, wins
+    return np.asarray(unique, dtype=object), first, inverse.astype(np.intp)
 
 
 def check_files_exist(pairs):

@@ -1,3 +1,4 @@
+import os
 import socket
 
 import pytest
@@ -137,3 +138,25 @@ def test_resolve_preprocessing_reads_the_size_the_model_was_built_for():
 def test_create_backbone_cnn_ignores_image_size():
     backbone = create_backbone("resnet18", image_size=48)
     assert backbone(torch.zeros(1, 3, 48, 48)).shape == (1, 512)
+
+
+def test_create_backbone_reads_a_checkpoint_once_per_file_version(tmp_path):
+    from sklearn_imgpair._checkpoint import _read_checkpoint
+
+    source = _tiny()
+    path = tmp_path / "backbone.pth"
+    torch.save(source.state_dict(), path)
+    _read_checkpoint.cache_clear()
+    first, second = _tiny(weights_path=path), _tiny(weights_path=path)
+    assert _read_checkpoint.cache_info().misses == 1
+    _assert_same_weights(source, first)
+    _assert_same_weights(source, second)
+    # The model's config names the file; it does not hold a copy of the weights.
+    assert "state_dict" not in second.pretrained_cfg
+    assert second.pretrained_cfg["file"] == str(path)
+
+    changed = _tiny()
+    torch.save(changed.state_dict(), path)
+    os.utime(path, ns=(0, 1))  # a new version of the file, even within the clock's resolution
+    _assert_same_weights(changed, _tiny(weights_path=path))
+    assert _read_checkpoint.cache_info().misses == 2

@@ -242,3 +242,56 @@ def test_auc_early_stopping_without_calibration_leaves_the_head():
     callback.on_train_end(net)
     assert callback.calibration_ is None
     torch.testing.assert_close(net.module_.head(torch.tensor([0.5])), torch.tensor([0.0]))
+
+
+class _FakeAccelerator:
+    """Two processes; the other one's time runs out at ``other_stops_at`` batches."""
+
+    num_processes = 2
+
+    def __init__(self, other_stops_at):
+        self.other_stops_at = other_stops_at
+        self.n_checks = 0
+        self._trigger = False
+
+    def set_trigger(self):
+        self._trigger = True
+
+    def check_trigger(self):
+        self.n_checks += 1
+        triggered, self._trigger = self._trigger or self.n_checks >= self.other_stops_at, False
+        return triggered
+
+
+def test_time_limit_stops_every_process_when_one_runs_out_of_time():
+    net = _Net(time_limit=1000)
+    net.accelerator = _FakeAccelerator(other_stops_at=3)
+    callback = TimeLimit(clock=FakeClock(step=1.0))
+    # This process has time for ~1000 batches; the other process has not.
+    assert _run_batches(callback, net, n_batches=100) == 2
+    assert callback.stopped_
+
+
+def test_time_limit_shares_its_own_stop_with_the_other_processes():
+    net = _Net(time_limit=10)
+    net.accelerator = _FakeAccelerator(other_stops_at=1000)
+    callback = TimeLimit(clock=FakeClock(step=1.0))
+    assert _run_batches(callback, net, n_batches=100) + 1 == 9
+    assert net.accelerator.n_checks == 9
+
+
+def test_auc_early_stopping_restores_a_snapshot_of_a_wrapped_module():
+    # Under distributed data parallel the snapshot's keys start with "module.";
+    # by the end of training skorch's AccelerateMixin has unwrapped the module.
+    net = _HistoryNet()
+    net.module_ = torch.nn.Linear(2, 1)
+    best = {f"module.{key}": value.clone() + 1.0 for key, value in
+            net.module_.state_dict().items()}
+    callback = AucEarlyStopping(calibrate=False, sink=lambda *a: None)
+    callback.on_train_begin(net)
+    callback.best_model_weights_, callback.best_epoch_ = dict(best), 1
+    net.history.new_epoch()
+    net.history.record("epoch", 2)
+    callback.on_train_end(net)
+    for key, value in net.module_.state_dict().items():
+        torch.testing.assert_close(value, best[f"module.{key}"])

@@ -42,7 +42,7 @@ def csv_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_path(csv_dir, tmp_path_factory):
     """A model fitted once through the command line; tests must not overwrite it."""
-    path = tmp_path_factory.mktemp("model") / "model.pkl"
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
     assert main(["fit", "--train", str(csv_dir / "train.csv"), "--model", str(path),
                  *TINY_FIT]) == 0
     return path
@@ -50,8 +50,7 @@ def model_path(csv_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(model_path):
-    with open(model_path, "rb") as file:
-        return pickle.load(file)
+    return ImagePairClassifier.load(model_path)
 
 
 def _test_pairs(csv_dir, name="test.csv"):
@@ -104,7 +103,7 @@ def test_fit_saves_a_fitted_classifier(model, model_path):
     assert model.pair_mining == "graph"
     assert "identity_loss" in model.history[-1, "batches", 0]
     assert len(model.history) == 2 and model.image_size_ == TINY_IMAGE_SIZE  # --max-epochs 2
-    assert os.listdir(model_path.parent) == ["model.pkl"]  # no temporary file left
+    assert os.listdir(model_path.parent) == ["model.safetensors"]  # no temporary file left
     assert _mode(model_path) == 0o666 & ~_umask()
 
 
@@ -124,14 +123,13 @@ def test_fit_takes_column_names_and_a_string_match_label(csv_dir, tmp_path, caps
         columns={"Image1": "query", "Image2": "response", "Label": "same"})
     frame["same"] = frame["same"].map({1: "yes", 0: "no"})
     data = _write_csv(frame, tmp_path, "renamed.csv")
-    path = tmp_path / "sub" / "renamed.pkl"
+    path = tmp_path / "sub" / "renamed.safetensors"
     assert main(["fit", "--train", str(data), "--model", str(path),
                  "--image1", "query", "--image2", "response", "--label", "same",
                  "--match-label", "yes", *TINY_FIT, "--max-epochs", "1",
                  "--pair-mining", "none"]) == 0
     assert f"Saved the model to {path}" in capsys.readouterr().out
-    with open(path, "rb") as file:
-        clf = pickle.load(file)
+    clf = ImagePairClassifier.load(path)
     assert clf.classes_.tolist() == ["no", "yes"] and clf.match_label == "yes"
     assert len(clf.history) == 1 and clf.pair_mining == "none"
     assert "identity_loss" not in clf.history[-1, "batches", 0]
@@ -253,7 +251,7 @@ def test_batch_size_overrides_the_models(name, output, model_path, model, csv_di
 
 def _command(name, model_path, data, tmp_path):
     if name == "fit":
-        return ["fit", "--train", str(data), "--model", str(tmp_path / "out" / "m.pkl"),
+        return ["fit", "--train", str(data), "--model", str(tmp_path / "out" / "m.safetensors"),
                 *TINY_FIT]
     output = {"predict": ["--output", str(tmp_path / "out" / "out.csv")],
               "embed": ["--output", str(tmp_path / "out" / "out.npy")], "evaluate": []}[name]
@@ -327,10 +325,10 @@ def test_fit_names_the_csv_and_column_of_bad_labels(labels, fragments, csv_dir, 
 
 def test_fit_with_a_missing_weights_file_or_an_unknown_label_fails(csv_dir, tmp_path, capsys):
     train = str(csv_dir / "train.csv")
-    assert main(["fit", "--train", train, "--model", str(tmp_path / "m.pkl"),
+    assert main(["fit", "--train", train, "--model", str(tmp_path / "m.safetensors"),
                  "--weights-path", str(tmp_path / "none.pth"), *TINY_FIT]) == 2
     _assert_one_line_error(capsys, "none.pth")
-    assert main(["fit", "--train", train, "--model", str(tmp_path / "m.pkl"),
+    assert main(["fit", "--train", train, "--model", str(tmp_path / "m.safetensors"),
                  "--match-label", "same", *TINY_FIT]) == 2
     _assert_one_line_error(capsys, f"--match-label 'same' is not one of the labels in {train}, "
                                    "column 'Label': ['0', '1']")
@@ -359,11 +357,11 @@ def test_an_output_that_cannot_be_written_fails_before_any_work(name, option, mo
 
 @pytest.mark.parametrize("content, fragment", [
     (None, "does not exist"),
-    (b"not a pickle", "is not a model file written by 'sklearn-imgpair fit'"),
-    (pickle.dumps({"a": 1}), "holds a dict, not a model"),
+    (b"not a model", "is not a sklearn-imgpair model file"),
+    (pickle.dumps({"a": 1}), "is not a sklearn-imgpair model file"),
 ])
 def test_a_bad_model_file_fails_with_one_line(content, fragment, csv_dir, tmp_path, capsys):
-    path = tmp_path / "model.pkl"
+    path = tmp_path / "model.safetensors"
     if content is not None:
         path.write_bytes(content)
     assert main(["evaluate", "--model", str(path), "--data", str(csv_dir / "test.csv")]) == 2
@@ -376,7 +374,7 @@ def test_an_unreadable_csv_and_bad_options_fail(model_path, tmp_path, capsys):
     assert main(["predict", "--model", str(model_path), "--data", str(broken),
                  "--output", str(tmp_path / "out.csv")]) == 2
     _assert_one_line_error(capsys, "Cannot read pairs file")
-    assert main(["fit", "--train", str(broken), "--model", "m.pkl",
+    assert main(["fit", "--train", str(broken), "--model", "m.safetensors",
                  "--model-kwargs", "{not json"]) == 2
     assert "--model-kwargs: not valid JSON" in capsys.readouterr().err
     assert main(["embed", "--model", str(model_path), "--data", str(broken),
@@ -391,14 +389,14 @@ def test_an_unreadable_csv_and_bad_options_fail(model_path, tmp_path, capsys):
     ("--max-epochs", "2.5", "must be an integer; got '2.5'"),
 ])
 def test_fit_rejects_non_finite_and_non_positive_numbers(option, value, message, capsys):
-    assert main(["fit", "--train", "t.csv", "--model", "m.pkl", option, value]) == 2
+    assert main(["fit", "--train", "t.csv", "--model", "m.safetensors", option, value]) == 2
     err = capsys.readouterr().err
     assert f"argument {option}: {message}" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("value", ["nan", "1.5", "abc", "inf"])
 def test_threshold_must_be_a_number_from_0_to_1(value, capsys):
-    assert main(["predict", "--model", "m.pkl", "--data", "d.csv", "--output", "o.csv",
+    assert main(["predict", "--model", "m.safetensors", "--data", "d.csv", "--output", "o.csv",
                  "--threshold", value]) == 2
     err = capsys.readouterr().err
     assert f"argument --threshold: must be a number from 0 to 1; got '{value}'" in err
@@ -411,7 +409,7 @@ def test_an_unforeseen_error_is_one_line_with_its_type(csv_dir, tmp_path, capsys
                                                        monkeypatch):
     monkeypatch.delenv(_cli.TRACEBACK_ENV, raising=False)
     command = ["fit", "--train", str(csv_dir / "train.csv"), "--model",
-               str(tmp_path / "m.pkl"), *TINY_FIT, "--model-kwargs", BAD_SWIN]
+               str(tmp_path / "m.safetensors"), *TINY_FIT, "--model-kwargs", BAD_SWIN]
     assert main(command) == 1
     err = _assert_one_line_error(capsys, "sklearn-imgpair: error: IndexError: ",
                                  "-v or SKLEARN_IMGPAIR_TRACEBACK=1 shows the traceback").err

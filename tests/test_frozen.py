@@ -9,7 +9,7 @@ import torch
 from numpy.testing import assert_allclose
 from skorch.callbacks import Callback
 
-from sklearn_imgpair import _dataset
+from sklearn_imgpair import ImageEmbedder, _dataset
 from sklearn_imgpair._frozen import EmbeddingPairDataset
 
 from conftest import make_tiny_classifier
@@ -73,7 +73,8 @@ def test_frozen_predictions_use_the_embeddings_it_trained_on(frozen, separable_p
     clf, _, _ = frozen
     X, y = separable_pairs
     unique, inverse = np.unique(X.ravel(), return_inverse=True)
-    embeddings = clf._embed(_dataset.ImageDataset(unique, clf.image_size_))
+    embedder = ImageEmbedder(classifier=clf, cache=False).fit()
+    embeddings = torch.from_numpy(embedder.transform(unique))
     dataset = EmbeddingPairDataset(X, y.astype(np.float32), embeddings=embeddings,
                                    index=inverse.reshape(-1, 2))
     logits = clf.forward(dataset).numpy()

@@ -13,10 +13,18 @@ def test_readme_has_runnable_examples():
     assert BLOCKS
 
 
+# Modules of the optional `distributed` extra, by the name a block imports them under.
+OPTIONAL = {"dask": "dask.distributed", "accelerate": "accelerate"}
+
+
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_example_runs(code, tmp_path, monkeypatch):
+    for name, module in OPTIONAL.items():
+        if re.search(rf"^(from|import) {name}\b", code, re.M):
+            pytest.importorskip(module, reason='this README example needs the distributed '
+                                'extra: pip install "sklearn-imgpair[distributed]"')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    namespace = {}
+    namespace = {"__name__": "__main__"}  # run as a script
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["embeddings"].shape[0] == len(namespace["test"])

@@ -11,13 +11,13 @@ from PIL import Image
 
 from sklearn_imgpair import ImageEmbedder
 from sklearn_imgpair import _dataset, _runtime
-from sklearn_imgpair._dataset import DecodedImageCache, ImageDataset, load_image
+from sklearn_imgpair._dataset import ImageDataset, load_image
 from sklearn_imgpair._module import SiameseNet
 from sklearn_imgpair._runtime import (
     check_precision,
     default_num_workers,
+    loadable_precision,
     loader_kwargs,
-    predecode,
     score_pairs,
 )
 
@@ -84,26 +84,6 @@ def test_predict_proba_decodes_each_distinct_image_once(clf, image_pairs, monkey
     clf.predict_proba(X)
     assert set(counts) == set(X.ravel())
     assert max(counts.values()) == 1
-
-
-def test_predecode_fills_the_cache_up_to_its_budget(image_pairs):
-    paths = np.unique(image_pairs[0].ravel())
-    image_bytes = 3 * TINY_IMAGE_SIZE**2
-    cache = DecodedImageCache(max_bytes=5 * image_bytes)
-    predecode(cache, ImageDataset(paths, TINY_IMAGE_SIZE), batch_size=4, num_workers=0,
-              device="cpu")
-    assert list(cache._images) == list(paths[:5])
-    assert cache.n_bytes == 5 * image_bytes
-    torch.testing.assert_close(cache.get(paths[3], TINY_IMAGE_SIZE),
-                               load_image(paths[3], TINY_IMAGE_SIZE))
-
-
-def test_predecode_leaves_the_global_random_generator_alone(image_pairs):
-    paths = np.unique(image_pairs[0].ravel())
-    state = torch.get_rng_state()
-    predecode(DecodedImageCache(2**20), ImageDataset(paths, TINY_IMAGE_SIZE), batch_size=8,
-              num_workers=0, device="cpu")
-    assert torch.equal(torch.get_rng_state(), state)
 
 
 # ----------------------------------------------------------------------
@@ -297,3 +277,21 @@ def test_fp16_training_scales_the_loss(image_pairs, monkeypatch):
     assert clf._grad_scaler.get_scale() > 1.0
     assert clf.module_.head.bias.item() != before
     assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_loadable_precision_falls_back_to_fp32_where_the_device_cannot():
+    with pytest.warns(UserWarning, match="Loading the model with precision='fp32'"):
+        assert loadable_precision("fp16", "cpu") == "fp32"
+    assert loadable_precision("fp32", "cpu") == "fp32"
+
+
+@BF16_ON_ANY_CPU
+def test_saved_embedder_keeps_its_precision(image_pairs, tmp_path):
+    paths = image_pairs[0][:4, 0]
+    embedder = ImageEmbedder(pretrained=False, image_size=TINY_IMAGE_SIZE,
+                             model_kwargs=TINY_SWIN, precision="bf16", cache=False).fit()
+    embedder.save(tmp_path / "embedder.model")
+    loaded = ImageEmbedder.load(tmp_path / "embedder.model")
+    assert loaded.precision == "bf16"
+    assert loaded._fingerprint == embedder._fingerprint
+    assert_allclose(loaded.transform(paths), embedder.transform(paths), rtol=1e-6)

@@ -90,9 +90,9 @@ def test_grid_search_over_the_head_embeds_each_image_once(grouped_pairs, monkeyp
     original = _embedder.embed_images
 
     def counting(module, batches, device):
-        vectors = original(module, batches, device)
+        vectors, failures = original(module, batches, device)
         embedded.append(len(vectors))
-        return vectors
+        return vectors, failures
 
     monkeypatch.setattr(_embedder, "embed_images", counting)
     pipeline = make_pipeline(PairFeatures(_tiny_embedder()), LogisticRegression(max_iter=500))

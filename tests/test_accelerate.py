@@ -1,0 +1,122 @@
+"""AcceleratedImagePairClassifier: the Accelerate path trains like the plain one on one CPU process."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+
+pytest.importorskip(
+    "accelerate",
+    reason='the Accelerate path needs the distributed extra: pip install "sklearn-imgpair[distributed]"',
+)
+from accelerate import Accelerator  # noqa: E402
+
+from sklearn_imgpair import (  # noqa: E402
+    AcceleratedImagePairClassifier,
+    ImageEmbedder,
+    ImagePairClassifier,
+    SiameseNet,
+)
+
+from conftest import make_tiny_classifier  # noqa: E402
+
+
+def make_accelerated(**params):
+    """The tiny classifier of ``make_tiny_classifier``, trained through Accelerate on the CPU."""
+    plain = make_tiny_classifier(**params)
+    return AcceleratedImagePairClassifier(accelerator=Accelerator(cpu=True),
+                                          **plain.get_params(deep=False) | {"device": None})
+
+
+@pytest.fixture(scope="module", params=["graph", "none"])
+def fitted_pair(request, image_pairs):
+    """A plain and an accelerated classifier fitted alike; tests must not mutate them."""
+    X, y = image_pairs
+    params = dict(pair_mining=request.param, max_epochs=2)
+    return make_tiny_classifier(**params).fit(X, y), make_accelerated(**params).fit(X, y)
+
+
+def test_accelerated_fit_predicts_exactly_like_the_plain_fit(fitted_pair, image_pairs):
+    # One CPU process: the same batches, random draws and float operations in
+    # the same order, so the models are identical, not merely close.
+    plain, accelerated = fitted_pair
+    X, _ = image_pairs
+    assert_array_equal(accelerated.history[:, "train_loss"], plain.history[:, "train_loss"])
+    assert_array_equal(accelerated.predict_proba(X), plain.predict_proba(X))
+    assert_array_equal(accelerated.predict(X), plain.predict(X))
+
+
+def test_accelerated_fit_unwraps_the_network(fitted_pair):
+    _, accelerated = fitted_pair
+    assert type(accelerated.module_) is SiameseNet
+    assert not accelerated._wrapped_with_accelerator
+    assert accelerated.module_.head.log_scale.dtype == torch.float32
+
+
+def test_accelerated_classifier_pickles_and_predicts_the_same(fitted_pair, image_pairs):
+    _, accelerated = fitted_pair
+    X = image_pairs[0][:30]
+    loaded = pickle.loads(pickle.dumps(accelerated))
+    assert loaded.device is None
+    assert_array_equal(loaded.predict_proba(X), accelerated.predict_proba(X))
+
+
+def test_accelerated_classifier_saves_a_plain_classifier_file(fitted_pair, image_pairs,
+                                                              tmp_path, recwarn):
+    _, accelerated = fitted_pair
+    X = image_pairs[0][:30]
+    path = accelerated.save(tmp_path / "model.safetensors")
+    assert not [w for w in recwarn if "cannot be saved" in str(w.message)]
+    loaded = ImagePairClassifier.load(path)
+    assert type(loaded) is ImagePairClassifier and loaded.device == "cpu"
+    assert "accelerator" not in loaded.get_params()
+    assert_array_equal(loaded.predict_proba(X), accelerated.predict_proba(X))
+    with pytest.raises(TypeError, match="ImagePairClassifier.load"):
+        AcceleratedImagePairClassifier.load(path)
+
+
+def test_accelerated_network_goes_to_the_plain_estimators(fitted_pair, image_pairs):
+    plain, accelerated = fitted_pair
+    X = image_pairs[0][:30]
+    assert_array_equal(ImageEmbedder(classifier=accelerated).fit().transform(X[:, 0]),
+                       ImageEmbedder(classifier=plain).fit().transform(X[:, 0]))
+    # A plain classifier with the accelerated one's weights predicts the same.
+    handed_on = make_tiny_classifier().initialize()
+    handed_on.module_.load_state_dict(accelerated.module_.state_dict())
+    handed_on.classes_ = accelerated.classes_
+    assert_allclose(handed_on.predict_proba(X), accelerated.predict_proba(X), rtol=0, atol=0)
+
+
+def test_accelerated_classifier_is_an_image_pair_classifier():
+    clf = make_accelerated()
+    assert isinstance(clf, ImagePairClassifier)
+    assert clf.get_params()["accelerator"] is clf.accelerator
+
+
+def test_accelerated_classifier_rejects_a_non_accelerator(image_pairs):
+    X, y = image_pairs
+    clf = make_accelerated()
+    clf.set_params(accelerator="cpu")
+    with pytest.raises(TypeError, match="accelerator must be an accelerate.Accelerator; got str"):
+        clf.fit(X, y)
+
+
+def test_accelerated_classifier_keeps_quiet_with_verbose_0(image_pairs, capsys):
+    X, y = image_pairs
+    make_accelerated(max_epochs=1, pair_mining="none").fit(X[:40], y[:40])
+    assert capsys.readouterr().out == ""
+    make_accelerated(max_epochs=1, pair_mining="none", verbose=1).fit(X[:40], y[:40])
+    assert "train_loss" in capsys.readouterr().out
+
+
+def test_accelerated_fit_places_identity_batches_on_the_accelerator_device(image_pairs):
+    X, y = image_pairs
+    clf = make_accelerated(max_epochs=1).initialize()
+    dataset = clf.get_dataset(X, y)
+    batch_X, batch_y = next(iter(clf.get_iterator(dataset, training=True)))
+    device = clf.accelerator.device
+    assert batch_X["views"].device == device and batch_y.device == device
+    assert len(batch_X["views"]) == len(batch_y) == clf.batch_size
+    np.testing.assert_array_less(-1, batch_X["view_identities"].cpu().numpy())

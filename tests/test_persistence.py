@@ -1,0 +1,264 @@
+"""save/load: one file, no pickle, identical predictions, clear errors, atomic writes."""
+
+import json
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from numpy.testing import assert_array_equal
+from skorch.dataset import ValidSplit
+
+from sklearn_imgpair import IdentityValidSplit, ImageEmbedder, ImagePairClassifier
+from sklearn_imgpair import _persistence
+from sklearn_imgpair._persistence import FORMAT_VERSION
+
+from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def saved(fitted_clf, tmp_path_factory):
+    return fitted_clf.save(tmp_path_factory.mktemp("saved") / "model.safetensors")
+
+
+def _header(path):
+    data = open(path, "rb").read()
+    (size,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + size]), data
+
+
+def test_load_predicts_exactly_like_the_saved_classifier(saved, fitted_clf, image_pairs):
+    X, y = image_pairs
+    loaded = ImagePairClassifier.load(saved)
+    assert_array_equal(loaded.predict_proba(X), fitted_clf.predict_proba(X))
+    assert_array_equal(loaded.predict(X), fitted_clf.predict(X))
+    assert loaded.score(X, y) == fitted_clf.score(X, y)
+    assert_array_equal(loaded.classes_, fitted_clf.classes_)
+    assert loaded.classes_.dtype == fitted_clf.classes_.dtype
+    assert loaded.image_size_ == fitted_clf.image_size_ == TINY_IMAGE_SIZE
+    params, saved_params = loaded.get_params(deep=False), fitted_clf.get_params(deep=False)
+    assert params.pop("train_split").__dict__ == saved_params.pop("train_split").__dict__
+    assert params == saved_params
+    assert loaded.history[:, "valid_auc"] == fitted_clf.history[:, "valid_auc"]
+
+
+def test_the_file_is_safetensors_with_json_metadata_and_no_pickle(saved, fitted_clf):
+    header, data = _header(saved)
+    metadata = header["__metadata__"]
+    assert metadata["format"] == "sklearn-imgpair"
+    assert metadata["format_version"] == str(FORMAT_VERSION)
+    content = json.loads(metadata["content"])
+    assert content["estimator"] == "ImagePairClassifier"
+    assert content["params"]["match_label"] == 1 and content["params"]["threshold"] == 0.5
+    assert content["fitted"]["classes_"] == {"dtype": "<i8", "values": [0, 1]}
+    assert content["preprocessing"]["image_size"] == TINY_IMAGE_SIZE
+    assert {"torch", "timm", "skorch", "scikit-learn", "sklearn_imgpair"} <= set(
+        content["versions"])
+    assert b"\x80\x04" not in data[:8 + len(json.dumps(header))]  # no pickle protocol marker
+    tensors = safetensors.torch.load_file(saved)
+    assert set(tensors) == set(fitted_clf.module_.state_dict())
+
+
+def test_load_needs_neither_network_nor_weights_file(tmp_path, image_pairs, monkeypatch):
+    X, y = image_pairs
+    weights = tmp_path / "backbone.safetensors"
+    backbone = make_tiny_classifier().initialize().module_.backbone
+    safetensors.torch.save_file(backbone.state_dict(), weights)
+    clf = make_tiny_classifier(weights_path=str(weights), max_epochs=1).fit(X, y)
+    path = clf.save(tmp_path / "model.safetensors")
+    os.remove(weights)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = ImagePairClassifier.load(path)
+    assert loaded.weights_path == str(weights)  # the parameter is kept, the file not needed
+    assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_string_labels_custom_split_and_augmentation_round_trip(tmp_path, image_pairs):
+    X, y = image_pairs
+    labels = np.where(y == 1, "same", "different")
+    from sklearn_imgpair import ViewAugmentation
+
+    clf = make_tiny_classifier(match_label="same", max_epochs=1, threshold=0.3,
+                               train_split=IdentityValidSplit(0.25, random_state=1),
+                               augment=ViewAugmentation(min_scale=0.8, flip=False),
+                               optimizer=torch.optim.SGD, optimizer__momentum=0.9)
+    clf.fit(X, labels)
+    loaded = ImagePairClassifier.load(clf.save(tmp_path / "m.safetensors"))
+    assert loaded.classes_.tolist() == ["different", "same"] and loaded.match_label == "same"
+    assert loaded.threshold == 0.3 and loaded.optimizer is torch.optim.SGD
+    assert loaded.optimizer__momentum == 0.9
+    assert isinstance(loaded.train_split, IdentityValidSplit)
+    assert loaded.train_split.test_size == 0.25 and loaded.train_split.random_state == 1
+    assert loaded.augment.min_scale == 0.8 and loaded.augment.flip is False
+    assert loaded.model_kwargs == TINY_SWIN  # tuples stay tuples
+    assert_array_equal(loaded.predict(X), clf.predict(X))
+    loaded.set_params(max_epochs=1).fit(X, labels)  # a loaded model can be refitted
+
+
+def test_parameters_that_need_pickle_are_saved_as_defaults_with_a_warning(tmp_path,
+                                                                          image_pairs):
+    X, y = image_pairs
+    clf = make_tiny_classifier(max_epochs=1, random_state=np.random.RandomState(0),
+                               train_split=ValidSplit(0.2, stratified=True)).fit(X, y)
+    with pytest.warns(UserWarning, match=r"random_state \(a RandomState\)"):
+        path = clf.save(tmp_path / "m.safetensors")
+    loaded = ImagePairClassifier.load(path)
+    assert loaded.random_state is None and loaded.train_split.cv == 0.2
+    assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_embedder_round_trip_from_parameters_and_from_a_classifier(tmp_path, fitted_clf,
+                                                                   image_pairs):
+    paths = image_pairs[0][:10, 0]
+    own = ImageEmbedder(pretrained=False, image_size=TINY_IMAGE_SIZE,
+                        model_kwargs=dict(TINY_SWIN), random_state=3, cache=False).fit()
+    borrowed = ImageEmbedder(classifier=fitted_clf, cache=False).fit()
+    for embedder in (own, borrowed):
+        loaded = ImageEmbedder.load(embedder.save(tmp_path / "e.safetensors"))
+        assert_array_equal(loaded.transform(paths), embedder.transform(paths))
+        assert loaded.classifier is None and loaded.image_size_ == TINY_IMAGE_SIZE
+    with pytest.raises(ValueError, match="holds a 'ImageEmbedder', not a ImagePairClassifier"):
+        ImagePairClassifier.load(tmp_path / "e.safetensors")
+
+
+# ----------------------------------------------------------------------
+# bad files
+# ----------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
+def test_a_malicious_pickle_runs_no_code(kind, tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "model.safetensors"
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+    else:
+        torch.save({"state": _Payload(marker)}, path)
+    pickle.loads(pickle.dumps(_Payload(marker)))  # the payload works when unpickled ...
+    assert marker.exists()
+    marker.unlink()
+    for load in (ImagePairClassifier.load, ImageEmbedder.load):  # ... load never unpickles
+        with pytest.raises(ValueError, match="is not a sklearn-imgpair model file"):
+            load(path)
+    assert not marker.exists()
+
+
+def test_truncated_files_fail_clearly(saved, tmp_path):
+    data = open(saved, "rb").read()
+    for size in (0, 5, 100, len(data) // 2, len(data) - 1):
+        path = tmp_path / f"cut{size}.safetensors"
+        path.write_bytes(data[:size])
+        with pytest.raises(ValueError, match="truncated|not a sklearn-imgpair model file"):
+            ImagePairClassifier.load(path)
+
+
+def test_tampered_weights_or_settings_fail_the_checksum(saved, tmp_path):
+    header, data = _header(saved)
+    weights = bytearray(data)
+    weights[-3] ^= 0x01  # one bit of the last tensor
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(bytes(weights))
+    with pytest.raises(ValueError, match="checksum does not match"):
+        ImagePairClassifier.load(path)
+
+    tensors = safetensors.torch.load_file(saved)
+    metadata = dict(header["__metadata__"])
+    metadata["content"] = metadata["content"].replace('"threshold": 0.5', '"threshold": 0.01')
+    assert metadata["content"] != header["__metadata__"]["content"]
+    safetensors.torch.save_file(tensors, tmp_path / "settings.safetensors", metadata=metadata)
+    with pytest.raises(ValueError, match="checksum does not match"):
+        ImagePairClassifier.load(tmp_path / "settings.safetensors")
+
+
+def test_a_newer_format_version_fails_with_upgrade_advice(saved, tmp_path):
+    header, _ = _header(saved)
+    metadata = dict(header["__metadata__"], format_version=str(FORMAT_VERSION + 1))
+    path = tmp_path / "newer.safetensors"
+    safetensors.torch.save_file(safetensors.torch.load_file(saved), path, metadata=metadata)
+    with pytest.raises(ValueError, match="newer sklearn-imgpair.*Upgrade"):
+        ImagePairClassifier.load(path)
+
+
+def test_other_files_fail_clearly(saved, tmp_path):
+    weights = tmp_path / "weights.safetensors"
+    safetensors.torch.save_file({"w": torch.zeros(2)}, weights)
+    with pytest.raises(ValueError, match="without the library's metadata"):
+        ImagePairClassifier.load(weights)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ImagePairClassifier.load(tmp_path / "absent.safetensors")
+    with pytest.raises(ValueError, match="not a file"):
+        ImagePairClassifier.load(tmp_path)
+
+
+def test_a_file_naming_an_unknown_class_is_refused(saved, tmp_path, monkeypatch):
+    header, _ = _header(saved)
+    content = json.loads(header["__metadata__"]["content"])
+    content["params"]["optimizer"] = {"__class__": "os.system"}
+    text = json.dumps(content, sort_keys=True)
+    tensors = safetensors.torch.load_file(saved)
+    metadata = dict(header["__metadata__"], content=text,
+                    sha256=_persistence._checksum(text, tensors))
+    path = tmp_path / "evil.safetensors"
+    safetensors.torch.save_file(tensors, path, metadata=metadata)
+    with pytest.raises(ValueError, match="unknown class 'os.system'"):
+        ImagePairClassifier.load(path)
+
+
+def test_unfitted_estimators_cannot_be_saved(tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        make_tiny_classifier().save(tmp_path / "m.safetensors")
+    with pytest.raises(NotFittedError):
+        ImageEmbedder().save(tmp_path / "e.safetensors")
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------
+# atomic writes
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()])
+def test_a_failure_mid_save_keeps_the_previous_file(failure, saved, fitted_clf, tmp_path,
+                                                    monkeypatch):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(open(saved, "rb").read())
+    before = path.read_bytes()
+    real_open = open
+
+    class FailingFile:
+        def __init__(self, name, mode):
+            self.file = real_open(name, mode)
+
+        def write(self, data):
+            self.file.write(data[:len(data) // 2])  # half written, then the failure
+            self.file.flush()
+            raise failure
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(_persistence, "open", FailingFile, raising=False)
+    with pytest.raises(type(failure)):
+        fitted_clf.save(path)
+    assert path.read_bytes() == before  # the previous model is intact
+    assert os.listdir(tmp_path) == ["model.safetensors"]  # no temporary file left
+    monkeypatch.undo()
+    assert_array_equal(ImagePairClassifier.load(path).classes_, [0, 1])
