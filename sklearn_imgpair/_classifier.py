@@ -70,6 +70,7 @@ from sklearn_imgpair._runtime import (
     autocast,
     check_precision,
     device_type,
+    grad_scaler,
     loadable_precision,
     loader_kwargs,
     score_pairs,
@@ -210,16 +211,17 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         is ever replaced silently.
 
     num_workers : int or None, default=None
-        Processes that decode images in parallel with the network
-        (:class:`torch.utils.data.DataLoader` workers): at prediction time,
-        and before training, when the distinct training images are decoded
-        once into the cache. None sizes them to the machine: on CUDA every
-        core but one (at most 16); on CPU one per 8 cores, so none below 8
-        cores, where workers would take cores from the model's own threads;
-        and never more than the batches to read. 0 decodes in the main
-        process. Training batches come from the cache, so training itself
-        uses ``iterator_train__num_workers`` (default 0); raise it when the
-        training images do not fit in ``cache_size``.
+        Processes that decode images in parallel with the network at
+        prediction time (:class:`torch.utils.data.DataLoader` workers). None
+        sizes them to the machine: on CUDA every core but one (at most 16);
+        on CPU one per 8 cores, so none below 8 cores, where workers would
+        take cores from the model's own threads; and never more than the
+        batches to read. 0 decodes in the main process. ``fit`` decodes
+        every distinct training image once, on several threads, into the
+        ``cache_size`` cache before training, so training batches come from
+        memory; training itself uses ``iterator_train__num_workers``
+        (default 0), worth raising when the training images do not fit in
+        the cache.
 
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
         Arithmetic of the backbone's forward and backward passes, by
@@ -482,8 +484,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         self._validate_hyperparameters()
         check_precision(self.precision, self.device)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
-        self._grad_scaler = (torch.amp.GradScaler(device_type(self.device))
-                             if self.precision == "fp16" else None)
+        self._grad_scaler = grad_scaler(self.device) if self.precision == "fp16" else None
         return super().initialize()
 
     def initialize_module(self):

@@ -16,6 +16,7 @@ __all__ = [
     "cpu_has_fast_bf16",
     "default_num_workers",
     "device_type",
+    "grad_scaler",
     "loadable_precision",
     "loader_kwargs",
     "score_pairs",
@@ -161,6 +162,13 @@ def loadable_precision(precision, device):
                       stacklevel=3)
         return "fp32"
     return precision
+
+
+def grad_scaler(device):
+    """A loss scaler for fp16 training on ``device``."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device_type(device))
+    return torch.cuda.amp.GradScaler()  # torch < 2.3
 
 
 def autocast(precision, device):
