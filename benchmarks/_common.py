@@ -89,6 +89,16 @@ def reusing_pairs(paths, pairs_per_image=2, seed=0):
     return pairs
 
 
+def decoded_tensors(paths, module, image_size, device):
+    """The images of ``paths`` decoded, resized and normalised as the network takes them,
+    already on ``device``: the input of the raw-backbone measurements."""
+    from sklearn_imgpair import load_image
+
+    images = torch.stack([load_image(path, image_size) for path in paths]).to(device)
+    mean, std = module.mean.to(device), module.std.to(device)
+    return (images.float() / 255.0 - mean) / std
+
+
 def format_table(rows, columns):
     """A Markdown table of ``rows`` (dicts) with ``columns`` (key, header, format)."""
     lines = ["| " + " | ".join(header for _, header, _ in columns) + " |",

@@ -5,9 +5,9 @@ that reuse each photo twice (as the AutoMM tutorial's data does) and measures,
 in one run and for each model (swin_tiny at 224 px and a small Swin at 64 px):
 
 3. ``fit`` throughput, images per second over one epoch (two per pair),
-   divided by the raw forward and backward pass of the backbone on
-   pre-decoded, normalised tensors already on the device, in batches of the
-   same size (two images per pair). ``fit`` is timed whole: building the
+   divided by the raw forward and backward pass of the backbone on the same
+   photos decoded, resized and normalised beforehand, already on the device,
+   in batches of the same size (two images per pair). ``fit`` is timed whole: building the
    network, decoding every image once into the cache, on-device
    augmentation, the head and the loss. The ratio is measured with
    ``pair_mining="none"`` and no validation split, so that both sides pass
@@ -37,6 +37,7 @@ import torch
 
 from _common import (
     MODELS,
+    decoded_tensors,
     describe_machine,
     format_table,
     median,
@@ -73,9 +74,10 @@ def bench_model(name, args, pairs, y, device):
     rows = []
     for precision in args.precisions:
         plain = dict(pair_mining="none", train_split=None)
-        backbone = make_classifier(model, args, device, precision).initialize().module_.backbone
-        generator = torch.Generator().manual_seed(0)
-        images = torch.randn(n_images, 3, size, size, generator=generator).to(device)
+        module = make_classifier(model, args, device, precision).initialize().module_
+        backbone = module.backbone
+        distinct, inverse = np.unique(pairs.ravel(), return_inverse=True)
+        images = decoded_tensors(distinct, module, size, device)[torch.as_tensor(inverse)]
         raw_forward_backward(backbone, images[:2 * args.batch_size], 2 * args.batch_size,
                              precision)  # warm-up
         make_classifier(model, args, device, precision, **plain).fit(pairs[:4], y[:4])

@@ -5,8 +5,9 @@ in one run and for each model (swin_tiny at 224 px and a small Swin at 64 px):
 
 1. ``ImageEmbedder.transform`` throughput on distinct images (decoding,
    resizing, batching, normalising and the forward pass) divided by the raw
-   backbone forward throughput on pre-decoded, normalised tensors already on
-   the device, at the same batch size and precision;
+   backbone forward throughput on the same photos decoded, resized and
+   normalised beforehand, already on the device, at the same batch size and
+   precision;
 2. ``predict_proba`` on pairs that reuse images (2 pairs per distinct image,
    as in the AutoMM tutorial's data) against embedding both sides of every
    pair (the same network, one forward per pair);
@@ -42,6 +43,7 @@ import torch
 
 from _common import (
     MODELS,
+    decoded_tensors,
     describe_machine,
     format_table,
     median,
@@ -96,8 +98,7 @@ def bench_model(name, args, paths, device):
                                      device=device, cache=False, precision=precision,
                                      num_workers=workers, **model).fit()
             backbone = embedder.module_.backbone
-            generator = torch.Generator().manual_seed(0)
-            images = torch.randn(len(paths), 3, size, size, generator=generator).to(device)
+            images = decoded_tensors(paths, embedder.module_, size, device)
             raw_forward(backbone, images[:args.batch_size], args.batch_size, precision,
                         device)  # warm-up: allocations, kernels
             embedder.transform(paths[:args.batch_size])

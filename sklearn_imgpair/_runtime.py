@@ -26,9 +26,9 @@ __all__ = [
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Pairs scored per step of score_pairs: 65536 pairs of 768-d float32 vectors
-# gather 400 MB at most, whatever the number of pairs.
-SCORE_CHUNK_SIZE = 2**16
+# Pairs scored per step of score_pairs: 8192 pairs of 768-d float32 vectors
+# gather 50 MB, whatever the number of pairs.
+SCORE_CHUNK_SIZE = 2**13
 
 
 def device_type(device):
@@ -189,7 +189,7 @@ def score_pairs(module, embeddings, index, chunk_size=None):
     index : ndarray of shape (n_pairs, 2)
         Rows of ``embeddings`` to compare.
     chunk_size : int, default=None
-        Pairs per step (None: ``SCORE_CHUNK_SIZE``, 65536); memory beyond
+        Pairs per step (None: ``SCORE_CHUNK_SIZE``, 8192); memory beyond
         ``embeddings`` is proportional to ``chunk_size * d``.
 
     Returns
