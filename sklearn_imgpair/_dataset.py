@@ -190,20 +190,12 @@ class DecodedImageCache:
         image = self._images.get(path)
         if image is None:
             image = load_image(path, image_size)
-            self.put(path, image)
+            size = image.numel() * image.element_size()
+            with self._lock:
+                if path not in self._images and self.n_bytes + size <= self.max_bytes:
+                    self._images[path] = image
+                    self.n_bytes += size
         return image
-
-    def put(self, path, image):
-        """Keep ``image`` as the decoded ``path`` if the budget allows; return whether kept."""
-        size = image.numel() * image.element_size()
-        with self._lock:
-            if path in self._images:
-                return True
-            if self.n_bytes + size > self.max_bytes:
-                return False
-            self._images[path] = image
-            self.n_bytes += size
-            return True
 
 
 class PairDataset(torch.utils.data.Dataset):
