@@ -32,13 +32,25 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
+# Every timing runs its function until this many seconds have passed (set from
+# --min-seconds), so that fast models are not timed on a blip of the machine.
+MIN_SECONDS = {"value": 0.0}
+
+
 def timed(function, device):
-    """Run ``function()`` and return ``(seconds, result)``, waiting for the GPU."""
-    synchronize(device)
-    start = time.perf_counter()
-    result = function()
-    synchronize(device)
-    return time.perf_counter() - start, result
+    """Return ``(seconds per run, last result)`` of ``function()``, waiting for the GPU.
+
+    The function runs once, and again until ``MIN_SECONDS["value"]`` have passed.
+    """
+    runs, elapsed = 0, 0.0
+    while runs == 0 or elapsed < MIN_SECONDS["value"]:
+        synchronize(device)
+        start = time.perf_counter()
+        result = function()
+        synchronize(device)
+        elapsed += time.perf_counter() - start
+        runs += 1
+    return elapsed / runs, result
 
 
 def median(values):

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from _common import (
+    MIN_SECONDS,
     MODELS,
     decoded_tensors,
     describe_machine,
@@ -119,6 +120,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per batch")
     parser.add_argument("--frozen-epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="each timing repeats its work until this long (0 with --quick)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--image-dir", default=None,
                         help="where the photos are written (default: a temporary folder)")
@@ -126,8 +129,9 @@ def main(argv=None):
                         help="do not time the default configuration (mining, validation)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    MIN_SECONDS["value"] = args.min_seconds
     if args.quick:
-        args.models, args.repeats = ["tiny"], 1
+        args.models, args.repeats, MIN_SECONDS["value"] = ["tiny"], 1, 0.0
         args.n_images = args.n_images or 64
     args.n_images = args.n_images or (2048 if torch.device(device).type == "cuda" else 64)
 

@@ -17,7 +17,7 @@ in one run and for each model (swin_tiny at 224 px and a small Swin at 64 px):
    1,000,000 pairs over the same 20,000 small images with the tiny test Swin,
    each size in a fresh subprocess: the resident memory before the call and
    its peak during the call (``VmRSS`` and ``VmHWM`` on Linux, the peak reset
-   before the call; ``ru_maxrss`` elsewhere, and for the whole process).
+   before the call; ``ru_maxrss`` where ``/proc`` is missing).
 
 Every figure is the median over ``--repeats`` runs; a ratio is the median of the
 ratios of each repeat, whose two timings ran seconds apart. The same script runs on a
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from _common import (
+    MIN_SECONDS,
     MODELS,
     decoded_tensors,
     describe_machine,
@@ -176,7 +177,8 @@ def memory_child(args):
     extra = paths[rng.integers(0, len(paths), size=(max(args.memory_child - len(covering), 0), 2))]
     pairs = np.concatenate([covering, extra])[:args.memory_child]
     clf = pretend_fitted(MODELS["tiny"], 32, 256, "cpu", "fp32", 0)
-    # The process's peak so far is that of importing torch; measure the call's own.
+    # The process's peak so far is that of importing torch (and ru_maxrss can even
+    # hold the parent's, inherited through fork): measure the call's own peak.
     before, _ = _memory_mb()
     reset = _reset_peak_memory()
     proba = clf.predict_proba(pairs)
@@ -224,6 +226,8 @@ def main(argv=None):
                              "CPU, 2048 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="each timing repeats its work until this long (0 with --quick)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--image-dir", default=None,
                         help="where the photos are written (default: a temporary folder)")
@@ -238,9 +242,10 @@ def main(argv=None):
     if args.memory_child is not None:
         return memory_child(args)
     device = resolve_device(args.device)
+    MIN_SECONDS["value"] = args.min_seconds
     cuda = torch.device(device).type == "cuda"
     if args.quick:
-        args.models, args.repeats = ["tiny"], 1
+        args.models, args.repeats, MIN_SECONDS["value"] = ["tiny"], 1, 0.0
         args.n_images = args.n_images or 64
         args.n_pair_images = args.n_pair_images or 64
         args.memory_images = min(args.memory_images, 600)
@@ -304,8 +309,7 @@ def main(argv=None):
         print(format_table(memory, [("n_pairs", "pairs", "d"), ("n_images", "distinct images", "d"),
                                     ("rss_before_mb", "RSS before the call (MB)", ".1f"),
                                     ("rss_peak_mb", "peak RSS during the call (MB)", ".1f"),
-                                    ("added_mb", "peak - before (MB)", ".1f"),
-                                    ("ru_maxrss_mb", "ru_maxrss of the process (MB)", ".1f")]))
+                                    ("added_mb", "peak - before (MB)", ".1f")]))
         if not memory[0]["peak_of_call"]:
             print("\n(The peak could not be reset: peak RSS is that of the whole process.)")
         print()
