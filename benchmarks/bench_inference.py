@@ -306,10 +306,11 @@ def main(argv=None):
               f"{args.memory_images} small images, a fresh process per size)\n")
         for row in memory:
             row["added_mb"] = row["rss_peak_mb"] - row["rss_before_mb"]
-        print(format_table(memory, [("n_pairs", "pairs", "d"), ("n_images", "distinct images", "d"),
-                                    ("rss_before_mb", "RSS before the call (MB)", ".1f"),
-                                    ("rss_peak_mb", "peak RSS during the call (MB)", ".1f"),
-                                    ("added_mb", "peak - before (MB)", ".1f")]))
+        print(format_table(memory, [
+            ("n_pairs", "pairs", "d"), ("n_images", "distinct images", "d"),
+            ("rss_before_mb", "RSS before the call (MB)", ".1f"),
+            ("rss_peak_mb", "peak RSS during the call (MB)", ".1f"),
+            ("added_mb", "peak - before (MB)", ".1f")]))
         if not memory[0]["peak_of_call"]:
             print("\n(The peak could not be reset: peak RSS is that of the whole process.)")
         print()

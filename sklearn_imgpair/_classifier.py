@@ -757,8 +757,13 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt:
-            time_limit = dict(self.callbacks_).get("time_limit")
-            if not getattr(time_limit, "stopped_", False):
+            callbacks = dict(self.callbacks_)
+            time_limit = callbacks.get("time_limit")
+            early_stopping = callbacks.get("early_stopping")
+            # skorch's EarlyStopping stops training with a KeyboardInterrupt too.
+            stopped_early = (getattr(early_stopping, "misses_", 0)
+                             >= getattr(early_stopping, "patience", float("inf")))
+            if not getattr(time_limit, "stopped_", False) and not stopped_early:
                 epoch = len(self.history)
                 warnings.warn(
                     f"fit was interrupted (KeyboardInterrupt) in epoch {epoch}; the "

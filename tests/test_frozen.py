@@ -2,6 +2,7 @@
 
 import collections
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -87,3 +88,12 @@ def test_frozen_fit_without_validation_split(separable_pairs):
                                num_workers=0).fit(X, y)
     assert clf.predict_proba(X).shape == (len(X), 2)
     assert "valid_loss" not in clf.history[-1]
+
+
+def test_early_stopping_ends_a_frozen_fit_without_an_interruption_warning(separable_pairs):
+    X, y = separable_pairs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = make_tiny_classifier(freeze_backbone=True, max_epochs=30, num_workers=0,
+                                   callbacks__early_stopping__patience=1).fit(X, y)
+    assert len(clf.history) < 30

@@ -1,4 +1,4 @@
-"""Tests of the speed settings: decode once, draft-mode JPEGs, workers, chunked scoring, precision."""
+"""Tests of the speed settings: decode once, draft JPEGs, workers, chunked scoring, precision."""
 
 import collections
 import copy
