@@ -58,8 +58,11 @@ def _pair_cells(columns, offset=0):
 
 
 def _read_pairs(path, image_columns, other_columns=(), on_error="raise"):
-    """Read a pairs CSV, check its columns and (unless ``on_error="warn"``) that every
-    image file exists."""
+    """Read a pairs CSV and check its columns and, unless ``on_error="warn"``, its images.
+
+    With ``on_error="warn"`` missing images are left to the estimator, which
+    lists them instead of failing.
+    """
     frame = read_pairs_csv(path, image_columns=list(dict.fromkeys(image_columns)))
     check_columns(frame, other_columns, path)
     if on_error == "warn":
