@@ -42,13 +42,12 @@ from _common import (
     describe_machine,
     format_table,
     median,
-    resolve_device,
     reusing_pairs,
     timed,
     write_photos,
 )
 from sklearn_imgpair import ImagePairClassifier
-from sklearn_imgpair._runtime import autocast
+from sklearn_imgpair._io.device import autocast, resolve_device
 
 
 def raw_forward_backward(backbone, images, batch_size, precision):

@@ -48,14 +48,13 @@ from _common import (
     describe_machine,
     format_table,
     median,
-    resolve_device,
     reusing_pairs,
     timed,
     write_photos,
 )
 from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
-from sklearn_imgpair._dataset import PairDataset
-from sklearn_imgpair._runtime import autocast, default_num_workers, to_device
+from sklearn_imgpair._images.datasets import PairDataset
+from sklearn_imgpair._io.device import autocast, default_num_workers, resolve_device, to_device
 
 
 def raw_forward(backbone, images, batch_size, precision, device):

@@ -30,7 +30,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from sklearn_imgpair import ImageEmbedder, PairFeatures, _cache
+from sklearn_imgpair import ImageEmbedder, PairFeatures
+from sklearn_imgpair._io import embedding_cache as _cache
 from sklearn_imgpair.datasets import make_image_pairs
 
 COIL = Path(__file__).resolve().parents[2] / "shared" / "data" / "coil-100"

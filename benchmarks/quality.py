@@ -163,7 +163,7 @@ def main(argv=None):
         "fit_over_budget": round(fit_seconds / args.time_budget, 4),
         "epochs": len(clf.history),
         "best_epoch": int(dict(clf.callbacks_)["early_stopping"].best_epoch_),
-        "calibration": dict(clf.callbacks_)["early_stopping"].calibration_,
+        "calibration": dict(clf.callbacks_)["calibration"].calibration_,
         "tests": {},
     }
     print(f"\nfit: {fit_seconds:.1f} s for a {args.time_budget:.0f} s budget "

@@ -1,18 +1,24 @@
 """Image-to-image matching the scikit-learn way: Siamese timm backbones on image-path pairs."""
 
-from sklearn_imgpair._accelerate import AcceleratedImagePairClassifier
-from sklearn_imgpair._augment import ViewAugmentation
-from sklearn_imgpair._backbone import create_backbone
-from sklearn_imgpair._callbacks import AucEarlyStopping, CosineSchedule, TimeLimit
 from sklearn_imgpair._classifier import ImagePairClassifier
-from sklearn_imgpair._dask import embed_dask
-from sklearn_imgpair._dataset import load_image
 from sklearn_imgpair._embedder import ImageEmbedder
-from sklearn_imgpair._module import SiameseNet
+from sklearn_imgpair._images.decode import UnreadableImageWarning, load_image
+from sklearn_imgpair._images.validation import check_pairs, check_paths
+from sklearn_imgpair._nn.augment import ViewAugmentation
+from sklearn_imgpair._nn.backbone import create_backbone
+from sklearn_imgpair._nn.siamese import SiameseNet
 from sklearn_imgpair._pair_features import PairFeatures, pair_groups
-from sklearn_imgpair._split import IdentityValidSplit
-from sklearn_imgpair._unreadable import UnreadableImageWarning
-from sklearn_imgpair._validation import check_pairs, check_paths
+from sklearn_imgpair._scale.accelerate import AcceleratedImagePairClassifier
+from sklearn_imgpair._scale.dask import embed_dask
+from sklearn_imgpair._training.callbacks import (
+    AucEarlyStopping,
+    CosineSchedule,
+    HeadCalibration,
+    StopTraining,
+    TimeBudget,
+    TimeLimit,
+)
+from sklearn_imgpair._training.split import IdentityValidSplit
 
 __version__ = "0.1.0"
 
@@ -20,11 +26,14 @@ __all__ = [
     "AcceleratedImagePairClassifier",
     "AucEarlyStopping",
     "CosineSchedule",
+    "HeadCalibration",
     "IdentityValidSplit",
     "ImageEmbedder",
     "ImagePairClassifier",
     "PairFeatures",
     "SiameseNet",
+    "StopTraining",
+    "TimeBudget",
     "TimeLimit",
     "UnreadableImageWarning",
     "ViewAugmentation",

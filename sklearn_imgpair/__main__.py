@@ -2,7 +2,7 @@
 
 import sys
 
-from sklearn_imgpair._cli import main
+from sklearn_imgpair._cli.parser import main
 
 __all__ = ["main"]
 

@@ -1,26 +1,14 @@
 """ImagePairClassifier: a Siamese timm backbone fitted on pairs of image paths with skorch."""
 
-import json
-import time
 import warnings
-from collections.abc import Mapping
-from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from skorch import NeuralNet, NeuralNetBinaryClassifier
-from skorch.callbacks import (
-    EpochScoring,
-    EpochTimer,
-    PassthroughScoring,
-    PrintLog,
-    ProgressBar,
-)
+from skorch import NeuralNetBinaryClassifier
+from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog, ProgressBar
 from skorch.dataset import ValidSplit
-from skorch.dataset import unpack_data
-from skorch.history import History
-from skorch.utils import is_dataset, to_tensor
+from skorch.utils import is_dataset
 from sklearn.metrics import roc_auc_score
 from sklearn.utils._param_validation import (
     Interval,
@@ -28,74 +16,45 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
-from sklearn_imgpair._augment import ViewAugmentation
-from sklearn_imgpair._backbone import (
-    BACKBONE_PARAMETER_CONSTRAINTS,
-    create_backbone,
-    expected_image_size,
-    resolve_preprocessing,
-)
-from sklearn_imgpair._callbacks import (
-    AucEarlyStopping,
-    CosineSchedule,
-    TimeLimit,
-    valid_roc_auc,
-)
-from sklearn_imgpair._dataset import DecodedImageCache, ImageDataset, PairDataset, load_image
-from sklearn_imgpair._embedder import embed_images
-from sklearn_imgpair._frozen import EmbeddingPairDataset
-from sklearn_imgpair._graph import image_identities
-from sklearn_imgpair._mining import (
-    IdentityBatches,
-    IdentitySampler,
-    supervised_contrastive_loss,
-    training_pairs,
-    unwrap_subsets,
-)
-from sklearn_imgpair._module import SiameseNet
-from sklearn_imgpair._persistence import (
-    constructor_defaults,
-    decode_labels,
-    decode_params,
-    encode_labels,
-    load_module_state,
-    persisted_params,
-    read_model_file,
-    rebuilding,
-    resolve_load_device,
-    write_model_file,
-)
-from sklearn_imgpair._runtime import (
-    PRECISIONS,
-    autocast,
-    check_precision,
-    device_type,
-    grad_scaler,
-    loadable_precision,
-    loader_kwargs,
-    score_pairs,
-    to_device,
-)
-from sklearn_imgpair._seeding import seeded
-from sklearn_imgpair._unreadable import ON_ERROR_OPTIONS, decode_pair_images, warn_unreadable
-from sklearn_imgpair._validation import (
+from sklearn_imgpair._images.datasets import ImageDataset, PairDataset, pair_dataset
+from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
+from sklearn_imgpair._images.validation import (
     check_files_exist,
     check_match_labels,
     check_pairs,
     distinct_paths,
 )
+from sklearn_imgpair._io.device import (
+    RUNTIME_PARAMETER_CONSTRAINTS,
+    autocast,
+    check_precision,
+    device_type,
+    resolve_device,
+    seeded,
+    to_device,
+)
+from sklearn_imgpair._io.model_file import load_classifier, save_classifier
+from sklearn_imgpair._nn.augment import ViewAugmentation
+from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS, expected_image_size
+from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, score_pairs, siamese_net_kwargs
+from sklearn_imgpair._training.callbacks import (
+    AucEarlyStopping,
+    CosineSchedule,
+    HeadCalibration,
+    StopTraining,
+    TimeBudget,
+    TimeLimit,
+    valid_roc_auc,
+)
+from sklearn_imgpair._training.frozen import FrozenBackboneMixin
+from sklearn_imgpair._training.loss_scaling import LossScalingMixin
+from sklearn_imgpair._training.mining import IdentityMiningMixin
 
 __all__ = ["ImagePairClassifier"]
 
 
-def _json_scalar(value):
-    """JSON form of the numpy scalars and other values a skorch history may hold."""
-    if isinstance(value, np.generic):
-        return value.item()
-    return repr(value)
-
-
-class ImagePairClassifier(NeuralNetBinaryClassifier):
+class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingMixin,
+                          NeuralNetBinaryClassifier):
     """Siamese image-pair matcher with a shared timm backbone, as a skorch net.
 
     Both images of a pair go through one backbone (one set of weights). Their
@@ -138,9 +97,11 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         The label of ``y`` that means "both images show the same thing".
 
     time_limit : float, default=None
-        Wall-clock budget in seconds for the whole of ``fit``. Training stops
-        by itself before the budget runs out and keeps the best weights seen
-        so far. None trains for ``max_epochs``.
+        Wall-clock budget in seconds for the whole of ``fit``, reading the
+        images included (``time_budget_``). Training stops by itself before
+        the budget runs out and keeps the best weights seen so far, and the
+        learning rate reaches its floor when the budget ends. None trains for
+        ``max_epochs``.
 
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, the validation split, shuffling and
@@ -211,8 +172,9 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         is ever replaced silently.
 
     num_workers : int or None, default=None
-        Processes that decode images in parallel with the network at
-        prediction time (:class:`torch.utils.data.DataLoader` workers). None
+        Processes that decode images in parallel with the network whenever
+        images are embedded for prediction, as in :class:`ImageEmbedder`
+        (:class:`torch.utils.data.DataLoader` workers). None
         sizes them to the machine: on CUDA every core but one (at most 16);
         on CPU one per 8 cores, so none below 8 cores, where workers would
         take cores from the model's own threads; and never more than the
@@ -270,12 +232,13 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
     train_split : callable or None, default=ValidSplit(0.1, stratified=True)
         Holds out 10 % of the pairs for validation. After each epoch the
         validation ROC AUC (``valid_auc`` in the history) is measured;
-        training stops early when it has not improved for 5 epochs, the best
-        epoch's weights (best ROC AUC, ties broken by validation loss) are
-        restored, and the head's scale and bias are recalibrated on that
-        epoch's validation logits (the ``early_stopping`` callback, an
+        training stops early when it has not improved for 5 epochs and the
+        best epoch's weights (best ROC AUC, ties broken by validation loss)
+        are restored (the ``early_stopping`` callback, an
         :class:`AucEarlyStopping`; tune it with
-        ``callbacks__early_stopping__patience``). :class:`IdentityValidSplit`
+        ``callbacks__early_stopping__patience``); then the head's scale and
+        bias are recalibrated on that epoch's validation logits (the
+        ``calibration`` callback, a :class:`HeadCalibration`). :class:`IdentityValidSplit`
         holds out whole identities instead, so that validation measures
         matching of unseen objects; it needs many identities to be stable.
         None trains on all pairs without validation, early stopping or
@@ -289,7 +252,9 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         per epoch.
 
     device : str or torch.device, default="cpu"
-        Where the network runs, e.g. ``"cuda"``.
+        Where the network runs, e.g. ``"cuda"``; ``"auto"`` takes CUDA when
+        it is available and the CPU otherwise (the parameter keeps
+        ``"auto"``; the attribute ``device`` reads as the device chosen).
 
     **kwargs
         Further skorch parameters, such as ``callbacks``,
@@ -314,6 +279,9 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
 
     history_ : skorch.History
         Per-epoch and per-batch training records.
+
+    time_budget_ : TimeBudget
+        The time budget of the last ``fit`` or ``partial_fit``.
 
     See Also
     --------
@@ -341,9 +309,9 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
 
     _parameter_constraints = {
         **BACKBONE_PARAMETER_CONSTRAINTS,
+        **RUNTIME_PARAMETER_CONSTRAINTS,
         "match_label": "no_validation",
         "time_limit": [Interval(Real, 0, None, closed="neither"), None],
-        "random_state": ["random_state"],
         "augment": ["boolean", torch.nn.Module],
         "head_lr": [Interval(Real, 0, None, closed="neither")],
         "cache_size": [Interval(Real, 0, None, closed="left")],
@@ -352,8 +320,6 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         "mining_weight": [Interval(Real, 0, None, closed="left")],
         "mining_temperature": [Interval(Real, 0, None, closed="neither")],
         "on_error": [StrOptions(ON_ERROR_OPTIONS)],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
-        "precision": [StrOptions(set(PRECISIONS))],
         "freeze_backbone": ["boolean"],
     }
 
@@ -389,6 +355,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         threshold=0.5,
         verbose=0,
         device="cpu",
+        iterator_train__shuffle=True,
         **kwargs,
     ):
         # Set before skorch's __init__: skorch refuses torch modules (augment)
@@ -423,12 +390,34 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             threshold=threshold,
             verbose=verbose,
             device=device,
+            iterator_train__shuffle=iterator_train__shuffle,
             **kwargs,
         )
 
     # ------------------------------------------------------------------
-    # skorch plumbing
+    # parameters and skorch's extension points
     # ------------------------------------------------------------------
+
+    @property
+    def device(self):
+        """Where the network runs: the ``device`` parameter, ``"auto"`` resolved."""
+        return resolve_device(self.__dict__.get("device"))
+
+    @device.setter
+    def device(self, value):
+        self.__dict__["device"] = value
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params["device"] = self.__dict__.get("device")  # "auto" as given, not resolved
+        return params
+
+    def __setstate__(self, state):
+        device = state["device"]
+        state["device"] = resolve_device(device)  # skorch maps the tensors to a real device
+        super().__setstate__(state)
+        if isinstance(device, str) and device == "auto":
+            self.device = device
 
     @property
     def _default_callbacks(self):
@@ -443,6 +432,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                 ("valid_auc", EpochScoring(valid_roc_auc, name="valid_auc",
                                            lower_is_better=False, use_caching=True)),
                 ("early_stopping", AucEarlyStopping(patience=5, load_best=True)),
+                ("calibration", HeadCalibration()),
             ]
         callbacks.append(("time_limit", TimeLimit()))
         if isinstance(self.verbose, Integral) and self.verbose >= 2:
@@ -475,7 +465,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
     def _validate_hyperparameters(self):
         validate_parameter_constraints(
             self._parameter_constraints,
-            {name: getattr(self, name) for name in self._parameter_constraints},
+            {name: self.get_params(deep=False)[name] for name in self._parameter_constraints},
             caller_name=type(self).__name__,
         )
 
@@ -483,298 +473,99 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         """Validate the parameters, then build the network, optimizer and callbacks."""
         self._validate_hyperparameters()
         check_precision(self.precision, self.device)
-        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
-        self._grad_scaler = grad_scaler(self.device) if self.precision == "fp16" else None
         return super().initialize()
 
     def initialize_module(self):
         """Build the backbone and wrap it in the Siamese module."""
-        backbone = create_backbone(
-            self.model_name,
-            pretrained=self.pretrained,
-            weights_path=self.weights_path,
-            image_size=self.image_size,
-            model_kwargs=self.model_kwargs,
-        )
-        preprocessing = resolve_preprocessing(backbone, self.image_size)
+        kwargs, self.image_size_ = siamese_net_kwargs(
+            self.model_name, pretrained=self.pretrained, weights_path=self.weights_path,
+            image_size=self.image_size, model_kwargs=self.model_kwargs)
         if isinstance(self.augment, torch.nn.Module):
             augment = self.augment
         else:
             augment = ViewAugmentation() if self.augment else None
-        kwargs = {
-            "backbone": backbone,
-            "mean": preprocessing["mean"],
-            "std": preprocessing["std"],
-            "augment": augment,
-            **self.get_params_for("module"),
-        }
-        self.module_ = self.initialized_instance(self.module, kwargs)
-        if self.freeze_backbone:
-            self.module_.backbone.requires_grad_(False)
-        self.image_size_ = preprocessing["image_size"]
-        self.embedding_dim_ = int(backbone.num_features)
+        self.module_ = self.initialized_instance(
+            self.module, {**kwargs, "augment": augment, **self.get_params_for("module")})
+        self.embedding_dim_ = int(kwargs["backbone"].num_features)
         return self
 
-    def get_params_for_optimizer(self, prefix, named_parameters):
-        """Put the match head's parameters in their own group with ``head_lr``."""
-        # A frozen backbone's weights stay out of the optimizer (and its weight decay).
-        named_parameters = [(name, param) for name, param in named_parameters
-                            if param.requires_grad]
-        args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
-        head = [param for name, param in named_parameters if name.startswith("head.")]
-        if prefix != "optimizer" or not head:
-            return args, kwargs
-        head_ids = {id(param) for param in head}
-        groups = []
-        for group in args[0]:
-            params = [param for param in group["params"] if id(param) not in head_ids]
-            if params:
-                groups.append({**group, "params": params})
-        groups.append({"params": head, "lr": self.head_lr, "weight_decay": 0.0})
-        return (groups,), kwargs
+    def get_params_for(self, prefix):
+        """skorch's, plus the match head's parameter group and pinned memory on CUDA.
 
-    def get_iterator(self, dataset, training=False):
-        """Like skorch's, but training batches are shuffled unless told otherwise.
-
-        With ``pair_mining="graph"``, every training batch of pairs also
-        carries an identity batch (see :class:`IdentityBatches`).
+        The head's two parameters (scale and bias) learn at ``head_lr``
+        without weight decay, through skorch's ``optimizer__param_groups``;
+        training and validation batches come in pinned memory on CUDA.
         """
-        iterator = self._pair_iterator(dataset, training=training)
-        if training and self.pair_mining == "graph" and not self.freeze_backbone:
-            return self._identity_batches(dataset, iterator)
-        return iterator
+        params = super().get_params_for(prefix)
+        if prefix == "optimizer":
+            head = ("head.*", {"lr": self.head_lr, "weight_decay": 0.0})
+            params["param_groups"] = [head, *params.get("param_groups", [])]
+        elif prefix in ("iterator_train", "iterator_valid") and device_type(self.device) == "cuda":
+            params.setdefault("pin_memory", True)
+        return params
 
-    def _pair_iterator(self, dataset, training=False):
-        """skorch's iterator over ``dataset``, shuffled when training unless told otherwise.
+    def get_dataset(self, X, y=None):
+        """Pairs of image paths as a :class:`PairDataset`.
 
-        Images to embed (an :class:`ImageDataset`) are decoded by
-        ``num_workers`` workers; on CUDA, batches come in pinned memory.
-        ``iterator_train__*`` and ``iterator_valid__*`` parameters win.
+        Training pairs that ``fit`` read at another size than the network
+        turned out to take (or before the size was known) are read again at
+        its size.
         """
-        kwargs = self.get_params_for("iterator_train" if training else "iterator_valid")
-        kwargs.setdefault("batch_size", self.batch_size)
-        if kwargs["batch_size"] == -1:
-            kwargs["batch_size"] = len(dataset)
-        if training:
-            kwargs.setdefault("shuffle", True)
-        elif isinstance(unwrap_subsets(dataset)[0], ImageDataset):
-            kwargs = {**loader_kwargs(self.device, self.num_workers, len(dataset),
-                                      kwargs["batch_size"]), **kwargs}
-        if device_type(self.device) == "cuda":
-            kwargs.setdefault("pin_memory", True)
-        return (self.iterator_train if training else self.iterator_valid)(dataset, **kwargs)
-
-    def _identity_batches(self, dataset, iterator, *, device=None, seed_offset=0):
-        """Join identity batches, mined from ``dataset``'s pairs, to ``iterator``.
-
-        ``device`` is where the identity batches go (None: left on the CPU,
-        as the pair batches are); ``seed_offset`` is added to the sampler's
-        seed, so that several training processes draw different identities.
-        """
-        found = training_pairs(dataset)
-        if found is None:
-            warnings.warn(
-                f"pair_mining='graph' needs the training pairs, but the training data is a "
-                f"{type(dataset).__name__}, not pairs of paths; training on the pairs alone.",
-                UserWarning, stacklevel=3)
-            return iterator
-        pairs, targets = found
-        images, identities = image_identities(pairs, targets > 0.5)
-        seed = int(torch.randint(np.iinfo(np.int32).max, ()).item()) + seed_offset
-        sampler = IdentitySampler(images, identities, n_views=self.views_per_identity,
-                                  random_state=np.random.RandomState(seed))
-        if sampler.n_eligible < 2:
-            warnings.warn(
-                f"pair_mining='graph' found {sampler.n_eligible} identities with two or more "
-                "images in the training pairs (it needs two); training on the pairs alone.",
-                UserWarning, stacklevel=3)
-            return iterator
-        dataset, _ = unwrap_subsets(dataset)
-        if dataset.cache is None:
-            load = partial(load_image, image_size=dataset.image_size)
-        else:
-            load = partial(dataset.cache.get, image_size=dataset.image_size)
-        return IdentityBatches(iterator, sampler, load, device=device)
+        if isinstance(X, PairDataset) and X.image_size != self.image_size_:
+            X = pair_dataset(X.pairs, X.y, image_size=self.image_size_,
+                             cache_size=self.cache_size, on_error=self.on_error,
+                             require_both_classes=False)
+        elif not is_dataset(X):
+            X = pair_dataset(check_pairs(X), y, image_size=self.image_size_,
+                             cache_size=self.cache_size, read=False)
+        return super().get_dataset(X, y)
 
     def infer(self, x, **fit_params):
-        """Run the module in ``precision``; identity labels of mined batches are for the loss only.
-
-        Batches of embeddings (``"e1"``, ``"e2"``: training with
-        ``freeze_backbone=True``) go through the match head alone.
-        """
-        if isinstance(x, Mapping) and "view_identities" in x:
-            x = {key: value for key, value in x.items() if key != "view_identities"}
-        if isinstance(x, Mapping):
-            x = to_device(dict(x), self.device)  # non-blocking from pinned memory on CUDA
-            if "e1" in x:
-                x = to_tensor(x, device=self.device)
-                return self.module_.similarity(x["e1"], x["e2"])
+        """Run the module with the backbone in ``precision``."""
+        x = to_device(x, self.device)  # non-blocking from pinned memory on CUDA
         with autocast(self.precision, self.device):
             return super().infer(x, **fit_params)
 
-    def train_step_single(self, batch, **fit_params):
-        """Like skorch's, with the loss scaled for fp16 gradients (``precision="fp16"``)."""
-        scaler = getattr(self, "_grad_scaler", None)
-        if scaler is None:
-            return super().train_step_single(batch, **fit_params)
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        scaler.scale(loss).backward()
-        return {"loss": loss, "y_pred": y_pred}
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's training loop; a user's ``KeyboardInterrupt`` ends it with a warning.
 
-    def _step_optimizer(self, step_fn):
-        scaler = getattr(self, "_grad_scaler", None)
-        if scaler is None:
-            return super()._step_optimizer(step_fn)
-        step_fn()  # the gradients, as LBFGS-style closures are not supported with scaling
-        for name in self._optimizers:
-            scaler.step(getattr(self, name + "_"))  # unscales; skips steps with inf/NaN
-        scaler.update()
-        return None
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Binary cross-entropy on the pairs, plus the identity loss on mined batches.
-
-        The identity loss, :func:`supervised_contrastive_loss` of the views'
-        embeddings weighted by ``mining_weight``, trains the backbone only:
-        the match head (and so the probability) learns from the pairs alone.
+        skorch then runs the callbacks' ``on_train_end``: the best weights
+        seen so far are restored and the head is recalibrated, so the
+        interrupted estimator is usable. Planned stops (time budget,
+        patience) raise :class:`StopTraining` and end it silently.
         """
-        if not isinstance(y_pred, tuple):
-            return super().get_loss(y_pred, y_true, X=X, training=training)
-        logits, view_embeddings = y_pred
-        loss = super().get_loss(logits, y_true, X=X, training=training)
-        identities = to_tensor(X["view_identities"], device=view_embeddings.device)
-        identity_loss = supervised_contrastive_loss(view_embeddings, identities,
-                                                    self.mining_temperature)
-        if training:
-            self.history.record_batch("identity_loss", identity_loss.item())
-        return loss + self.mining_weight * identity_loss
-
-    def get_dataset(self, X, y=None):
-        """Wrap pairs of image paths in a :class:`PairDataset`."""
-        if is_dataset(X):
-            return X
-        return self._pair_dataset(check_pairs(X), y)
-
-    def _pair_dataset(self, pairs, targets):
-        cache = DecodedImageCache(int(self.cache_size * 2**20))
-        return PairDataset(pairs, targets, image_size=self.image_size_, cache=cache)
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except StopTraining:
+            raise
+        except KeyboardInterrupt:
+            warnings.warn(
+                f"fit was interrupted (KeyboardInterrupt) in epoch {len(self.history)}; the "
+                "estimator keeps the best weights validated so far (the last ones without "
+                "a validation split).", UserWarning, stacklevel=2)
+            raise
 
     # ------------------------------------------------------------------
     # fitting
     # ------------------------------------------------------------------
 
-    def _check_fit_data(self, X, y, classes=None):
-        pairs = check_pairs(X)
-        if classes is None:
-            classes, targets = check_match_labels(y, self.match_label, len(pairs))
-        else:
-            y_values = np.asarray(y).reshape(-1)
-            unknown = np.setdiff1d(y_values, classes)
-            if unknown.size:
-                raise ValueError(
-                    f"y holds labels {unknown[:10].tolist()} not seen in the first fit "
-                    f"(classes_={classes.tolist()})."
-                )
-            if len(y_values) != len(pairs):
-                raise ValueError(
-                    f"X and y have different lengths: X has {len(pairs)} pairs, "
-                    f"y has {len(y_values)}."
-                )
-            targets = (y_values == self.match_label).astype(np.float32)
-        if self.on_error == "raise":
-            check_files_exist(pairs)
-        return pairs, targets, classes
-
-    def _training_dataset(self, pairs, targets, image_size, require_both_classes):
-        """Read every image once, before training, and wrap the readable pairs.
-
-        The decoded images stay in the training cache (up to ``cache_size``),
-        so the first epoch does not decode them again.
-        """
-        cache = DecodedImageCache(int(self.cache_size * 2**20))
-        bad_rows, failures = decode_pair_images(
-            pairs, partial(cache.get, image_size=image_size), self.on_error)
-        if failures:
-            warn_unreadable(failures, np.flatnonzero(bad_rows), "are left out of training",
-                            stacklevel=4)
-            pairs, targets = pairs[~bad_rows], targets[~bad_rows]
-            if len(pairs) == 0 or (require_both_classes and np.unique(targets).size < 2):
-                raise ValueError(
-                    f"Too few pairs are left to train on after leaving out the "
-                    f"{bad_rows.sum()} with unreadable images: {len(pairs)} pairs with "
-                    f"labels {sorted(set(targets.tolist()))} (1.0 = match).")
-        return PairDataset(pairs, targets, image_size=image_size, cache=cache)
-
-    def _read_training_images(self, pairs, targets, require_both_classes, initialize):
-        """Read every image, then ``initialize()`` the network if asked.
+    def _read_pairs(self, X, y, classes=None, *, before_building):
+        """Validate ``X`` and ``y`` and read every image once, before any training.
 
         Images are read first where the input size is known before the
         network is built, so that a bad image leaves a fitted estimator as it
-        was. Returns the :class:`PairDataset` of the readable pairs.
+        was (otherwise :meth:`get_dataset` reads them once it is built).
         """
-        size = expected_image_size(self.model_name, self.image_size, self.model_kwargs)
-        if not initialize:
+        pairs = check_pairs(X)
+        classes, targets = check_match_labels(y, self.match_label, len(pairs), classes)
+        if before_building:
+            size = expected_image_size(self.model_name, self.image_size, self.model_kwargs)
+        else:
             size = self.image_size_
-        dataset = None
-        if size is not None:
-            dataset = self._training_dataset(pairs, targets, size, require_both_classes)
-        if initialize:
-            self.initialize()
-        if dataset is None or dataset.image_size != self.image_size_:
-            if dataset is not None:  # read again at the size the network turned out to take
-                pairs, targets = dataset.pairs, dataset.y
-            dataset = self._training_dataset(pairs, targets, self.image_size_,
-                                              require_both_classes)
-        if self.freeze_backbone:
-            dataset = self._embedded_pairs(dataset)
-        return dataset
-
-    def _embedded_pairs(self, dataset):
-        """Embed each distinct image of a :class:`PairDataset` once, for ``freeze_backbone``.
-
-        The images come from the dataset's cache, filled when they were read
-        before training; the embeddings replace them.
-        """
-        unique, _, inverse = distinct_paths(dataset.pairs)
-        load = partial(dataset.cache.get, image_size=dataset.image_size)
-        batches = ((torch.stack([load(path) for path in unique[start:start + self.batch_size]]),
-                    None) for start in range(0, len(unique), self.batch_size))
-        with autocast(self.precision, self.device):
-            embeddings, _ = embed_images(self.module_, batches, self.device)
-        return EmbeddingPairDataset(dataset.pairs, dataset.y, embeddings=embeddings.cpu(),
-                                    index=inverse.reshape(-1, 2))
-
-    def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        """skorch's training loop; a ``KeyboardInterrupt`` ends it with a warning.
-
-        skorch then runs the callbacks' ``on_train_end``: the best weights
-        seen so far are restored (``early_stopping``) and the head is
-        recalibrated, so the interrupted estimator is usable.
-        """
-        try:
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
-        except KeyboardInterrupt:
-            callbacks = dict(self.callbacks_)
-            time_limit = callbacks.get("time_limit")
-            early_stopping = callbacks.get("early_stopping")
-            # skorch's EarlyStopping stops training with a KeyboardInterrupt too.
-            stopped_early = (getattr(early_stopping, "misses_", 0)
-                             >= getattr(early_stopping, "patience", float("inf")))
-            if not getattr(time_limit, "stopped_", False) and not stopped_early:
-                epoch = len(self.history)
-                warnings.warn(
-                    f"fit was interrupted (KeyboardInterrupt) in epoch {epoch}; the "
-                    "estimator keeps the best weights validated so far (the last ones "
-                    "without a validation split).", UserWarning, stacklevel=2)
-            raise
-
-    def _start_time_limit(self, elapsed):
-        callback = dict(self.callbacks_).get("time_limit")
-        if isinstance(callback, TimeLimit):
-            callback.start(elapsed)
+        dataset = pair_dataset(pairs, targets, image_size=size, cache_size=self.cache_size,
+                               on_error=self.on_error, require_both_classes=before_building,
+                               read=size is not None)
+        return dataset, classes
 
     def fit(self, X, y, **fit_params):
         """Fit the Siamese network on labelled pairs of image paths.
@@ -786,22 +577,25 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         y : array-like of shape (n_pairs,)
             Two distinct labels; ``match_label`` marks matching pairs.
         **fit_params : dict
-            Passed to skorch's ``partial_fit``.
+            Passed to skorch's ``fit``.
 
         Returns
         -------
         self : ImagePairClassifier
             The fitted classifier.
         """
-        started = time.monotonic()
+        self.time_budget_ = TimeBudget(self.time_limit)
         self._validate_hyperparameters()
-        pairs, targets, classes = self._check_fit_data(X, y)
-        with seeded(self.random_state):
-            dataset = self._read_training_images(
-                pairs, targets, True, initialize=not self.warm_start or not self.initialized_)
-            self._start_time_limit(time.monotonic() - started)
-            self.classes_ = classes
-            super().partial_fit(dataset, dataset.y, _routing_method="fit", **fit_params)
+        rebuild = not self.warm_start or not self.initialized_
+        dataset, classes = self._read_pairs(X, y, before_building=rebuild)
+        previous, self.classes_ = self.__dict__.get("classes_"), classes  # scoring needs them
+        try:
+            with seeded(self.random_state):
+                super().fit(dataset, dataset.y, **fit_params)
+        except Exception:
+            if previous is not None:  # a failed refit leaves the fitted estimator as it was
+                self.classes_ = previous
+            raise
         self.n_features_in_ = 2
         return self
 
@@ -823,8 +617,14 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         -------
         self : ImagePairClassifier
         """
-        if is_dataset(X):
-            return super().partial_fit(X, y, **fit_params)
+        if is_dataset(X):  # skorch's fit passes the pairs fit has read
+            if getattr(self, "time_budget_", None) is None or self.time_budget_.ended:
+                self.time_budget_ = TimeBudget(self.time_limit)
+            try:
+                return super().partial_fit(X, y, **fit_params)
+            finally:
+                self.time_budget_.ended = True
+        self.time_budget_ = TimeBudget(self.time_limit)
         self._validate_hyperparameters()
         known = self.__dict__.get("classes_")
         if known is None and classes is not None:
@@ -834,12 +634,12 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
                     f"classes must be two labels including match_label="
                     f"{self.match_label!r}; got {known.tolist()}."
                 )
-        pairs, targets, known = self._check_fit_data(X, y, classes=known)
+        dataset, known = self._read_pairs(X, y, known, before_building=not self.initialized_)
         with seeded(self.random_state):
-            dataset = self._read_training_images(pairs, targets, False,
-                                                 initialize=not self.initialized_)
+            if not self.initialized_:
+                self.initialize()
             self.classes_ = known
-            super().partial_fit(dataset, dataset.y, **fit_params)
+            self.partial_fit(dataset, dataset.y, **fit_params)
         self.n_features_in_ = 2
         return self
 
@@ -857,9 +657,12 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
         unique, first, inverse = distinct_paths(pairs)
         names = [f"X[{position // 2}, {position % 2}]" for position in first]
         dataset = ImageDataset(unique, self.image_size_, names=names, on_error=self.on_error)
-        with autocast(self.precision, self.device):
-            embeddings, failures = embed_images(self.module_, self.get_iterator(dataset),
-                                                self.device)
+        # Where the network is: ``device``, or the accelerator's (device=None).
+        device = next(self.module_.parameters()).device
+        embeddings, failures = embed_dataset(
+            self.module_, dataset, batch_size=self.batch_size, device=device,
+            precision=self.precision, num_workers=self.num_workers,
+            iterator=self.iterator_valid, iterator_params=self.get_params_for("iterator_valid"))
         # Pairs are scored in chunks: memory grows with the distinct images only.
         logits = score_pairs(self.module_, embeddings, inverse.reshape(-1, 2))
         if failures:
@@ -984,25 +787,7 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             The absolute path written.
         """
         self.check_is_fitted(["module_", "classes_"])
-        if type(self.module_) is not SiameseNet:
-            raise ValueError(f"save supports the SiameseNet module, not "
-                             f"{type(self.module_).__name__}; use pickle for this model.")
-        defaults = constructor_defaults(type(self), NeuralNetBinaryClassifier, NeuralNet)
-        content = {
-            "params": persisted_params(self, defaults, exclude=self._not_saved,
-                                       overrides={"device": self.device or "cpu"}),
-            "fitted": {"classes_": encode_labels(self.classes_),
-                       "image_size_": self.image_size_,
-                       "embedding_dim_": self.embedding_dim_,
-                       "n_features_in_": 2},
-            "preprocessing": {"image_size": self.image_size_,
-                              "mean": self.module_.mean.reshape(-1).tolist(),
-                              "std": self.module_.std.reshape(-1).tolist()},
-            "history": json.loads(json.dumps(self.history_.to_list(), default=_json_scalar)),
-        }
-        state = {name: tensor for name, tensor in self.module_.state_dict().items()
-                 if not name.startswith("augment.")}
-        return write_model_file(path, "ImagePairClassifier", content, state)
+        return save_classifier(self, path)
 
     @classmethod
     def load(cls, path, *, device=None):
@@ -1032,24 +817,4 @@ class ImagePairClassifier(NeuralNetBinaryClassifier):
             If the file is not such a model file, is truncated, corrupt or
             modified, or was written by a newer version of the format.
         """
-        content, state = read_model_file(path, "ImagePairClassifier")
-        fitted = content.get("fitted", {})
-        with rebuilding(path, fitted, lambda: clf.image_size_):
-            params = decode_params(content["params"])
-            classes = decode_labels(fitted["classes_"])
-            params["device"] = resolve_load_device(params.get("device", "cpu"), device)
-            params["precision"] = loadable_precision(params.get("precision", "fp32"),
-                                                     params["device"])
-            # Build the saved architecture with random weights (no download, no
-            # weights file), then fill in the saved weights.
-            clf = cls(**{**params, "pretrained": False, "weights_path": None})
-            with seeded(0):
-                clf.initialize()
-            load_module_state(clf.module_, state, ignore_missing=("augment.",))
-        clf.pretrained = params.get("pretrained", True)
-        clf.weights_path = params.get("weights_path")
-        clf.classes_ = classes
-        clf.n_features_in_ = fitted["n_features_in_"]
-        clf.history_ = History(content.get("history") or [])
-        clf.module_.eval()
-        return clf
+        return load_classifier(cls, path, device=device)

@@ -5,98 +5,31 @@ import os
 from numbers import Integral
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
-from sklearn_imgpair._backbone import (
-    BACKBONE_PARAMETER_CONSTRAINTS,
-    create_backbone,
-    resolve_preprocessing,
-)
-from sklearn_imgpair._cache import EmbeddingCache, file_key, model_fingerprint
-from sklearn_imgpair._dataset import ImageDataset
-from sklearn_imgpair._module import SiameseNet
-from sklearn_imgpair._persistence import (
-    constructor_defaults,
-    decode_params,
-    decode_value,
-    encode_value,
-    load_module_state,
-    persisted_params,
-    read_model_file,
-    rebuilding,
-    resolve_load_device,
-    write_model_file,
-)
-from sklearn_imgpair._runtime import (
-    PRECISIONS,
-    autocast,
+from sklearn_imgpair._images.datasets import ImageDataset
+from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
+from sklearn_imgpair._images.validation import check_paths, distinct_paths
+from sklearn_imgpair._io.device import (
+    RUNTIME_PARAMETER_CONSTRAINTS,
     check_precision,
-    loadable_precision,
-    loader_kwargs,
-    to_device,
+    resolve_device,
+    seeded,
 )
-from sklearn_imgpair._seeding import seeded
-from sklearn_imgpair._unreadable import ON_ERROR_OPTIONS, warn_unreadable
-from sklearn_imgpair._validation import check_paths, distinct_paths
+from sklearn_imgpair._io.embedding_cache import EmbeddingCache, file_key, model_fingerprint
+from sklearn_imgpair._io.model_file import load_embedder, save_embedder
+from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
+from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, siamese_net_kwargs
 
-__all__ = ["ImageEmbedder", "embed_images"]
-
-
-def embed_images(module, batches, device):
-    """Embed every batch of ``(images, errors)`` with ``module.embed`` in eval mode.
-
-    Parameters
-    ----------
-    module : SiameseNet
-        Network whose ``embed`` maps uint8 images to unit vectors.
-    batches : iterable of (Tensor, sequence of str)
-        Batches as an :class:`ImageDataset` loader yields them: images, and
-        per image an error message, empty for an image that was read.
-    device : str or torch.device
-        Where the network runs.
-
-    Returns
-    -------
-    embeddings : Tensor of shape (n_images, d)
-        NaN rows for the images that could not be read.
-    failures : list of str
-        The error messages of those images, in order.
-    """
-    module.eval()
-    chunks, failures = [], []
-    with torch.no_grad():
-        for images, errors in batches:
-            vectors = module.embed(to_device(images, device))
-            if isinstance(errors, (list, tuple)) and any(errors):
-                unreadable = torch.tensor([bool(error) for error in errors],
-                                          device=vectors.device)
-                vectors = vectors.masked_fill(unreadable[:, None], float("nan"))
-                failures.extend(error for error in errors if error)
-            chunks.append(vectors)
-    return torch.cat(chunks), failures
-
-
-def _siamese_net(model_name, **backbone_kwargs):
-    """Build a timm backbone in a :class:`SiameseNet`; return it and its input size."""
-    backbone = create_backbone(model_name, **backbone_kwargs)
-    preprocessing = resolve_preprocessing(backbone, backbone_kwargs.get("image_size"))
-    module = SiameseNet(backbone, mean=preprocessing["mean"], std=preprocessing["std"])
-    return module, preprocessing["image_size"]
+__all__ = ["ImageEmbedder"]
 
 
 def _fingerprint(module, image_size, precision):
     """Cache key of a network's vectors; reduced precision gives (slightly) other vectors."""
     return model_fingerprint(module, image_size if precision == "fp32"
                              else f"{image_size}:{precision}")
-
-
-def _resolve_device(device):
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -133,9 +66,10 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     batch_size : int, default=32
         Images per forward pass.
 
-    device : str, default="cpu"
-        ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"`` for CUDA when
-        available.
+    device : str or torch.device, default="cpu"
+        Where the network runs: ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or
+        ``"auto"`` for CUDA when available; the same values as the
+        classifier's ``device``.
 
     classifier : ImagePairClassifier or FrozenEstimator, default=None
         A fitted classifier whose network is copied; the backbone parameters
@@ -153,9 +87,12 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Folder (or :class:`joblib.Memory`) for an on-disk embedding cache that
         several processes and sessions share. None uses no disk.
 
-    random_state : int or None, default=0
+    random_state : int, RandomState instance or None, default=0
         Seeds the random initialisation when ``pretrained=False`` and no
-        weights are given, so that two fits give the same vectors.
+        weights are given, as the classifier's ``random_state`` seeds its
+        own. The default 0 (the classifier's is None) makes two fits of an
+        untrained embedder give the same vectors, so that clones in a grid
+        search share cached embeddings.
 
     on_error : {"raise", "warn"}, default="raise"
         What an image that cannot be read (missing, empty, truncated, not an
@@ -217,15 +154,12 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     _parameter_constraints = {
         **BACKBONE_PARAMETER_CONSTRAINTS,
+        **RUNTIME_PARAMETER_CONSTRAINTS,
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
         "classifier": [HasMethods(["predict_proba"]), None],
         "cache": ["boolean"],
         "memory": [str, os.PathLike, HasMethods(["cache"]), None],
-        "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "on_error": [StrOptions(ON_ERROR_OPTIONS)],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
-        "precision": [StrOptions(set(PRECISIONS))],
     }
 
     def __init__(self, model_name="swin_tiny_patch4_window7_224", *, pretrained=True,
@@ -266,13 +200,25 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                             "image_size": classifier.image_size_}
             return copy.deepcopy(classifier.module_), classifier.image_size_, architecture
         with seeded(self.random_state):
-            module, image_size = _siamese_net(self.model_name, pretrained=self.pretrained,
-                                              weights_path=self.weights_path,
-                                              image_size=self.image_size,
-                                              model_kwargs=self.model_kwargs)
+            kwargs, image_size = siamese_net_kwargs(
+                self.model_name, pretrained=self.pretrained, weights_path=self.weights_path,
+                image_size=self.image_size, model_kwargs=self.model_kwargs)
+            module = SiameseNet(**kwargs)
         architecture = {"model_name": self.model_name, "model_kwargs": self.model_kwargs,
                         "image_size": self.image_size}
         return module, image_size, architecture
+
+    def _set_network(self, module, image_size, architecture, feature_names=None):
+        """Make ``module`` the fitted network (from ``fit`` or a model file)."""
+        self.module_ = module.to(resolve_device(self.device)).eval()
+        self.image_size_ = image_size
+        self.embedding_dim_ = int(module.backbone.num_features)
+        self.n_features_in_ = 1
+        if feature_names is not None:
+            self.feature_names_in_ = feature_names
+        self._architecture = architecture
+        self._fingerprint = _fingerprint(self.module_, image_size, self.precision)
+        return self
 
     def fit(self, X=None, y=None):
         """Build the network (or copy the classifier's); nothing is learnt from X.
@@ -289,16 +235,11 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self : ImageEmbedder
         """
         self._validate_params()
-        check_precision(self.precision, _resolve_device(self.device))
+        check_precision(self.precision, self.device)
         if X is not None:
             check_paths(X)
             _check_feature_names(self, X, reset=True)
-        module, self.image_size_, self._architecture = self._build_module()
-        self.module_ = module.to(_resolve_device(self.device)).eval()
-        self.embedding_dim_ = int(self.module_.backbone.num_features)
-        self.n_features_in_ = 1
-        self._fingerprint = _fingerprint(self.module_, self.image_size_, self.precision)
-        return self
+        return self._set_network(*self._build_module())
 
     @property
     def _n_features_out(self):
@@ -346,12 +287,9 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if missing:
             dataset = ImageDataset(unique[missing], self.image_size_,
                                    names=[names[i] for i in missing], on_error=self.on_error)
-            device = _resolve_device(self.device)
-            batches = torch.utils.data.DataLoader(
-                dataset, batch_size=self.batch_size,
-                **loader_kwargs(device, self.num_workers, len(dataset), self.batch_size))
-            with autocast(self.precision, device):
-                computed, failures = embed_images(self.module_, batches, device)
+            computed, failures = embed_dataset(
+                self.module_, dataset, batch_size=self.batch_size, device=self.device,
+                precision=self.precision, num_workers=self.num_workers)
             computed = computed.float().cpu().numpy()
             for index, vector in zip(missing, computed):
                 vectors[index] = vector
@@ -383,17 +321,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             The absolute path written.
         """
         check_is_fitted(self)
-        content = {
-            "params": persisted_params(self, constructor_defaults(type(self)),
-                                       overrides={"classifier": None}),
-            "architecture": encode_value(self._architecture),
-            "fitted": {"image_size_": self.image_size_,
-                       "feature_names_in_": encode_value(
-                           getattr(self, "feature_names_in_", np.array([])).tolist())},
-        }
-        state = {name: tensor for name, tensor in self.module_.state_dict().items()
-                 if not name.startswith("augment.")}
-        return write_model_file(path, type(self).__name__, content, state)
+        return save_embedder(self, path)
 
     @classmethod
     def load(cls, path, *, device=None):
@@ -422,25 +350,4 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             If the file is not such a model file, is truncated, corrupt or
             modified, or was written by a newer version of the format.
         """
-        content, state = read_model_file(path, cls.__name__)
-        fitted = content.get("fitted", {})
-        with rebuilding(path, fitted, lambda: image_size):
-            params = decode_params(content["params"])
-            architecture = decode_value(content["architecture"])
-            params["device"] = resolve_load_device(params.get("device", "cpu"), device)
-            params["precision"] = loadable_precision(params.get("precision", "fp32"),
-                                                     _resolve_device(params["device"]))
-            embedder = cls(**params)
-            embedder._validate_params()
-            with seeded(0):
-                module, image_size = _siamese_net(**architecture, pretrained=False)
-            load_module_state(module, state)
-        embedder.module_ = module.to(_resolve_device(embedder.device)).eval()
-        embedder.image_size_ = image_size
-        embedder.embedding_dim_ = int(module.backbone.num_features)
-        embedder.n_features_in_ = 1
-        if fitted["feature_names_in_"]:
-            embedder.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-        embedder._architecture = architecture
-        embedder._fingerprint = _fingerprint(embedder.module_, image_size, embedder.precision)
-        return embedder
+        return load_embedder(cls, path, device=device)

@@ -8,8 +8,8 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_imgpair._embedder import ImageEmbedder
-from sklearn_imgpair._graph import match_components
-from sklearn_imgpair._validation import check_files_exist, check_pairs
+from sklearn_imgpair._training.mining import match_components
+from sklearn_imgpair._images.validation import check_files_exist, check_pairs
 
 __all__ = ["PairFeatures", "pair_groups"]
 

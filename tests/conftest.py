@@ -155,3 +155,15 @@ def sop_zip(tmp_path_factory):
             ("kettle_final/2_0.png", "kettle_final/2_1.png", 1)]
     archive = tmp_path_factory.mktemp("sop") / "Stanford_Online_Products.zip"
     return write_sop_zip(archive, {"train": rows[:2], "test": rows[2:]})
+
+
+def go_offline(monkeypatch):
+    """Make huggingface_hub offline: its variable for subprocesses, its setting in this one.
+
+    ``huggingface_hub.constants`` reads ``HF_HUB_OFFLINE`` once, when it is
+    imported; the library asks it, not the environment.
+    """
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

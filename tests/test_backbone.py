@@ -1,14 +1,15 @@
 import os
 import socket
 
+import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from sklearn_imgpair import _backbone
-from sklearn_imgpair._backbone import create_backbone, resolve_preprocessing
+from sklearn_imgpair._nn import backbone as _backbone
+from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 
-from conftest import TINY_SWIN
+from conftest import TINY_SWIN, go_offline
 
 MODEL = "swin_tiny_patch4_window7_224"
 
@@ -73,7 +74,7 @@ def _empty_hub_cache(monkeypatch, tmp_path):
 
 def test_pretrained_offline_fails_fast_with_advice(monkeypatch, tmp_path):
     _empty_hub_cache(monkeypatch, tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    go_offline(monkeypatch)
 
     def no_network(*args, **kwargs):
         raise AssertionError("the hub must not be contacted when offline")
@@ -89,7 +90,7 @@ def test_pretrained_offline_fails_fast_with_advice(monkeypatch, tmp_path):
 def test_pretrained_unreachable_hub_fails_without_downloading(monkeypatch, tmp_path):
     _empty_hub_cache(monkeypatch, tmp_path)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     attempts = []
 
     def unreachable(address, timeout=None):
@@ -106,9 +107,39 @@ def test_pretrained_unreachable_hub_fails_without_downloading(monkeypatch, tmp_p
     assert attempts == [(("huggingface.co", 443), _backbone._HUB_PROBE_TIMEOUT)]
 
 
+def test_offline_mode_is_huggingface_hubs_own_setting(monkeypatch, tmp_path):
+    # huggingface_hub reads HF_HUB_OFFLINE at import; its constant is what counts.
+    _empty_hub_cache(monkeypatch, tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    with pytest.raises(OSError, match="HF_HUB_OFFLINE"):
+        _tiny(pretrained=True)
+
+
+def test_the_hub_endpoint_is_huggingface_hubs(monkeypatch, tmp_path):
+    _empty_hub_cache(monkeypatch, tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://hub.example:8080")
+    attempts = []
+
+    def unreachable(address, timeout=None):
+        attempts.append(address)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    with pytest.raises(OSError, match="cannot be reached"):
+        _tiny(pretrained=True)
+    assert attempts == [("hub.example", 8080)]
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("the hub must not be contacted when offline")
+
+
 def test_pretrained_uses_the_local_hub_cache(monkeypatch, tmp_path):
     _empty_hub_cache(monkeypatch, tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    go_offline(monkeypatch)
     source = _tiny()
     # The layout huggingface_hub uses for a cached download.
     repo = tmp_path / "hub" / "models--timm--swin_tiny_patch4_window7_224.ms_in1k"
@@ -141,7 +172,7 @@ def test_create_backbone_cnn_ignores_image_size():
 
 
 def test_create_backbone_reads_a_checkpoint_once_per_file_version(tmp_path):
-    from sklearn_imgpair._checkpoint import _read_checkpoint
+    from sklearn_imgpair._nn.backbone import _read_checkpoint
 
     source = _tiny()
     path = tmp_path / "backbone.pth"

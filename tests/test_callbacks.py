@@ -4,7 +4,16 @@ import torch
 from skorch.history import History
 from sklearn.metrics import roc_auc_score
 
-from sklearn_imgpair._callbacks import AucEarlyStopping, CosineSchedule, TimeLimit, valid_roc_auc
+from sklearn_imgpair._nn.siamese import CosineMatchHead
+from sklearn_imgpair._training.callbacks import (
+    AucEarlyStopping,
+    CosineSchedule,
+    HeadCalibration,
+    StopTraining,
+    TimeBudget,
+    TimeLimit,
+    valid_roc_auc,
+)
 
 
 class FakeClock:
@@ -20,9 +29,14 @@ class FakeClock:
 
 
 class _Net:
-    def __init__(self, time_limit, verbose=0):
+    """A net whose fit started a budget of ``time_limit`` seconds on ``clock``."""
+
+    def __init__(self, time_limit, verbose=0, clock=None, spent=0.0):
         self.time_limit = time_limit
         self.verbose = verbose
+        clock = clock or FakeClock(step=1.0)
+        self.time_budget_ = TimeBudget(time_limit, clock=clock)
+        self.time_budget_.started -= spent  # work done before training, e.g. reading images
 
 
 def _run_batches(callback, net, n_batches):
@@ -39,42 +53,43 @@ def _run_batches(callback, net, n_batches):
 
 
 def test_time_limit_stops_before_the_next_step_would_overrun():
-    # Each batch takes 1 s on the fake clock; the deadline is 10 s after the start.
-    callback = TimeLimit(clock=FakeClock(step=1.0))
+    # Each clock reading takes 1 s on the fake clock; the budget is 10 s from its start.
+    callback = TimeLimit()
     done = _run_batches(callback, _Net(time_limit=10), n_batches=100)
-    # Training starts at t=1 (deadline t=11); batch k ends at t=k+1. The 9th
-    # batch ends at t=10, where one more 1 s batch would reach the deadline:
-    # it is the last one, and its on_batch_end raises.
+    # The budget starts at t=1 (deadline t=11), training at t=2; batch k ends
+    # at t=k+2. The 8th batch ends at t=10, where one more 1 s batch would
+    # reach the deadline: it is the last one, and its on_batch_end raises.
     assert callback.stopped_
-    assert done + 1 == 9
+    assert done + 1 == 8
 
 
 def test_time_limit_counts_work_done_before_training():
-    fresh = TimeLimit(clock=FakeClock(step=1.0))
-    late = TimeLimit(clock=FakeClock(step=1.0))
-    late.initialize()
+    fresh, late = TimeLimit(), TimeLimit()
     n_fresh = _run_batches(fresh, _Net(time_limit=20), n_batches=100)
-    late.start(elapsed=6.0)
-    late.on_train_begin(_Net(time_limit=20))
-    n_late = 0
-    try:
-        while True:
-            late.on_batch_end(_Net(time_limit=20), training=True)
-            n_late += 1
-    except KeyboardInterrupt:
-        pass
-    assert n_late < n_fresh
+    n_late = _run_batches(late, _Net(time_limit=20, spent=6.0), n_batches=100)
+    assert n_late == n_fresh - 6
+
+
+def test_time_limit_raises_stop_training():
+    callback = TimeLimit()
+    callback.initialize()
+    net = _Net(time_limit=3)
+    callback.on_train_begin(net)
+    with pytest.raises(StopTraining):
+        for _ in range(10):
+            callback.on_batch_end(net, training=True)
 
 
 def test_time_limit_none_never_stops():
-    callback = TimeLimit(clock=FakeClock(step=100.0))
-    assert _run_batches(callback, _Net(time_limit=None), n_batches=50) == 50
+    callback = TimeLimit()
+    assert _run_batches(callback, _Net(time_limit=None, clock=FakeClock(step=100.0)),
+                        n_batches=50) == 50
     assert not callback.stopped_
 
 
 def test_time_limit_reports_when_verbose():
     messages = []
-    callback = TimeLimit(clock=FakeClock(), sink=messages.append)
+    callback = TimeLimit(sink=messages.append)
     _run_batches(callback, _Net(time_limit=5, verbose=1), n_batches=50)
     assert messages == ["Stopping: time_limit=5s is reached."]
 
@@ -128,7 +143,7 @@ def test_auc_early_stopping_stops_after_patience():
     net = _HistoryNet()
     callback = AucEarlyStopping(patience=2, sink=lambda *a: None)
     callback.on_train_begin(net)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(StopTraining):
         for epoch in range(1, 10):
             net.history.new_epoch()
             net.history.record("epoch", epoch)
@@ -150,9 +165,11 @@ def test_cosine_schedule_factor_warms_up_then_decays_to_the_floor():
 
 
 class _OptimizerNet:
-    def __init__(self, time_limit=None, max_epochs=4):
+    def __init__(self, time_limit=None, max_epochs=4, clock=None):
         self.time_limit = time_limit
         self.max_epochs = max_epochs
+        self.verbose = 0
+        self.time_budget_ = TimeBudget(time_limit, clock=clock or FakeClock())
         parameters = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
         self.optimizer_ = torch.optim.SGD(
             [{"params": [parameters[0]], "lr": 0.1}, {"params": [parameters[1]], "lr": 0.01}])
@@ -162,9 +179,10 @@ class _OptimizerNet:
 
 
 def test_cosine_schedule_follows_the_time_budget_per_group():
-    net = _OptimizerNet(time_limit=100)
     clock = FakeClock(step=10.0)
-    schedule = CosineSchedule(warmup=0.0, floor=0.0, clock=clock)
+    net = _OptimizerNet(time_limit=100, clock=clock)  # the budget starts at t=10
+    clock.now -= 10.0  # no time passes before training
+    schedule = CosineSchedule(warmup=0.0, floor=0.0)
     schedule.on_train_begin(net)  # t=10
     schedule.on_epoch_begin(net)
     schedule.on_batch_end(net, training=True)  # t=20: progress 0.1
@@ -192,56 +210,104 @@ def _batch(logits, targets):
     return {"batch": (None, torch.tensor(targets)), "y_pred": torch.tensor(logits)}
 
 
-def test_auc_early_stopping_calibrates_the_head_on_the_best_epoch():
-    from sklearn.linear_model import LogisticRegression
+def _run_validated_epochs(net, callbacks, epochs):
+    """Run ``callbacks`` through epochs of one validation batch each, then end training."""
+    for callback in callbacks:
+        callback.initialize()
+        callback.on_train_begin(net)
+    for epoch, (logits, targets, auc, loss) in enumerate(epochs, start=1):
+        net.history.new_epoch()
+        net.history.record("epoch", epoch)
+        for callback in callbacks:
+            callback.on_epoch_begin(net)
+            callback.on_batch_end(net, training=False, **_batch(logits, targets))
+        net.history.record("valid_auc", auc)
+        net.history.record("valid_loss", loss)
+        for callback in callbacks:
+            callback.on_epoch_end(net)
+    for callback in callbacks:
+        callback.on_train_end(net)
 
-    from sklearn_imgpair._module import CosineMatchHead
 
+def _net_with_head():
     net = _HistoryNet()
     net.module_ = torch.nn.Module()
     net.module_.head = CosineMatchHead(init_scale=10.0, init_bias=-5.0)
-    callback = AucEarlyStopping(patience=10, sink=lambda *a: None)
-    callback.on_train_begin(net)
-    epochs = [
-        ([0.5, 2.0, -1.0, 3.0], [0.0, 1.0, 0.0, 1.0], 1.0, 0.3),  # best epoch
-        ([9.0, 9.0, 9.0, 9.0], [0.0, 1.0, 0.0, 1.0], 0.5, 0.9),
-    ]
-    for epoch, (logits, targets, auc, loss) in enumerate(epochs, start=1):
-        callback.on_epoch_begin(net)
-        callback.on_batch_end(net, training=False, **_batch(logits, targets))
-        net.history.new_epoch()
-        net.history.record("epoch", epoch)
-        net.history.record("valid_auc", auc)
-        net.history.record("valid_loss", loss)
-        callback.on_epoch_end(net)
-    callback.on_train_end(net)
+    return net
 
-    model = LogisticRegression(C=1e4).fit(np.array([[0.5], [2.0], [-1.0], [3.0]]), [0, 1, 0, 1])
-    a, b = model.coef_[0, 0], model.intercept_[0]
-    assert callback.calibration_ == pytest.approx((a, b))
+
+def _platt(logits, targets):
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1e4).fit(np.array(logits).reshape(-1, 1), targets)
+    return model.coef_[0, 0], model.intercept_[0]
+
+
+BEST_FIRST = [
+    ([0.5, 2.0, -1.0, 3.0], [0.0, 1.0, 0.0, 1.0], 1.0, 0.3),  # best epoch
+    ([9.0, 9.0, 9.0, 9.0], [0.0, 1.0, 0.0, 1.0], 0.5, 0.9),
+    ([1.0, 0.0, 2.0, 4.0], [0.0, 1.0, 0.0, 1.0], 0.5, 0.8),
+]
+
+
+def test_head_calibration_calibrates_the_head_on_the_restored_epoch():
+    net = _net_with_head()
+    calibration = HeadCalibration(sink=lambda *a: None)
+    early_stopping = AucEarlyStopping(patience=10, sink=lambda *a: None)
+    _run_validated_epochs(net, [early_stopping, calibration], BEST_FIRST)
+    assert net.history[-1, "event_restored"] == 1
+    a, b = _platt([0.5, 2.0, -1.0, 3.0], [0, 1, 0, 1])
+    assert calibration.calibration_ == pytest.approx((a, b))
     cosine = torch.tensor([0.2, 0.7])
     expected = a * (10.0 * cosine - 5.0) + b
     torch.testing.assert_close(net.module_.head(cosine), expected.float(), rtol=1e-5, atol=1e-5)
 
 
-def test_auc_early_stopping_without_calibration_leaves_the_head():
-    from sklearn_imgpair._module import CosineMatchHead
+def test_head_calibration_without_restored_weights_calibrates_on_the_last_epoch():
+    net = _net_with_head()
+    calibration = HeadCalibration(sink=lambda *a: None)
+    selection = AucEarlyStopping(patience=10, load_best=False, sink=lambda *a: None)
+    _run_validated_epochs(net, [selection, calibration], BEST_FIRST)
+    assert calibration.calibration_ == pytest.approx(_platt([1.0, 0.0, 2.0, 4.0], [0, 1, 0, 1]))
 
-    net = _HistoryNet()
-    net.module_ = torch.nn.Module()
-    net.module_.head = CosineMatchHead(init_scale=10.0, init_bias=-5.0)
-    callback = AucEarlyStopping(calibrate=False, sink=lambda *a: None)
-    callback.on_train_begin(net)
-    callback.on_epoch_begin(net)
-    callback.on_batch_end(net, training=False, **_batch([0.5, 2.0], [0.0, 1.0]))
-    net.history.new_epoch()
-    net.history.record("epoch", 1)
-    net.history.record("valid_auc", 1.0)
-    net.history.record("valid_loss", 0.1)
-    callback.on_epoch_end(net)
-    callback.on_train_end(net)
-    assert callback.calibration_ is None
+
+def test_early_stopping_alone_leaves_the_head():
+    net = _net_with_head()
+    early_stopping = AucEarlyStopping(patience=10, sink=lambda *a: None)
+    _run_validated_epochs(net, [early_stopping], BEST_FIRST[:1])
     torch.testing.assert_close(net.module_.head(torch.tensor([0.5])), torch.tensor([0.0]))
+
+
+def test_head_calibration_leaves_a_head_that_ranks_the_wrong_way():
+    net = _net_with_head()
+    calibration = HeadCalibration(sink=lambda *a: None)
+    _run_validated_epochs(net, [calibration], [([2.0, -1.0], [0.0, 1.0], 0.0, 1.0)])
+    assert calibration.calibration_ is None
+    torch.testing.assert_close(net.module_.head(torch.tensor([0.5])), torch.tensor([0.0]))
+
+
+def test_time_budget_spent_reading_images_still_ends_the_schedule_at_its_floor():
+    # Reading the images takes 30 % of a 100 s budget before training starts;
+    # each clock reading (one per callback and batch) then advances 0.5 s.
+    clock = FakeClock(step=0.5)
+    net = _OptimizerNet(time_limit=100, clock=clock)
+    clock.now += 30.0
+    schedule, time_limit = CosineSchedule(warmup=0.05, floor=0.01), TimeLimit()
+    time_limit.initialize()
+    for callback in (schedule, time_limit):
+        callback.on_train_begin(net)
+    schedule.on_epoch_begin(net)
+    factors = []
+    with pytest.raises(StopTraining):
+        while True:
+            schedule.on_batch_end(net, training=True)
+            factors.append(net.rates()[0] / 0.1)
+            time_limit.on_batch_end(net, training=True)
+    # The last step ran within one step of the end of the budget, at the floor;
+    # counted from the start of training instead, it would have ended at 0.7
+    # of the schedule, at a rate over 20 times the floor.
+    assert factors[-1] == pytest.approx(schedule.factor(1.0), rel=0.1)
+    assert factors[-1] < schedule.factor(0.7) / 20
 
 
 class _FakeAccelerator:
@@ -266,7 +332,7 @@ class _FakeAccelerator:
 def test_time_limit_stops_every_process_when_one_runs_out_of_time():
     net = _Net(time_limit=1000)
     net.accelerator = _FakeAccelerator(other_stops_at=3)
-    callback = TimeLimit(clock=FakeClock(step=1.0))
+    callback = TimeLimit()
     # This process has time for ~1000 batches; the other process has not.
     assert _run_batches(callback, net, n_batches=100) == 2
     assert callback.stopped_
@@ -275,9 +341,9 @@ def test_time_limit_stops_every_process_when_one_runs_out_of_time():
 def test_time_limit_shares_its_own_stop_with_the_other_processes():
     net = _Net(time_limit=10)
     net.accelerator = _FakeAccelerator(other_stops_at=1000)
-    callback = TimeLimit(clock=FakeClock(step=1.0))
-    assert _run_batches(callback, net, n_batches=100) + 1 == 9
-    assert net.accelerator.n_checks == 9
+    callback = TimeLimit()
+    assert _run_batches(callback, net, n_batches=100) + 1 == 8
+    assert net.accelerator.n_checks == 8
 
 
 def test_auc_early_stopping_restores_a_snapshot_of_a_wrapped_module():
@@ -287,9 +353,10 @@ def test_auc_early_stopping_restores_a_snapshot_of_a_wrapped_module():
     net.module_ = torch.nn.Linear(2, 1)
     best = {f"module.{key}": value.clone() + 1.0 for key, value in
             net.module_.state_dict().items()}
-    callback = AucEarlyStopping(calibrate=False, sink=lambda *a: None)
+    callback = AucEarlyStopping(sink=lambda *a: None)
     callback.on_train_begin(net)
     callback.best_model_weights_, callback.best_epoch_ = dict(best), 1
+    callback.best_score_ = (1.0, 0.1)
     net.history.new_epoch()
     net.history.record("epoch", 2)
     callback.on_train_end(net)

@@ -13,9 +13,10 @@ from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 from sklearn.metrics import roc_auc_score
 
-from sklearn_imgpair._backbone import create_backbone
+from sklearn_imgpair._nn.backbone import create_backbone
+from sklearn_imgpair._training.callbacks import TimeBudget
 
-from conftest import TINY_SWIN
+from conftest import TINY_SWIN, go_offline
 from test_callbacks import FakeClock
 
 
@@ -120,10 +121,11 @@ def test_each_distinct_image_is_embedded_once(fitted_clf, image_pairs):
     assert sum(seen) < X.size
 
 
-def test_time_limit_stops_fit_and_keeps_a_usable_model(make_clf, image_pairs):
+def test_time_limit_stops_fit_and_keeps_a_usable_model(make_clf, image_pairs, monkeypatch):
     X, y = image_pairs
     clock = FakeClock(step=1.0)
-    clf = make_clf(max_epochs=1000, time_limit=30, callbacks__time_limit__clock=clock)
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    clf = make_clf(max_epochs=1000, time_limit=30)
     clf.fit(X, y)
     callback = dict(clf.callbacks_)["time_limit"]
     assert callback.stopped_
@@ -132,11 +134,11 @@ def test_time_limit_stops_fit_and_keeps_a_usable_model(make_clf, image_pairs):
     assert clf.predict_proba(X).shape == (len(X), 2)
 
 
-def test_time_limit_restores_the_best_validated_epoch(make_clf, image_pairs):
+def test_time_limit_restores_the_best_validated_epoch(make_clf, image_pairs, monkeypatch):
     X, y = image_pairs
     split = ValidSplit(0.25, stratified=True, random_state=0)
-    clf = make_clf(max_epochs=1000, time_limit=40, train_split=split,
-                   callbacks__time_limit__clock=FakeClock())
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(FakeClock()))
+    clf = make_clf(max_epochs=1000, time_limit=40, train_split=split)
     clf.fit(X, y)
     best_epoch = dict(clf.callbacks_)["early_stopping"].best_epoch_
     assert 1 <= best_epoch < len(clf.history)
@@ -184,7 +186,7 @@ def test_offline_pretrained_error_is_clear(monkeypatch, tmp_path, make_clf, imag
     X, y = image_pairs
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    go_offline(monkeypatch)
     with pytest.raises(OSError, match="swin_tiny_patch4_window7_224.*Pass weights_path"):
         make_clf(pretrained=True).fit(X, y)
 
@@ -271,8 +273,11 @@ def test_skorch_parameters_work(make_clf, image_pairs):
     clf.fit(X, y)
     assert epochs == [1, 2]
     assert isinstance(clf.optimizer_, torch.optim.SGD)
-    assert clf.optimizer_.param_groups[0]["lr"] == 0.05
-    assert clf.optimizer_.param_groups[-1]["lr"] == clf.head_lr
+    # skorch's optimizer__param_groups puts the head's group first, the rest after.
+    head, backbone = clf.optimizer_.param_groups
+    assert backbone["lr"] == 0.05 and backbone["momentum"] == 0.9
+    assert head["lr"] == clf.head_lr and head["weight_decay"] == 0.0
+    assert {id(p) for p in head["params"]} == {id(p) for p in clf.module_.head.parameters()}
     assert "valid_auc" not in clf.history[-1]
     assert clf.history[-1, "train_batch_count"] == int(np.ceil(len(X) / 7))
 

@@ -4,7 +4,8 @@ import torch
 from numpy.testing import assert_array_equal
 from PIL import Image
 
-from sklearn_imgpair._dataset import ImageDataset, PairDataset, load_image
+from sklearn_imgpair._images.datasets import ImageDataset, PairDataset
+from sklearn_imgpair._images.decode import load_image
 
 
 def _save(image, tmp_path, name="image.png", **kwargs):
@@ -119,7 +120,7 @@ def test_image_dataset_error_uses_given_names(tmp_path):
 
 
 def test_decoded_image_cache_decodes_each_file_once(tmp_path, monkeypatch):
-    from sklearn_imgpair import _dataset
+    from sklearn_imgpair._images import decode as _dataset
 
     red = _save(Image.new("RGB", (8, 8), (255, 0, 0)), tmp_path, "red.png")
     blue = _save(Image.new("RGB", (8, 8), (0, 0, 255)), tmp_path, "blue.png")
@@ -137,7 +138,7 @@ def test_decoded_image_cache_decodes_each_file_once(tmp_path, monkeypatch):
 
 
 def test_decoded_image_cache_respects_its_budget(tmp_path):
-    from sklearn_imgpair._dataset import DecodedImageCache
+    from sklearn_imgpair._images.decode import DecodedImageCache
 
     paths = [_save(Image.new("RGB", (8, 8), (i, i, i)), tmp_path, f"{i}.png") for i in range(5)]
     one_image = 3 * 4 * 4

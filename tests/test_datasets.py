@@ -4,6 +4,7 @@ import http.server
 import os
 import socket
 import threading
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def test_fetch_downloads_over_http_once_then_reads_the_cache(sop_zip, http_serve
     sha256 = hashlib.sha256(sop_zip.read_bytes()).hexdigest()
     first = fetch_stanford_online_products(data_home=tmp_path, url=url, sha256=sha256)
     assert requests == [f"/{sop_zip.name}"]
-    assert "Downloading" in capsys.readouterr().err  # the progress bar
+    assert f"Downloading {url}" in capsys.readouterr().err
 
     second = fetch_stanford_online_products(data_home=tmp_path, url=url, sha256=sha256)
     assert requests == [f"/{sop_zip.name}"]  # no second download
@@ -268,8 +269,13 @@ def test_a_full_disk_is_not_reported_as_a_network_error(sop_zip, tmp_path, monke
         def __exit__(self, *exc):
             self.file.close()
 
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(_download.os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        opened = open(file, mode, *args, **kwargs)
+        return FullDisk(opened) if "w" in mode else opened  # not the file:// source
+
+    # fetch_file writes the download through urllib.request.urlretrieve, which
+    # opens the local file with open(); a name in the module comes before builtins.
+    monkeypatch.setattr(urllib.request, "open", full_disk_open, raising=False)
     with pytest.raises(OSError) as info:
         fetch_stanford_online_products(data_home=tmp_path, url=sop_zip.as_uri(), verbose=False)
     assert not isinstance(info.value, _download.DownloadError)
@@ -278,3 +284,74 @@ def test_a_full_disk_is_not_reported_as_a_network_error(sop_zip, tmp_path, monke
     assert str(tmp_path / "stanford_online_products") in message
     assert "network" not in message
     assert _cache_files(tmp_path) == ["stanford_online_products"]  # no partial file
+
+
+class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")  # but only 9 bytes follow
+        self.end_headers()
+        self.wfile.write(b"PK\x03\x04 trun")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_fetch_rejects_an_incomplete_download_and_leaves_no_cache(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TruncatingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/Stanford_Online_Products.zip"
+    try:
+        with pytest.raises(_download.DownloadError,
+                           match="Cannot download .*got only 9 out of 1000 bytes"):
+            fetch_stanford_online_products(data_home=tmp_path, url=url, verbose=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _cache_files(tmp_path) == ["stanford_online_products"]
+
+
+def test_the_download_goes_through_sklearn_fetch_file(sop_zip, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_fetch_file(url, folder=None, local_filename=None, sha256=None, **kwargs):
+        calls.append(dict(url=url, folder=folder, local_filename=local_filename,
+                          sha256=sha256, **kwargs))
+        path = Path(folder) / local_filename
+        path.write_bytes(sop_zip.read_bytes())
+        return path
+
+    monkeypatch.setattr(_download, "fetch_file", fake_fetch_file)
+    url = "https://mirror.invalid/data/Stanford_Online_Products.zip"
+    sha256 = hashlib.sha256(sop_zip.read_bytes()).hexdigest()
+    sop = fetch_stanford_online_products(data_home=tmp_path, url=url, sha256=sha256.upper(),
+                                         verbose=False)
+    assert sop.train["Label"].tolist() == [1, 0]
+    assert len(calls) == 1
+    assert calls[0]["url"] == url
+    assert Path(calls[0]["folder"]) == tmp_path / "stanford_online_products"
+    assert calls[0]["local_filename"] == "Stanford_Online_Products.zip"
+    assert calls[0]["sha256"] == sha256  # fetch_file compares lower-case hex digests
+    assert calls[0]["n_retries"] == 0
+    # The archive is deleted once extracted.
+    assert not (tmp_path / "stanford_online_products" / "Stanford_Online_Products.zip").exists()
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("file:///data/sop.zip", "file://localhost/data/sop.zip"),
+    ("file://localhost/data/sop.zip", "file://localhost/data/sop.zip"),
+    ("https://example.org/sop.zip", "https://example.org/sop.zip"),
+])
+def test_file_urls_get_a_host_for_fetch_file(url, expected):
+    assert _download._with_host(url) == expected
+
+
+@pytest.mark.parametrize("url, name", [
+    ("https://example.org/a/Stanford_Online_Products.zip", "Stanford_Online_Products.zip"),
+    ("https://example.org/get?file=x.zip", "get"),
+    ("file:///tmp/my%20copy.zip", "my copy.zip"),
+    ("https://example.org/", "download"),
+    ("https://example.org/a/..", "download"),
+])
+def test_the_download_keeps_the_urls_last_name(url, name):
+    assert _download._local_name(url) == name

@@ -18,7 +18,7 @@ distributed = pytest.importorskip("dask.distributed", reason=_REASON)
 import joblib  # noqa: E402
 
 from sklearn_imgpair import ImageEmbedder, PairFeatures, create_backbone, embed_dask  # noqa: E402
-from sklearn_imgpair._checkpoint import _read_checkpoint  # noqa: E402
+from sklearn_imgpair._nn.backbone import _read_checkpoint  # noqa: E402
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier  # noqa: E402
 

@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from sklearn_imgpair import ImageEmbedder
-from sklearn_imgpair import _cache
+from sklearn_imgpair._io import embedding_cache as _cache
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN
 

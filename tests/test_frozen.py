@@ -10,8 +10,10 @@ import torch
 from numpy.testing import assert_allclose
 from skorch.callbacks import Callback
 
-from sklearn_imgpair import ImageEmbedder, _dataset
-from sklearn_imgpair._frozen import EmbeddingPairDataset
+from sklearn_imgpair import ImageEmbedder
+from sklearn_imgpair._images import datasets as _datasets
+from sklearn_imgpair._images import decode as _dataset
+from sklearn_imgpair._images.datasets import EmbeddingPairDataset
 
 from conftest import make_tiny_classifier
 
@@ -36,12 +38,12 @@ def frozen(separable_pairs):
         return original(path, image_size)
 
     snapshot = _BackboneSnapshot()
-    _dataset.load_image = counting_load_image
+    _dataset.load_image = _datasets.load_image = counting_load_image
     try:
         clf = make_tiny_classifier(freeze_backbone=True, max_epochs=8, num_workers=0,
                                    callbacks=[("snapshot", snapshot)]).fit(X, y)
     finally:
-        _dataset.load_image = original
+        _dataset.load_image = _datasets.load_image = original
     return clf, counts, snapshot
 
 

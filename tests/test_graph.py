@@ -1,7 +1,7 @@
 import numpy as np
 from numpy.testing import assert_array_equal
 
-from sklearn_imgpair._graph import match_components
+from sklearn_imgpair._training.mining import match_components
 
 
 def _same(components, i, j):

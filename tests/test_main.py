@@ -5,9 +5,11 @@ import numpy as np
 from sklearn_imgpair import ImagePairClassifier
 from sklearn_imgpair.__main__ import main
 
+from conftest import go_offline
+
 
 def test_demo_runs_offline_and_saves_a_working_model(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    go_offline(monkeypatch)
     assert main(["demo", "--output", str(tmp_path), "--time-limit", "6"]) == 0
     out = capsys.readouterr().out
     assert "ROC AUC" in out and "P(match)" in out

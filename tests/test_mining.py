@@ -7,13 +7,12 @@ import torch
 from numpy.testing import assert_array_equal
 from torch.utils.data import DataLoader, Subset
 
-from sklearn_imgpair._dataset import PairDataset
-from sklearn_imgpair._graph import image_identities
-from sklearn_imgpair._mining import (
+from sklearn_imgpair._images.datasets import PairDataset, training_pairs
+from sklearn_imgpair._training.mining import (
     IdentityBatches,
     IdentitySampler,
+    image_identities,
     supervised_contrastive_loss,
-    training_pairs,
 )
 
 
@@ -267,7 +266,7 @@ def test_graph_mining_is_reproducible(make_clf, image_pairs):
 
 def test_mining_uses_training_pairs_only(make_clf, image_pairs, monkeypatch):
     X, y = image_pairs
-    import sklearn_imgpair._classifier as module
+    import sklearn_imgpair._training.mining as module
 
     seen = []
     original = module.image_identities

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from sklearn_imgpair._module import CosineMatchHead, SiameseNet
+from sklearn_imgpair._nn.siamese import CosineMatchHead, SiameseNet
 
 
 class _MeanColour(nn.Module):

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from sklearn_imgpair.datasets import fetch_stanford_online_products
 
-from conftest import write_sop_zip
+from conftest import go_offline, write_sop_zip
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need nbformat")
 matplotlib = pytest.importorskip("matplotlib", reason="the notebook draws with matplotlib")
@@ -67,7 +67,7 @@ def _run(notebook, monkeypatch, data_home):
     monkeypatch.setenv("SKLEARN_IMGPAIR_NOTEBOOK_TINY", "1")
     monkeypatch.delenv("SKLEARN_IMGPAIR_DOWNLOAD", raising=False)
     monkeypatch.setenv("SCIKIT_LEARN_DATA", str(data_home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    go_offline(monkeypatch)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

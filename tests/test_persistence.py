@@ -13,10 +13,11 @@ from numpy.testing import assert_array_equal
 from skorch.dataset import ValidSplit
 
 from sklearn_imgpair import IdentityValidSplit, ImageEmbedder, ImagePairClassifier
-from sklearn_imgpair import _persistence
-from sklearn_imgpair._persistence import FORMAT_VERSION
+from sklearn_imgpair._io import model_file as _persistence
+from sklearn_imgpair._io.embedding_cache import tensors_digest
+from sklearn_imgpair._io.model_file import FORMAT_VERSION
 
-from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
+from conftest import TINY_IMAGE_SIZE, TINY_SWIN, go_offline, make_tiny_classifier
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_load_needs_neither_network_nor_weights_file(tmp_path, image_pairs, monk
     clf = make_tiny_classifier(weights_path=str(weights), max_epochs=1).fit(X, y)
     path = clf.save(tmp_path / "model.safetensors")
     os.remove(weights)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    go_offline(monkeypatch)
     loaded = ImagePairClassifier.load(path)
     assert loaded.weights_path == str(weights)  # the parameter is kept, the file not needed
     assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
@@ -210,7 +211,7 @@ def test_a_file_naming_an_unknown_class_is_refused(saved, tmp_path, monkeypatch)
     text = json.dumps(content, sort_keys=True)
     tensors = safetensors.torch.load_file(saved)
     metadata = dict(header["__metadata__"], content=text,
-                    sha256=_persistence._checksum(text, tensors))
+                    sha256=tensors_digest(text, tensors))
     path = tmp_path / "evil.safetensors"
     safetensors.torch.save_file(tensors, path, metadata=metadata)
     with pytest.raises(ValueError, match="unknown class 'os.system'"):

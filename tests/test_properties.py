@@ -10,7 +10,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from sklearn_imgpair import ImageEmbedder, check_pairs, check_paths  # noqa: E402
-from sklearn_imgpair._validation import check_match_labels  # noqa: E402
+from sklearn_imgpair._images.validation import check_match_labels  # noqa: E402
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier  # noqa: E402
 

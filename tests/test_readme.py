@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import go_offline
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"<!-- readme-test -->\n```python\n(.*?)```", README.read_text(), re.S)
 
@@ -24,7 +26,7 @@ def test_readme_example_runs(code, tmp_path, monkeypatch):
             pytest.importorskip(module, reason='this README example needs the distributed '
                                 'extra: pip install "sklearn-imgpair[distributed]"')
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    go_offline(monkeypatch)
     namespace = {"__name__": "__main__"}  # run as a script
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["embeddings"].shape[0] == len(namespace["test"])

@@ -68,11 +68,15 @@ def test_keyboard_interrupt_without_validation_keeps_the_last_weights(make_clf, 
     assert np.isfinite(clf.predict_proba(X)).all()
 
 
-def test_the_time_limit_stops_without_the_interrupt_warning(make_clf, image_pairs, recwarn):
+def test_the_time_limit_stops_without_the_interrupt_warning(make_clf, image_pairs, recwarn,
+                                                              monkeypatch):
     X, y = image_pairs
     from test_callbacks import FakeClock
 
-    clf = make_clf(max_epochs=1000, time_limit=30, callbacks__time_limit__clock=FakeClock())
+    from sklearn_imgpair import TimeBudget
+
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(FakeClock()))
+    clf = make_clf(max_epochs=1000, time_limit=30)
     clf.fit(X, y)
     assert dict(clf.callbacks_)["time_limit"].stopped_
     assert not [w for w in recwarn if "interrupted" in str(w.message)]

@@ -10,16 +10,20 @@ from numpy.testing import assert_allclose
 from PIL import Image
 
 from sklearn_imgpair import ImageEmbedder
-from sklearn_imgpair import _dataset, _runtime
-from sklearn_imgpair._dataset import ImageDataset, load_image
-from sklearn_imgpair._module import SiameseNet
-from sklearn_imgpair._runtime import (
+from sklearn_imgpair._images import datasets as _datasets
+from sklearn_imgpair._images import decode as _dataset
+from sklearn_imgpair._io import device as _runtime
+from sklearn_imgpair._nn import siamese as _siamese
+from sklearn_imgpair._images.datasets import ImageDataset
+from sklearn_imgpair._images.decode import load_image
+from sklearn_imgpair._nn.siamese import SiameseNet
+from sklearn_imgpair._io.device import (
     check_precision,
     default_num_workers,
     loadable_precision,
     loader_kwargs,
-    score_pairs,
 )
+from sklearn_imgpair._nn.siamese import score_pairs
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 
@@ -35,7 +39,10 @@ def _count_decodes(monkeypatch):
         counts[path] += 1
         return original(path, image_size)
 
+    # Files are decoded through the decoded-image cache (decode) and by the
+    # image datasets (datasets); count both.
     monkeypatch.setattr(_dataset, "load_image", counting_load_image)
+    monkeypatch.setattr(_datasets, "load_image", counting_load_image)
     return counts
 
 
@@ -114,8 +121,20 @@ def test_loader_kwargs_start_no_more_workers_than_batches(monkeypatch):
     (dict(num_workers=2, iterator_valid__num_workers=1), 1),  # skorch's own setting wins
 ])
 def test_prediction_loader_uses_num_workers(image_pairs, params, expected):
-    dataset = ImageDataset(np.unique(image_pairs[0].ravel()), TINY_IMAGE_SIZE)
-    loader = make_tiny_classifier(**params).get_iterator(dataset)
+    X, y = image_pairs[0][:12], image_pairs[1][:12]
+    loaders = []
+
+    class RecordingLoader(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loaders.append(self)
+
+    clf = make_tiny_classifier(max_epochs=1, train_split=None, pair_mining="none",
+                               iterator_valid=RecordingLoader, **params).fit(X, y)
+    loaders.clear()
+    clf.predict_proba(X)
+    [loader] = loaders  # the distinct images, read by one loader
+    assert isinstance(loader.dataset, ImageDataset) and len(loader.dataset) == len(np.unique(X))
     assert loader.num_workers == expected
     assert not loader.pin_memory
 
@@ -134,7 +153,7 @@ def test_cuda_loaders_pin_memory(image_pairs):
     X, y = image_pairs
     clf = make_tiny_classifier(device="cuda", num_workers=0, pair_mining="none")
     images = ImageDataset(np.unique(X.ravel()), TINY_IMAGE_SIZE)
-    pairs = _dataset.PairDataset(X, y.astype(np.float32), image_size=TINY_IMAGE_SIZE)
+    pairs = _datasets.PairDataset(X, y.astype(np.float32), image_size=TINY_IMAGE_SIZE)
     assert clf.get_iterator(images).pin_memory
     assert clf.get_iterator(pairs, training=True).pin_memory
     assert not make_tiny_classifier(device="cuda", iterator_valid__pin_memory=False
@@ -159,7 +178,7 @@ def test_score_pairs_in_chunks_equals_scoring_at_once():
 def test_predict_proba_never_gathers_more_than_a_chunk_of_pairs(clf, image_pairs, monkeypatch):
     X, _ = image_pairs
     expected = clf.predict_proba(X)
-    monkeypatch.setattr(_runtime, "SCORE_CHUNK_SIZE", 7)
+    monkeypatch.setattr(_siamese, "SCORE_CHUNK_SIZE", 7)
     sizes = []
     original = type(clf.module_).similarity
 
@@ -263,18 +282,19 @@ def test_fp16_training_scales_the_loss(image_pairs, monkeypatch):
     # fp16 is for CUDA; CPU autocast runs it too, which lets the scaling be tested here.
     from sklearn_imgpair import _classifier
 
+    # fp16 on CPU is refused by the precision check; the loss scaler is built anyway.
     monkeypatch.setattr(_classifier, "check_precision", lambda precision, device: None)
     X, y = image_pairs[0][:32], image_pairs[1][:32]
     clf = make_tiny_classifier(max_epochs=1, precision="fp16", train_split=None,
                                pair_mining="none", num_workers=0)
     before = clf.initialize().module_.head.bias.item()
     scaled = []
-    original = clf._grad_scaler.scale
-    monkeypatch.setattr(clf._grad_scaler, "scale",
+    original = clf.grad_scaler_.scale
+    monkeypatch.setattr(clf.grad_scaler_, "scale",
                         lambda loss: scaled.append(loss.item()) or original(loss))
     clf.partial_fit(X, y)
     assert len(scaled) == len(clf.history[-1, "batches"])
-    assert clf._grad_scaler.get_scale() > 1.0
+    assert clf.grad_scaler_.get_scale() > 1.0
     assert clf.module_.head.bias.item() != before
     assert np.isfinite(clf.predict_proba(X)).all()
 

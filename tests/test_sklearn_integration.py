@@ -16,7 +16,9 @@ from sklearn.model_selection import (
 )
 from sklearn.pipeline import make_pipeline
 
-from sklearn_imgpair import ImageEmbedder, PairFeatures, _cache, _embedder, pair_groups
+from sklearn_imgpair import ImageEmbedder, PairFeatures, pair_groups
+from sklearn_imgpair._io import embedding_cache as _cache
+from sklearn_imgpair._nn import siamese as _siamese
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN
 
@@ -87,14 +89,14 @@ def test_grid_search_over_an_embedder_parameter_in_a_pipeline(grouped_pairs, n_j
 def test_grid_search_over_the_head_embeds_each_image_once(grouped_pairs, monkeypatch):
     X, y = grouped_pairs
     embedded = []
-    original = _embedder.embed_images
+    original = _siamese.embed_images
 
     def counting(module, batches, device):
         vectors, failures = original(module, batches, device)
         embedded.append(len(vectors))
         return vectors, failures
 
-    monkeypatch.setattr(_embedder, "embed_images", counting)
+    monkeypatch.setattr(_siamese, "embed_images", counting)
     pipeline = make_pipeline(PairFeatures(_tiny_embedder()), LogisticRegression(max_iter=500))
     search = GridSearchCV(pipeline, {"logisticregression__C": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]},
                           scoring="roc_auc", cv=GroupKFold(3))

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from sklearn_imgpair._dataset import PairDataset
-from sklearn_imgpair._graph import match_components
-from sklearn_imgpair._split import IdentityValidSplit
+from sklearn_imgpair._images.datasets import PairDataset
+from sklearn_imgpair._training.mining import match_components
+from sklearn_imgpair._training.split import IdentityValidSplit
 
 
 def _identity_pairs(n_identities=20, n_views=4, seed=0):

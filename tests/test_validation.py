@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklearn_imgpair._validation import check_files_exist, check_match_labels, check_pairs
+from sklearn_imgpair._images.validation import check_files_exist, check_match_labels, check_pairs
 
 PAIRS = [("a.png", "b.png"), ("c.png", "a.png"), ("d.png", "e.png")]
 

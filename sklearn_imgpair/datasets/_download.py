@@ -1,18 +1,16 @@
 """Download and unpack a zip archive into a cache folder, atomically and safely."""
 
-import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
-import urllib.request
+import urllib.parse
 import zipfile
 
-from sklearn_imgpair._progress import progress_bar
+from sklearn.datasets import fetch_file
 
 __all__ = ["ArchiveError", "DownloadError", "download_file", "extract_zip", "remove_if_exists"]
-
-_CHUNK_SIZE = 2**20
 
 
 class DownloadError(OSError):
@@ -25,10 +23,6 @@ class DownloadError(OSError):
 
 class ArchiveError(OSError):
     """The archive is unusable: not a zip file, a failed CRC, or an unsafe member."""
-
-
-class _WriteError(Exception):
-    """Carries an ``OSError`` of writing the local file out of the download loop."""
 
 
 def remove_if_exists(path):
@@ -45,42 +39,34 @@ def remove_if_exists(path):
         pass
 
 
-def _stream(response, file, desc, verbose):
-    """Copy the response body into ``file``; return (bytes read, SHA-256 hex digest)."""
-    length = response.headers.get("Content-Length") if response.headers else None
-    total = int(length) if length and length.isdigit() else None
-    digest, n_bytes = hashlib.sha256(), 0
-    with progress_bar(total, desc, unit="B", enabled=bool(verbose)) as bar:
-        while chunk := response.read(_CHUNK_SIZE):
-            try:
-                file.write(chunk)
-            except OSError as exc:
-                raise _WriteError(exc) from exc
-            digest.update(chunk)
-            n_bytes += len(chunk)
-            bar.update(len(chunk))
-    if total is not None and n_bytes != total:
-        raise DownloadError(f"the download stopped after {n_bytes} of {total} bytes")
-    return n_bytes, digest.hexdigest()
+def _local_name(url):
+    """The URL's last path component, unquoted: the name the file is saved under."""
+    name = os.path.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    return name if name not in ("", ".", "..") else "download"
 
 
-def _stream_url(url, file, name, timeout, verbose):
-    """Write the body of ``url`` into ``file``; return its SHA-256 hex digest."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return _stream(response, file, f"Downloading {name}", verbose)[1]
-    except OSError as exc:  # URLError, HTTPError, timeouts, refused connections
-        reason = exc if isinstance(exc, urllib.error.HTTPError) else (
-            getattr(exc, "reason", None) or exc)
-        raise DownloadError(f"Cannot download {url}: {reason}.") from exc
+def _with_host(url):
+    """``url`` with ``localhost`` as the host of a ``file:///path`` URL.
+
+    :func:`~sklearn.datasets.fetch_file` refuses URLs without a host name,
+    which ``file:///path`` (what :meth:`pathlib.Path.as_uri` writes) lacks;
+    ``file://localhost/path`` names the same file.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() == "file" and not parts.netloc:
+        return parts._replace(netloc="localhost").geturl()
+    return url
 
 
-def download_file(url, folder, *, sha256=None, timeout=30, verbose=True):
+def download_file(url, folder, *, sha256=None, verbose=True):
     """Download ``url`` into ``folder``, verify it, and return the file's path.
 
-    The body is written to a temporary file in ``folder`` and renamed to its
-    final name only once complete and verified, so an interrupted or failed
-    download never leaves a partial file under the final name.
+    The download goes through :func:`sklearn.datasets.fetch_file`: the body
+    is written to a temporary file in ``folder`` and renamed to its final
+    name only once complete and verified, so an interrupted or failed
+    download never leaves a partial file under the final name. A file that
+    already has the final name (and the expected checksum, if one is given)
+    is returned as it is.
 
     Parameters
     ----------
@@ -90,10 +76,8 @@ def download_file(url, folder, *, sha256=None, timeout=30, verbose=True):
         Existing folder the file is written to, under the URL's last name.
     sha256 : str, default=None
         Expected SHA-256 hex digest; None skips the check.
-    timeout : float, default=30
-        Seconds to wait for the server to answer (and between data).
     verbose : bool, default=True
-        Show a progress bar on stderr.
+        Print a line on stderr when the download starts.
 
     Returns
     -------
@@ -109,29 +93,26 @@ def download_file(url, folder, *, sha256=None, timeout=30, verbose=True):
         If the file cannot be written to ``folder`` (full disk, no
         permission). The message names the folder.
     """
-    name = os.path.basename(urllib.request.url2pathname(url.rsplit("/", 1)[-1])) or "download"
-    path = os.path.join(folder, name)
-    descriptor, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    if verbose:
+        print(f"Downloading {url} ...", file=sys.stderr, flush=True)
     try:
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                digest = _stream_url(url, file, name, timeout, verbose)
-        except (_WriteError, OSError) as exc:  # the local disk, not the network
-            if isinstance(exc, DownloadError):
-                raise
-            cause = exc.__cause__ if isinstance(exc, _WriteError) else exc
-            raise OSError(f"Cannot write the download of {url} to {folder}: {cause}"
-                          ) from cause
-        if sha256 is not None and digest != sha256.lower():
-            raise DownloadError(
-                f"The file downloaded from {url} is corrupt: its SHA-256 is {digest}, "
-                f"expected {sha256.lower()}. It was deleted; try again."
-            )
-        os.replace(partial, path)
-    except BaseException:
-        remove_if_exists(partial)
-        raise
-    return path
+        # No retries, as before: fetch_file retries on any URLError, an HTTP 404
+        # included, and starts the whole archive again; tests stay fast too.
+        path = fetch_file(_with_host(url), folder=folder, local_filename=_local_name(url),
+                          sha256=None if sha256 is None else sha256.lower(), n_retries=0)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        # URLError: unreachable host, HTTP errors, an incomplete body
+        # (ContentTooShortError), a missing file:// source.
+        reason = exc if isinstance(exc, urllib.error.HTTPError) else (
+            getattr(exc, "reason", None) or exc)
+        raise DownloadError(f"Cannot download {url}: {reason}.") from exc
+    except OSError as exc:
+        if type(exc) is OSError and exc.errno is None:  # fetch_file's: a checksum mismatch
+            raise DownloadError(f"The file downloaded from {url} failed its SHA-256 check "
+                                f"and was deleted: {exc}") from exc
+        # Errors of the local disk carry an errno (ENOSPC, EACCES, EROFS...).
+        raise OSError(f"Cannot write the download of {url} to {folder}: {exc}") from exc
+    return str(path)
 
 
 def _check_member(name, destination):

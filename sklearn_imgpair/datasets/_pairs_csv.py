@@ -4,9 +4,10 @@ import os
 
 import pandas as pd
 
+from sklearn_imgpair._images.validation import IMAGE_SEPARATOR
+
 __all__ = ["check_columns", "csv_location", "expand_paths", "read_pairs_csv"]
 
-IMAGE_SEPARATOR = ";"
 # read_csv arguments after which data row i is no longer line i + 2 of the file.
 _LINE_SHIFTING_KWARGS = ("header", "names", "skiprows", "comment")
 

@@ -110,11 +110,12 @@ def fetch_stanford_online_products(*, data_home=None, download_if_missing=True,
                                    return_X_y=False, url=SOP_URL, sha256=None, verbose=True):
     """Load the Stanford Online Products pairs of the AutoMM matching tutorial.
 
-    On first use the zip archive is downloaded (with a progress bar),
-    checked, and unpacked into ``<data_home>/stanford_online_products``;
-    later calls read that copy and need no network. The pair tables are
-    returned as the tutorial builds them: image paths are made absolute
-    against the folder of the CSV files, ``;``-joined cells part by part.
+    On first use the zip archive is downloaded with
+    :func:`sklearn.datasets.fetch_file`, checked, and unpacked into
+    ``<data_home>/stanford_online_products``; later calls read that copy and
+    need no network. The pair tables are returned as the tutorial builds
+    them: image paths are made absolute against the folder of the CSV
+    files, ``;``-joined cells part by part.
 
     Parameters
     ----------
@@ -136,7 +137,8 @@ def fetch_stanford_online_products(*, data_home=None, download_if_missing=True,
     sha256 : str, default=None
         Expected SHA-256 of the archive; None checks the zip's own CRCs only.
     verbose : bool or int, default=True
-        Show download progress on stderr.
+        Say what is done: the download on stderr; the extraction, and the
+        removal of an incomplete copy, on stdout.
 
     Returns
     -------

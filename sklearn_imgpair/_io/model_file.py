@@ -6,10 +6,10 @@ parameters, fitted attributes, the format version, the library versions, and a
 SHA-256 checksum of the JSON and every tensor. Reading a file parses JSON and
 copies tensor bytes, nothing else: classes named in the file are looked up in
 a fixed table of known classes, never imported, so a file cannot run code.
+The save and load of both estimators live here too.
 """
 
 import contextlib
-import hashlib
 import inspect
 import json
 import os
@@ -24,16 +24,19 @@ import skorch
 import sklearn
 import timm
 import torch
+from skorch import NeuralNet, NeuralNetBinaryClassifier
 from skorch.dataset import Dataset, ValidSplit
+from skorch.history import History
 
-from sklearn_imgpair._atomic import write_atomically
-from sklearn_imgpair._augment import ViewAugmentation
-from sklearn_imgpair._module import SiameseNet
-from sklearn_imgpair._split import IdentityValidSplit
+from sklearn_imgpair._io.atomic import write_atomically
+from sklearn_imgpair._io.device import loadable_device, loadable_precision, seeded
+from sklearn_imgpair._io.embedding_cache import tensors_digest
+from sklearn_imgpair._nn.augment import ViewAugmentation
+from sklearn_imgpair._nn.siamese import SiameseNet, siamese_net_kwargs
+from sklearn_imgpair._training.split import IdentityValidSplit
 
-__all__ = ["FORMAT_VERSION", "constructor_defaults", "decode_labels", "decode_params",
-           "decode_value", "encode_labels", "encode_value", "load_module_state",
-           "persisted_params", "rebuilding", "read_model_file", "resolve_load_device", "write_model_file"]
+__all__ = ["FORMAT_VERSION", "load_classifier", "load_embedder", "read_model_file",
+           "save_classifier", "save_embedder", "write_model_file"]
 
 FORMAT_NAME = "sklearn-imgpair"
 FORMAT_VERSION = 1
@@ -227,15 +230,6 @@ def decode_labels(encoded):
 # ----------------------------------------------------------------------
 
 
-def _checksum(content, tensors):
-    digest = hashlib.sha256(content.encode())
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _versions():
     from sklearn_imgpair import __version__
 
@@ -269,7 +263,7 @@ def write_model_file(path, estimator_name, content, tensors):
     document = {"estimator": estimator_name, **content, "versions": _versions()}
     text = json.dumps(document, sort_keys=True)
     metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-                "content": text, "sha256": _checksum(text, tensors)}
+                "content": text, "sha256": tensors_digest(text, tensors)}
     data = safetensors.torch.save(tensors, metadata=metadata)
 
     def write(partial):
@@ -348,7 +342,7 @@ def read_model_file(path, estimator_name):
         raise ValueError(f"{path!r} is truncated or corrupt: its tensors cannot be read "
                          f"({exc}).") from None
     text = metadata.get("content", "")
-    if _checksum(text, tensors) != metadata.get("sha256"):
+    if tensors_digest(text, tensors) != metadata.get("sha256"):
         raise ValueError(f"{path!r} is corrupt or was modified after it was saved: its "
                          "checksum does not match its content.")
     try:
@@ -361,17 +355,6 @@ def read_model_file(path, estimator_name):
         raise ValueError(f"{path!r} holds a {content.get('estimator')!r}, not a "
                          f"{estimator_name}; load it with {content.get('estimator')}.load.")
     return content, tensors
-
-
-def resolve_load_device(saved, device):
-    """The device a loaded estimator runs on: ``device``, else ``saved`` if available."""
-    if device is not None:
-        return device
-    if str(saved).startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(f"The model was saved on device {saved!r}, which is not available "
-                      "here; it is loaded on 'cpu'.", UserWarning, stacklevel=3)
-        return "cpu"
-    return saved
 
 
 @contextlib.contextmanager
@@ -415,3 +398,100 @@ def load_module_state(module, state, ignore_missing=()):
     if missing or unexpected:
         raise ValueError(f"the saved weights do not fit the network: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}.")
+
+
+def _json_scalar(value):
+    """JSON form of the numpy scalars and other values a skorch history may hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return repr(value)
+
+
+def _network_state(module):
+    """The state dict to save: everything but the training-only augmentation."""
+    return {name: tensor for name, tensor in module.state_dict().items()
+            if not name.startswith("augment.")}
+
+
+def save_classifier(clf, path):
+    """Write a fitted :class:`ImagePairClassifier` to ``path`` (see its ``save``)."""
+    if type(clf.module_) is not SiameseNet:
+        raise ValueError(f"save supports the SiameseNet module, not "
+                         f"{type(clf.module_).__name__}; use pickle for this model.")
+    defaults = constructor_defaults(type(clf), NeuralNetBinaryClassifier, NeuralNet)
+    params = clf.get_params(deep=False)
+    content = {
+        "params": persisted_params(clf, defaults, exclude=clf._not_saved,
+                                   overrides={"device": params["device"] or "cpu"}),
+        "fitted": {"classes_": encode_labels(clf.classes_),
+                   "image_size_": clf.image_size_,
+                   "embedding_dim_": clf.embedding_dim_,
+                   "n_features_in_": 2},
+        "preprocessing": {"image_size": clf.image_size_,
+                          "mean": clf.module_.mean.reshape(-1).tolist(),
+                          "std": clf.module_.std.reshape(-1).tolist()},
+        "history": json.loads(json.dumps(clf.history_.to_list(), default=_json_scalar)),
+    }
+    return write_model_file(path, "ImagePairClassifier", content, _network_state(clf.module_))
+
+
+def load_classifier(cls, path, *, device=None):
+    """Read an :class:`ImagePairClassifier` written by :func:`save_classifier`.
+
+    The saved architecture is built with random weights (no download, no
+    weights file), then filled with the saved weights.
+    """
+    content, state = read_model_file(path, "ImagePairClassifier")
+    fitted = content.get("fitted", {})
+    with rebuilding(path, fitted, lambda: clf.image_size_):
+        params = decode_params(content["params"])
+        classes = decode_labels(fitted["classes_"])
+        params["device"] = loadable_device(params.get("device", "cpu"), device)
+        params["precision"] = loadable_precision(params.get("precision", "fp32"),
+                                                 params["device"])
+        clf = cls(**{**params, "pretrained": False, "weights_path": None})
+        with seeded(0):
+            clf.initialize()
+        load_module_state(clf.module_, state, ignore_missing=("augment.",))
+    clf.pretrained = params.get("pretrained", True)
+    clf.weights_path = params.get("weights_path")
+    clf.classes_ = classes
+    clf.n_features_in_ = fitted["n_features_in_"]
+    clf.history_ = History(content.get("history") or [])
+    clf.module_.eval()
+    return clf
+
+
+def save_embedder(embedder, path):
+    """Write a fitted :class:`ImageEmbedder` to ``path`` (see its ``save``)."""
+    content = {
+        "params": persisted_params(embedder, constructor_defaults(type(embedder)),
+                                   overrides={"classifier": None}),
+        "architecture": encode_value(embedder._architecture),
+        "fitted": {"image_size_": embedder.image_size_,
+                   "feature_names_in_": encode_value(
+                       getattr(embedder, "feature_names_in_", np.array([])).tolist())},
+    }
+    return write_model_file(path, type(embedder).__name__, content,
+                            _network_state(embedder.module_))
+
+
+def load_embedder(cls, path, *, device=None):
+    """Read an :class:`ImageEmbedder` written by :func:`save_embedder`."""
+    content, state = read_model_file(path, cls.__name__)
+    fitted = content.get("fitted", {})
+    with rebuilding(path, fitted, lambda: image_size):
+        params = decode_params(content["params"])
+        architecture = decode_value(content["architecture"])
+        params["device"] = loadable_device(params.get("device", "cpu"), device)
+        params["precision"] = loadable_precision(params.get("precision", "fp32"),
+                                                 params["device"])
+        embedder = cls(**params)
+        embedder._validate_params()
+        with seeded(0):
+            kwargs, image_size = siamese_net_kwargs(**architecture, pretrained=False)
+            module = SiameseNet(**kwargs)
+        load_module_state(module, state)
+    names = fitted["feature_names_in_"]
+    return embedder._set_network(module, image_size, architecture,
+                                 np.asarray(names, dtype=object) if names else None)

@@ -1,15 +1,19 @@
-"""Speed settings shared by the estimators: decode workers, pinned memory, precision."""
+"""Where and how a network runs: device, precision, decode workers and seeds, for every caller."""
 
 import contextlib
 import math
 import os
 import warnings
+from numbers import Integral
 
 import numpy as np
 import torch
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 
 __all__ = [
     "PRECISIONS",
+    "RUNTIME_PARAMETER_CONSTRAINTS",
     "autocast",
     "available_cores",
     "check_precision",
@@ -17,23 +21,64 @@ __all__ = [
     "default_num_workers",
     "device_type",
     "grad_scaler",
+    "loadable_device",
     "loadable_precision",
     "loader_kwargs",
-    "score_pairs",
+    "resolve_device",
+    "seeded",
     "to_device",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Pairs scored per step of score_pairs: 8192 pairs of 768-d float32 vectors
-# gather 50 MB, whatever the number of pairs.
-SCORE_CHUNK_SIZE = 2**13
+# The parameters that mean the same in every estimator: where the network runs,
+# in which arithmetic, with how many decode workers, and how it is seeded.
+# (``sklearn.utils._param_validation`` is private, but it is the vocabulary the
+# style guide prescribes and scikit-learn's own estimators use; tests/test_common.py
+# runs scikit-learn's parameter-validation check on it.)
+RUNTIME_PARAMETER_CONSTRAINTS = {
+    "device": [StrOptions({"auto"}), str, torch.device, None],
+    "precision": [StrOptions(set(PRECISIONS))],
+    "num_workers": [Interval(Integral, 0, None, closed="left"), None],
+    "random_state": ["random_state"],
+}
+
+
+def resolve_device(device):
+    """Return the device ``device`` names: ``"auto"`` is CUDA when available, else CPU.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"auto"``, a device name such as ``"cpu"`` or ``"cuda:1"``, a
+        :class:`torch.device`, or None (left to the caller, e.g. Accelerate).
+
+    Returns
+    -------
+    device : str, torch.device or None
+        ``device`` itself unless it is ``"auto"``.
+    """
+    if isinstance(device, str) and device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def device_type(device):
     """Return ``"cpu"``, ``"cuda"``, ... for a device name or object (None: ``"cpu"``)."""
+    device = resolve_device(device)
     return "cpu" if device is None else torch.device(device).type
+
+
+def loadable_device(saved, device):
+    """The device a loaded estimator runs on: ``device``, else ``saved`` if available here."""
+    if device is not None:
+        return device
+    if str(saved).startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(f"The model was saved on device {saved!r}, which is not available "
+                      "here; it is loaded on 'cpu'.", UserWarning, stacklevel=3)
+        return "cpu"
+    return saved
 
 
 def available_cores():
@@ -82,8 +127,7 @@ def loader_kwargs(device, num_workers, n_items, batch_size):
     if num_workers is None:
         n_batches = math.ceil(n_items / batch_size)
         num_workers = min(default_num_workers(device), max(n_batches - 1, 0))
-    return {"num_workers": num_workers,
-            "pin_memory": device_type(device) == "cuda"}
+    return {"num_workers": num_workers, "pin_memory": device_type(device) == "cuda"}
 
 
 def to_device(x, device):
@@ -114,7 +158,8 @@ def check_precision(precision, device):
     Parameters
     ----------
     precision : {"fp32", "bf16", "fp16"}
-    device : str or torch.device
+    device : str, torch.device or None
+        ``"auto"`` is resolved first.
 
     Raises
     ------
@@ -130,6 +175,7 @@ def check_precision(precision, device):
     """
     if precision == "fp32":
         return
+    device = resolve_device(device)
     kind = device_type(device)
     if kind == "cuda":
         if precision == "bf16" and not _cuda_has_bf16():
@@ -178,30 +224,24 @@ def autocast(precision, device):
     return torch.autocast(device_type(device), dtype=_DTYPES[precision])
 
 
-def score_pairs(module, embeddings, index, chunk_size=None):
-    """Match logits of pairs of rows of ``embeddings``, a chunk of pairs at a time.
+@contextlib.contextmanager
+def seeded(random_state):
+    """Seed torch's (CPU and every CUDA device) and numpy's global generators in the block.
 
-    Parameters
-    ----------
-    module : SiameseNet
-        Its ``similarity`` turns two aligned batches of embeddings into logits.
-    embeddings : Tensor of shape (n_images, d)
-    index : ndarray of shape (n_pairs, 2)
-        Rows of ``embeddings`` to compare.
-    chunk_size : int, default=None
-        Pairs per step (None: ``SCORE_CHUNK_SIZE``, 8192); memory beyond
-        ``embeddings`` is proportional to ``chunk_size * d``.
-
-    Returns
-    -------
-    logits : ndarray of shape (n_pairs,), dtype=float32
+    The callers' generator states are restored afterwards, so an estimator's
+    ``random_state`` leaves no trace on other code. None leaves the
+    generators alone.
     """
-    chunk_size = SCORE_CHUNK_SIZE if chunk_size is None else chunk_size
-    logits = np.empty(len(index), dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, len(index), chunk_size):
-            rows = torch.as_tensor(index[start:start + chunk_size], device=embeddings.device)
-            chunk = module.similarity(embeddings[rows[:, 0]], embeddings[rows[:, 1]])
-            logits[start:start + len(rows)] = chunk.float().cpu().numpy()
-    return logits
-
+    if random_state is None:
+        yield
+        return
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)

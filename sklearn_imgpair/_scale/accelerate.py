@@ -1,10 +1,12 @@
 """AcceleratedImagePairClassifier: ImagePairClassifier trained through Hugging Face Accelerate."""
 
+from skorch import NeuralNetBinaryClassifier
 from skorch.hf import AccelerateMixin
 from torch.utils.data import DataLoader
 
 from sklearn_imgpair._classifier import ImagePairClassifier
-from sklearn_imgpair._optional import import_optional
+from sklearn_imgpair._scale.optional import import_optional
+from sklearn_imgpair._training.mining import identity_batches
 
 __all__ = ["AcceleratedImagePairClassifier"]
 
@@ -140,9 +142,20 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         return super()._initialize_callbacks()
 
     def initialize(self):
-        """Validate the parameters and the accelerator, then build and prepare everything."""
+        """Validate the parameters and the accelerator, then build and prepare everything.
+
+        Mixed precision is the accelerator's (``Accelerator(mixed_precision=...)``),
+        so ``precision`` must stay ``"fp32"``: the plain classifier's autocast
+        and fp16 loss scaling would run beside the accelerator's.
+        """
         self._validate_hyperparameters()
         self._check_accelerator()
+        if self.precision != "fp32":
+            raise ValueError(
+                f"precision={self.precision!r} is not for {type(self).__name__}: mixed "
+                "precision is the accelerator's. Keep precision='fp32' and pass "
+                "accelerator=Accelerator(mixed_precision='bf16') (or 'fp16'), or use "
+                "`accelerate launch --mixed_precision bf16`.")
         return super().initialize()
 
     def get_iterator(self, dataset, training=False):
@@ -153,7 +166,9 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         ``pair_mining="graph"``. Other loaders (validation, prediction) cover
         all of ``dataset`` in every process.
         """
-        loader = self._pair_iterator(dataset, training=training)
+        # skorch's own loader, without the identity batches (they join after
+        # the accelerator has split the pairs between processes).
+        loader = NeuralNetBinaryClassifier.get_iterator(self, dataset, training=training)
         if not training:
             if not isinstance(loader, DataLoader):
                 return loader
@@ -165,8 +180,9 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
                                                    process_index=0, put_on_device=True)
         loader = self.accelerator.prepare(loader)
         if self.pair_mining == "graph" and not self.freeze_backbone:
-            return self._identity_batches(dataset, loader, device=self.accelerator.device,
-                                          seed_offset=self.accelerator.process_index)
+            return identity_batches(dataset, loader, n_views=self.views_per_identity,
+                                    device=self.accelerator.device,
+                                    seed_offset=self.accelerator.process_index)
         return loader
 
     def evaluation_step(self, batch, training=False):

@@ -1,19 +1,20 @@
 """Build timm backbones from random, hub or local weights, with clear offline errors."""
 
+import functools
 import os
 import socket
 from numbers import Integral
 from urllib.parse import urlparse
 
+import huggingface_hub
 import timm
 import torch
 from sklearn.utils._param_validation import Interval
 from timm.data import resolve_model_data_config
-
-from sklearn_imgpair._checkpoint import read_checkpoint
+from timm.models import load_state_dict
 
 __all__ = ["BACKBONE_PARAMETER_CONSTRAINTS", "create_backbone", "expected_image_size",
-           "resolve_preprocessing"]
+           "read_checkpoint", "resolve_preprocessing"]
 
 # Constraints of the parameters every estimator passes to create_backbone.
 BACKBONE_PARAMETER_CONSTRAINTS = {
@@ -25,22 +26,18 @@ BACKBONE_PARAMETER_CONSTRAINTS = {
 }
 
 _HUB_PROBE_TIMEOUT = 3.0
-_TRUE_STRINGS = {"1", "true", "yes", "on"}
-
-
-def _offline_by_environment():
-    return any(
-        os.environ.get(name, "").strip().lower() in _TRUE_STRINGS
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
 
 
 def _hub_reachable(timeout=_HUB_PROBE_TIMEOUT):
-    """Return True if the Hugging Face Hub answers a TCP connection quickly."""
-    if _offline_by_environment():
+    """Return True if the Hugging Face Hub answers a TCP connection quickly.
+
+    huggingface_hub's offline mode (``HF_HUB_OFFLINE``, read by
+    ``huggingface_hub.constants`` when it is imported) and its endpoint
+    (``HF_ENDPOINT``) are the hub library's own settings.
+    """
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
+    parsed = urlparse(huggingface_hub.constants.ENDPOINT)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         with socket.create_connection((parsed.hostname, port), timeout=timeout):
@@ -57,13 +54,11 @@ def _cached_weights_file(pretrained_cfg):
     """
     hf_hub_id = pretrained_cfg.get("hf_hub_id")
     if hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
         repo_id, _, revision = hf_hub_id.partition("@")
         candidates = [pretrained_cfg.get("hf_hub_filename"), "model.safetensors",
                       "pytorch_model.bin", "open_clip_model.safetensors"]
         for filename in filter(None, candidates):
-            path = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+            path = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision or None)
             if isinstance(path, str) and os.path.isfile(path):
                 return path
     url = pretrained_cfg.get("url")
@@ -251,3 +246,41 @@ def resolve_preprocessing(backbone, image_size=None):
         "mean": tuple(float(v) for v in config["mean"]),
         "std": tuple(float(v) for v in config["std"]),
     }
+
+
+def read_checkpoint(path):
+    """Return the state dict of a weights file, read from disk once per process.
+
+    A grid search fits many clones of one estimator, and on a cluster every
+    worker process fits several of them; each would otherwise read (and for
+    a ``.pth`` file, unpickle) the same checkpoint again. Files are keyed by
+    absolute path, size and modification time, so an edited or replaced file
+    is read again. The two most recently used files are kept.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.pth``, ``.bin`` or ``.safetensors`` checkpoint, read with timm's
+        :func:`timm.models.load_state_dict` (EMA or ``state_dict`` entries
+        unwrapped, a ``module.`` prefix removed).
+
+    Returns
+    -------
+    state_dict : dict
+        A new dict each call, holding the cached tensors: callers may add or
+        remove keys, but must not modify the tensors in place.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    path = os.path.abspath(os.fspath(path))
+    stat = os.stat(path)
+    return dict(_read_checkpoint(path, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_checkpoint(path, size, mtime_ns):
+    # size and mtime_ns are part of the cache key only.
+    return load_state_dict(path)

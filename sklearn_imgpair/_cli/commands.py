@@ -13,10 +13,11 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch
 
-from sklearn_imgpair._atomic import write_atomically
-from sklearn_imgpair._progress import progress_bar
-from sklearn_imgpair._unreadable import UnreadableImageWarning
-from sklearn_imgpair._validation import check_files_exist
+from tqdm import tqdm
+
+from sklearn_imgpair._images.decode import UnreadableImageWarning
+from sklearn_imgpair._images.validation import check_files_exist
+from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair.datasets import make_image_pairs, read_pairs_csv
 from sklearn_imgpair.datasets._pairs_csv import check_columns, csv_location
 
@@ -166,7 +167,7 @@ def _set_batch_size(clf, batch_size):
     return clf
 
 
-def _predict_pairs(clf, X, path, columns, threshold, enabled):
+def _predict_pairs(clf, X, path, columns, threshold, args):
     """Probabilities and predictions for every pair, in chunks under a progress bar.
 
     Returns a Bunch with ``proba`` (one column per label, in ``clf.classes_``
@@ -175,7 +176,7 @@ def _predict_pairs(clf, X, path, columns, threshold, enabled):
     """
     match_column = list(clf.classes_).index(clf.match_label)
     chunks, unreadable = [], {}
-    with progress_bar(len(X), "Predicting", unit="pair", enabled=enabled) as bar:
+    with _progress(len(X), "Predicting", unit="pair", args=args) as bar:
         for start in range(0, len(X), _CHUNK_SIZE):
             chunk = X.iloc[start:start + _CHUNK_SIZE]
             locate = _pair_cells(columns, start)
@@ -198,8 +199,10 @@ def _predict_pairs(clf, X, path, columns, threshold, enabled):
                  readable=readable, unreadable=unreadable)
 
 
-def _progress_enabled(args):
-    return False if args.quiet else (True if args.verbose else None)
+def _progress(total, desc, *, unit, args):
+    """A tqdm bar on stderr: off with ``-q``, on with ``-v``, else only on a terminal."""
+    disable = True if args.quiet else (False if args.verbose else None)
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------
@@ -252,8 +255,7 @@ def run_evaluate(args):
     if unknown:
         raise CommandError(f"{args.data}, column {args.label!r} holds labels {unknown} that "
                            f"the model does not know (its labels: {classes}).")
-    result = _predict_pairs(clf, frame[columns], args.data, columns, args.threshold,
-                            _progress_enabled(args))
+    result = _predict_pairs(clf, frame[columns], args.data, columns, args.threshold, args)
     n_unreadable = int((~result.readable).sum())
     _report_unreadable(result.unreadable, f"{n_unreadable} pairs are left out of the "
                                           "evaluation")
@@ -276,8 +278,7 @@ def run_predict(args):
     frame = _read_pairs(args.data, columns, on_error=args.on_error)
     clf = _set_batch_size(load_model(args.model, args.on_error), args.batch_size)
     _check_writable(args.output, "--output")
-    result = _predict_pairs(clf, frame[columns], args.data, columns, args.threshold,
-                            _progress_enabled(args))
+    result = _predict_pairs(clf, frame[columns], args.data, columns, args.threshold, args)
     _report_unreadable(result.unreadable, f"{int((~result.readable).sum())} pairs get an "
                                           "empty prediction and probability")
     output = frame.copy()
@@ -339,8 +340,7 @@ def run_embed(args):
     embedder = ImageEmbedder(classifier=clf, batch_size=clf.batch_size,
                              on_error=args.on_error).fit()
     chunks, unreadable = [], {}
-    with progress_bar(len(images), "Embedding", unit="image",
-                      enabled=_progress_enabled(args)) as bar:
+    with _progress(len(images), "Embedding", unit="image", args=args) as bar:
         for start in range(0, len(images), _CHUNK_SIZE):
             locate = lambda index, _, start=start: cells[start + index]  # noqa: E731
             try:

@@ -27,7 +27,7 @@ def _fsync(path, directory=False):
         os.close(descriptor)
 
 
-def write_atomically(path, write):
+def write_atomically(path, write, *, durable=True):
     """Call ``write(temporary_path)``, then move the file to ``path`` in one step.
 
     The temporary file lies in the folder of ``path`` and is flushed to disk
@@ -43,6 +43,11 @@ def write_atomically(path, write):
         Destination; missing parent folders are created.
     write : callable
         ``write(temporary_path)`` writes the whole file.
+    durable : bool, default=True
+        Flush the file and its folder to disk (``fsync``), so that the new
+        content survives a power cut. False still never exposes a partial
+        file, and suits many small cache entries, where a lost entry is only
+        computed again.
 
     Returns
     -------
@@ -56,12 +61,14 @@ def write_atomically(path, write):
     os.close(descriptor)
     try:
         write(partial)
-        _fsync(partial)
+        if durable:
+            _fsync(partial)
         os.chmod(partial, 0o666 & ~_umask())
         os.replace(partial, path)
     except BaseException:
         if os.path.exists(partial):
             os.remove(partial)
         raise
-    _fsync(folder, directory=True)
+    if durable:
+        _fsync(folder, directory=True)
     return path

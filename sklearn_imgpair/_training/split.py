@@ -7,7 +7,7 @@ from skorch.dataset import ValidSplit
 from sklearn.utils import check_random_state
 from torch.utils.data import Subset
 
-from sklearn_imgpair._graph import match_components
+from sklearn_imgpair._training.mining import match_components
 
 __all__ = ["IdentityValidSplit"]
 

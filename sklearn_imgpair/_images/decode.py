@@ -1,13 +1,18 @@
-"""Image decoding and the torch datasets that feed images and image pairs."""
+"""Reading images: decoding a file, keeping decoded images, and the ``on_error`` policy."""
 
 import os
-import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["load_image", "DecodedImageCache", "ImageDataset", "PairDataset"]
+from sklearn_imgpair._images.validation import distinct_paths
+from sklearn_imgpair._io.embedding_cache import MemoryStore
+
+__all__ = ["IMAGE_ERRORS", "ON_ERROR_OPTIONS", "DecodedImageCache", "UnreadableImageWarning",
+           "decode_pair_images", "load_image", "warn_unreadable"]
 
 #: The error types :func:`load_image` raises for a file that cannot be read.
 IMAGE_ERRORS = (FileNotFoundError, ValueError)
@@ -105,58 +110,16 @@ def load_image(path, image_size):
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Images read from a list of paths, one item per path.
-
-    Parameters
-    ----------
-    paths : sequence of str
-        Image files, in output order.
-    image_size : int
-        Side length every image is resized to.
-    names : sequence of str, default=None
-        How errors refer to each item, e.g. ``"X[3, 1]"``; by default
-        ``"item <index>"``.
-    on_error : {"raise", "warn"}, default="raise"
-        What an image that cannot be read does: ``"raise"`` raises an error
-        that names the item; ``"warn"`` yields a black placeholder and the
-        error message instead, for the consumer to discard (the dataset
-        itself does not warn).
-
-    Notes
-    -----
-    Items are ``(image, error)`` tuples, ``error`` being ``""`` for an image
-    that was read, so that skorch's iterators, which expect ``(X, y)``
-    batches, can iterate over the dataset.
-    """
-
-    def __init__(self, paths, image_size, names=None, on_error="raise"):
-        self.paths = paths
-        self.image_size = image_size
-        self.names = names
-        self.on_error = on_error
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        try:
-            return load_image(self.paths[index], self.image_size), ""
-        except IMAGE_ERRORS as exc:
-            name = f"item {index}" if self.names is None else self.names[index]
-            if self.on_error == "raise":
-                raise type(exc)(f"{name}: {exc}") from exc
-            placeholder = torch.zeros((3, self.image_size, self.image_size), dtype=torch.uint8)
-            return placeholder, f"{name}: {exc}"
-
-
 class DecodedImageCache:
     """Keep decoded, resized images in memory up to a byte budget.
 
     Training reads every image once per epoch, and most images appear in
     several pairs; decoding each file once saves that work on every later
     read. Images are kept in the order they are first read until the budget
-    is spent; later ones are decoded on every read.
+    is spent; later ones are decoded on every read (a
+    :class:`MemoryStore` that does not evict: epochs read in the same order
+    again, where dropping the least recently used image would drop each one
+    just before it is needed).
 
     Parameters
     ----------
@@ -165,80 +128,126 @@ class DecodedImageCache:
     """
 
     def __init__(self, max_bytes):
-        self.max_bytes = max_bytes
-        self.n_bytes = 0
-        self._images = {}
-        self._lock = threading.Lock()
+        self.store = MemoryStore(max_bytes, evict=False)
 
     def __len__(self):
-        return len(self._images)
+        return len(self.store)
 
-    def __getstate__(self):  # DataLoader workers get a copy; locks do not pickle
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    @property
+    def n_bytes(self):
+        """Bytes of the images kept."""
+        return self.store.n_bytes
 
     def get(self, path, image_size):
         """Return the image at ``path``, decoding it only if it is not cached.
 
         Safe to call from several threads at once.
         """
-        image = self._images.get(path)
+        image = self.store.get(path)
         if image is None:
             image = load_image(path, image_size)
-            size = image.numel() * image.element_size()
-            with self._lock:
-                if path not in self._images and self.n_bytes + size <= self.max_bytes:
-                    self._images[path] = image
-                    self.n_bytes += size
+            self.store.put(path, image)
         return image
 
 
-class PairDataset(torch.utils.data.Dataset):
-    """Pairs of images read from a two-column array of paths.
+ON_ERROR_OPTIONS = {"raise", "warn"}
+
+# Failures listed in a warning's message; all of them are in its ``failures``.
+_SHOWN = 10
+
+
+class UnreadableImageWarning(UserWarning):
+    """Images could not be read and ``on_error="warn"`` skipped them.
+
+    Parameters
+    ----------
+    message : str
+        What happened, listing the first failures.
+    failures : list of str
+        Every failure, each naming the cell (``"X[row, column]"``), the path
+        and the reason.
+    rows : ndarray of int
+        The rows of ``X`` that got NaN (or, in ``fit``, were left out).
+    """
+
+    def __init__(self, message, failures=(), rows=()):
+        super().__init__(message)
+        self.failures = list(failures)
+        self.rows = np.asarray(rows, dtype=np.intp)
+
+
+def warn_unreadable(failures, rows, outcome, stacklevel=3):
+    """Issue one :class:`UnreadableImageWarning` for all ``failures``.
+
+    Parameters
+    ----------
+    failures : list of str
+        One message per unreadable image.
+    rows : array-like of int
+        The affected rows of ``X``.
+    outcome : str
+        What happened to them, e.g. ``"get NaN probabilities"``.
+    stacklevel : int, default=3
+        Passed to :func:`warnings.warn`.
+    """
+    rows = np.unique(np.asarray(rows, dtype=np.intp))
+    shown = "; ".join(failures[:_SHOWN])
+    more = f"; and {len(failures) - _SHOWN} more" if len(failures) > _SHOWN else ""
+    listed = rows[:_SHOWN].tolist()
+    row_text = f"{listed}{' ...' if len(rows) > _SHOWN else ''}"
+    message = (f"{len(failures)} image(s) could not be read, so {len(rows)} row(s) "
+               f"{outcome} (rows {row_text}; the warning's .failures and .rows list them "
+               f"all): {shown}{more}")
+    warnings.warn(UnreadableImageWarning(message, failures, rows), stacklevel=stacklevel)
+
+
+def decode_pair_images(pairs, load, on_error="raise", n_threads=None):
+    """Decode every distinct image of ``pairs`` once, before any training.
+
+    Each image is read through ``load`` (a :class:`DecodedImageCache`'s
+    ``get``, so the work is kept for the first epoch), on several threads:
+    PIL releases the GIL while it decodes.
 
     Parameters
     ----------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
-        Image paths as returned by :func:`~sklearn_imgpair._validation.check_pairs`.
-    y : ndarray of shape (n_pairs,) or None
-        Float match targets, or None at prediction time.
-    image_size : int
-        Side length every image is resized to.
-    cache : DecodedImageCache, default=None
-        Where decoded images are kept between reads; None decodes on every
-        read.
+        Image paths.
+    load : callable
+        ``load(path)`` returns the decoded image or raises
+        ``FileNotFoundError`` or ``ValueError``.
+    on_error : {"raise", "warn"}, default="raise"
+        ``"raise"`` raises the error of the first unreadable image in row
+        order, naming its cell; ``"warn"`` collects every failure.
+    n_threads : int, default=None
+        Decoding threads; None uses one per CPU core, up to 8.
 
-    Notes
-    -----
-    Items are ``({"x1": image, "x2": image}, target)``; the dictionary keys
-    are the argument names of :meth:`SiameseNet.forward`. An image that cannot
-    be read raises an error that names its row and column in ``pairs``.
+    Returns
+    -------
+    bad_rows : ndarray of bool of shape (n_pairs,)
+        Rows with an unreadable image (all False with ``on_error="raise"``).
+    failures : list of str
+        One message per unreadable image, naming its first cell.
     """
+    paths, first, inverse = distinct_paths(pairs)  # in row order: errors come in row order
 
-    def __init__(self, pairs, y=None, *, image_size, cache=None):
-        self.pairs = pairs
-        self.y = y
-        self.image_size = image_size
-        self.cache = cache
-
-    def __len__(self):
-        return len(self.pairs)
-
-    def _load(self, row, column):
-        path = self.pairs[row, column]
+    def read(path):
         try:
-            if self.cache is None:
-                return load_image(path, self.image_size)
-            return self.cache.get(path, self.image_size)
+            load(path)
         except IMAGE_ERRORS as exc:
-            raise type(exc)(f"X[{row}, {column}]: {exc}") from exc
+            return exc
+        return None
 
-    def __getitem__(self, index):
-        images = {"x1": self._load(index, 0), "x2": self._load(index, 1)}
-        target = 0.0 if self.y is None else self.y[index]
-        return images, torch.tensor(target, dtype=torch.float32)
+    n_threads = n_threads or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        errors = list(pool.map(read, paths))
+    failures, bad_images = [], np.zeros(len(paths), dtype=bool)
+    for index, error in enumerate(errors):
+        if error is None:
+            continue
+        row, column = divmod(int(first[index]), 2)
+        if on_error == "raise":
+            raise type(error)(f"X[{row}, {column}]: {error}") from error
+        failures.append(f"X[{row}, {column}]: {error}")
+        bad_images[index] = True
+    bad_rows = bad_images[inverse.reshape(-1, 2)].any(axis=1)
+    return bad_rows, failures

@@ -7,8 +7,11 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.multiclass import type_of_target
 
-__all__ = ["check_files_exist", "check_match_labels", "check_pairs", "check_paths",
-           "distinct_paths"]
+__all__ = ["IMAGE_SEPARATOR", "check_files_exist", "check_match_labels", "check_pairs",
+           "check_paths", "distinct_paths"]
+
+#: Joins several images of one item in a cell of a pairs table (AutoMM's format).
+IMAGE_SEPARATOR = ";"
 
 
 def _describe_cell(value):
@@ -174,7 +177,7 @@ def check_paths(X):
                     dtype=object)
 
 
-def check_match_labels(y, match_label, n_samples):
+def check_match_labels(y, match_label, n_samples, classes=None):
     """Validate binary pair labels and encode them as match targets.
 
     Parameters
@@ -185,6 +188,9 @@ def check_match_labels(y, match_label, n_samples):
         The label that means "both images show the same thing".
     n_samples : int
         Number of pairs in ``X``; ``y`` must have this length.
+    classes : ndarray of shape (2,), default=None
+        The labels known from an earlier fit (``partial_fit``): ``y`` may then
+        hold one of them only, but nothing else.
 
     Returns
     -------
@@ -193,6 +199,16 @@ def check_match_labels(y, match_label, n_samples):
     targets : ndarray of shape (n_samples,), dtype=float32
         1.0 where ``y == match_label``, else 0.0.
     """
+    if classes is not None:
+        values = np.asarray(y).reshape(-1)
+        unknown = np.setdiff1d(values, classes)
+        if unknown.size:
+            raise ValueError(f"y holds labels {unknown[:10].tolist()} not seen in the first "
+                             f"fit (classes_={classes.tolist()}).")
+        if len(values) != n_samples:
+            raise ValueError(f"X and y have different lengths: X has {n_samples} pairs, "
+                             f"y has {len(values)}.")
+        return classes, (values == match_label).astype(np.float32)
     y = np.asarray(y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.ravel()
@@ -272,7 +288,7 @@ def check_files_exist(pairs):
     for position in np.sort(first[[not os.path.isfile(path) for path in paths]]):
         row, column = divmod(int(position), 2)
         path = pairs[row, column]
-        parts = path.split(";")
+        parts = path.split(IMAGE_SEPARATOR)
         if len(parts) > 1 and all(map(os.path.isfile, parts)):
             raise ValueError(f"X[{row}, {column}]: {path!r} holds several images joined by "
                              "';'; each side of a pair must be one image.")

@@ -1,15 +1,40 @@
-"""EmbeddingCache: image embeddings keyed by model weights and file identity."""
+"""Memory with a byte budget, and the embedding cache keyed by model weights and file identity."""
 
 import hashlib
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
-__all__ = ["EmbeddingCache", "file_key", "model_fingerprint"]
+from sklearn_imgpair._io.atomic import write_atomically
+
+__all__ = ["EmbeddingCache", "MemoryStore", "file_key", "model_fingerprint", "tensors_digest"]
+
+
+def tensors_digest(prefix, tensors):
+    """Return the SHA-256 hex digest of ``prefix`` and a dict of named tensors.
+
+    Names, dtypes, shapes and bytes all count, in sorted name order, so two
+    state dicts have the same digest only when they hold the same tensors.
+
+    Parameters
+    ----------
+    prefix : str
+        Text hashed first (e.g. JSON metadata, or a model's input size).
+    tensors : dict of str to Tensor
+
+    Returns
+    -------
+    digest : str
+    """
+    digest = hashlib.sha256(prefix.encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def model_fingerprint(module, image_size):
@@ -19,12 +44,7 @@ def model_fingerprint(module, image_size):
     keys cached embeddings: a changed weight, a new checkpoint or another
     ``image_size`` never reuses stale vectors.
     """
-    digest = hashlib.sha256(f"{type(module).__qualname__}:{image_size}".encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_digest(f"{type(module).__qualname__}:{image_size}", module.state_dict())
 
 
 def file_key(path):
@@ -39,33 +59,67 @@ def file_key(path):
     return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-class _MemoryStore:
-    """A thread-safe least-recently-used mapping with a byte budget."""
+class MemoryStore:
+    """A thread-safe mapping of arrays or tensors with a byte budget.
 
-    def __init__(self, max_bytes):
+    Parameters
+    ----------
+    max_bytes : int
+        Memory budget in bytes (``value.nbytes`` summed); 0 keeps nothing.
+    evict : bool, default=True
+        What a full store does with a new value: True drops the least
+        recently used values to make room; False keeps what it has and
+        refuses the new value. The latter suits data read in the same order
+        again and again (training epochs), where least-recently-used
+        eviction would drop every value just before it is needed.
+    """
+
+    def __init__(self, max_bytes, *, evict=True):
         self.max_bytes = max_bytes
+        self.evict = evict
         self.n_bytes = 0
         self._items = OrderedDict()
         self._lock = threading.Lock()
 
+    def __len__(self):
+        return len(self._items)
+
+    def __getstate__(self):  # DataLoader workers get a copy; locks do not pickle
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def get(self, key):
+        """Return the value stored under ``key``, or None."""
         with self._lock:
             value = self._items.get(key)
-            if value is not None:
+            if value is not None and self.evict:
                 self._items.move_to_end(key)
             return value
 
     def put(self, key, value):
+        """Store ``value`` under ``key`` if the budget allows (see ``evict``)."""
+        size = value.nbytes
         with self._lock:
             if key in self._items:
                 return
+            if not self.evict:
+                if self.n_bytes + size <= self.max_bytes:
+                    self._items[key] = value
+                    self.n_bytes += size
+                return
             self._items[key] = value
-            self.n_bytes += value.nbytes
+            self.n_bytes += size
             while self.n_bytes > self.max_bytes and self._items:
                 _, evicted = self._items.popitem(last=False)
                 self.n_bytes -= evicted.nbytes
 
     def clear(self):
+        """Drop every value."""
         with self._lock:
             self._items.clear()
             self.n_bytes = 0
@@ -73,7 +127,7 @@ class _MemoryStore:
 
 # Shared by every embedder in the process, so that the clones GridSearchCV fits
 # for each candidate reuse the embeddings the first one computed.
-_PROCESS_STORE = _MemoryStore(max_bytes=512 * 2**20)
+_PROCESS_STORE = MemoryStore(max_bytes=512 * 2**20)
 
 
 class EmbeddingCache:
@@ -121,14 +175,9 @@ class EmbeddingCache:
             self.memory.put((fingerprint, key), vector)
         if self.directory is None:
             return
-        path = self._disk_path(fingerprint, key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
+
+        def write(partial):
+            with open(partial, "wb") as file:
                 np.save(file, vector, allow_pickle=False)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+
+        write_atomically(self._disk_path(fingerprint, key), write, durable=False)

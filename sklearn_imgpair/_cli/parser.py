@@ -8,7 +8,7 @@ import sys
 import textwrap
 import traceback
 
-from sklearn_imgpair._commands import (
+from sklearn_imgpair._cli.commands import (
     CommandError,
     run_demo,
     run_embed,

@@ -1,0 +1,1 @@
+"""The ``sklearn-imgpair`` command line: argument parsing and the commands."""

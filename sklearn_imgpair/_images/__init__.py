@@ -1,0 +1,1 @@
+"""Checking and reading inputs: validation, decoding, and the torch datasets of images."""

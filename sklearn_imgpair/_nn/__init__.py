@@ -1,0 +1,1 @@
+"""Torch parts: backbone building, the Siamese network and its cosine head, augmentation."""

@@ -1,0 +1,1 @@
+"""Scaling out: embeddings on a Dask cluster, training through Hugging Face Accelerate."""

@@ -1,0 +1,1 @@
+"""Training: callbacks, identity mining, frozen backbones, loss scaling, validation splits."""

@@ -1,0 +1,397 @@
+"""skorch callbacks for pair training: time budget, LR schedule, model selection, calibration."""
+
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+from skorch.callbacks import Callback
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+__all__ = ["AucEarlyStopping", "CosineSchedule", "HeadCalibration", "StopTraining",
+           "TimeBudget", "TimeLimit", "valid_roc_auc"]
+
+
+class StopTraining(KeyboardInterrupt):
+    """Raised by a callback to end training on purpose (time budget, patience).
+
+    skorch ends training cleanly on a ``KeyboardInterrupt`` and still runs
+    every callback's ``on_train_end``; this subclass tells such a planned stop
+    apart from the user's Ctrl-C.
+    """
+
+
+class TimeBudget:
+    """Seconds allowed for one ``fit``, counted from the moment ``fit`` starts.
+
+    ``fit`` creates one before it reads any image and keeps it as
+    ``time_budget_``; :class:`TimeLimit` stops training when it is spent and
+    :class:`CosineSchedule` decays the learning rate over it, so both count
+    the same seconds, reading the training images included.
+
+    Parameters
+    ----------
+    seconds : float or None
+        The budget; None means no limit.
+    clock : callable, default=None
+        Returns the current time in seconds; None uses :attr:`clock`, the
+        class's default (:func:`time.monotonic`).
+
+    Attributes
+    ----------
+    started : float
+        The clock's time when the budget started.
+    ended : bool
+        Set once the training it was made for is over; a later training
+        starts a new budget.
+    """
+
+    clock = staticmethod(time.monotonic)
+
+    def __init__(self, seconds, *, clock=None):
+        if clock is not None:
+            self.clock = clock
+        self.seconds = seconds
+        self.started = self.clock()
+        self.ended = False
+
+    def __repr__(self):
+        return f"{type(self).__name__}(seconds={self.seconds!r})"
+
+    def spent(self, now=None):
+        """Seconds spent since the budget started (at ``now``, by default the clock's)."""
+        return (self.clock() if now is None else now) - self.started
+
+    def fraction_spent(self):
+        """Share of the budget spent, or None without a limit."""
+        return None if self.seconds is None else self.spent() / self.seconds
+
+
+def _time_budget(net):
+    budget = getattr(net, "time_budget_", None)
+    return budget if budget is not None and budget.seconds is not None else None
+
+
+def valid_roc_auc(net, X, y):
+    """ROC AUC of the match logits on a validation set.
+
+    Used with :class:`skorch.callbacks.EpochScoring` and ``use_caching=True``,
+    it reuses the logits computed during the validation step instead of
+    running the network again.
+
+    Returns NaN when the validation targets hold a single class.
+    """
+    logits = net.forward(X).detach().cpu().numpy().reshape(-1)
+    y = np.asarray(y).reshape(-1)
+    if np.unique(y).size < 2:
+        return float("nan")
+    return float(roc_auc_score(y, logits))
+
+
+def _on_any_process(net, flag):
+    """Whether ``flag`` is set on any of the net's training processes.
+
+    A net trained by several processes (skorch's ``AccelerateMixin``, with an
+    ``accelerator`` attribute) must stop on all of them at the same step, or
+    the others wait forever for its gradients; one process's flag is shared
+    with accelerate's trigger. Every process must call this at the same step.
+    """
+    accelerator = getattr(net, "accelerator", None)
+    if accelerator is None or accelerator.num_processes == 1:
+        return flag
+    if flag:
+        accelerator.set_trigger()
+    return bool(accelerator.check_trigger())
+
+
+def _strip_wrapper_prefixes(state_dict, module):
+    """Drop the key prefixes of DDP (``module.``) or torch.compile (``_orig_mod.``) wrappers.
+
+    A snapshot of a wrapped module's weights fits the bare module once
+    training has unwrapped it (as skorch's ``AccelerateMixin`` does).
+    """
+    keys = list(module.state_dict())
+    for prefix in ("module.", "_orig_mod."):
+        if state_dict and not any(key.startswith(prefix) for key in keys):
+            consume_prefix_in_state_dict_if_present(state_dict, prefix)
+
+
+class TimeLimit(Callback):
+    """Stop training before the net's time budget (``time_budget_``) is spent.
+
+    After every batch, training stops (with :class:`StopTraining`, which
+    skorch turns into a clean end of training) if one more step of the
+    length just measured would end past the budget. Other callbacks'
+    ``on_train_end`` hooks still run, so :class:`AucEarlyStopping` restores
+    the best weights seen so far. A net without a budget (``time_limit=None``)
+    trains for ``max_epochs``.
+
+    Parameters
+    ----------
+    sink : callable, default=print
+        Receives the stop message when ``net.verbose`` is set.
+
+    Attributes
+    ----------
+    stopped_ : bool
+        Whether the last training run was stopped by the time budget.
+    """
+
+    def __init__(self, sink=print):
+        self.sink = sink
+
+    def initialize(self):
+        self.stopped_ = False
+        return self
+
+    # pylint: disable=arguments-differ
+    def on_train_begin(self, net, **kwargs):
+        self.stopped_ = False
+        budget = _time_budget(net)
+        self._last_tick = None if budget is None else budget.clock()
+
+    def on_batch_end(self, net, **kwargs):
+        budget = _time_budget(net)
+        if budget is None:
+            return
+        now = budget.clock()
+        step, self._last_tick = now - self._last_tick, now
+        if _on_any_process(net, budget.spent(now) + step >= budget.seconds):
+            self.stopped_ = True
+            if net.verbose:
+                self.sink(f"Stopping: time_limit={budget.seconds}s is reached.")
+            raise StopTraining
+
+
+class CosineSchedule(Callback):
+    """Linear warm-up, then cosine decay of every learning rate, once per batch.
+
+    Progress runs from 0 to 1 over the net's time budget when it has one
+    (``time_budget_``, the same seconds :class:`TimeLimit` counts: the rate
+    reaches its floor when the budget ends, however many epochs that is, and
+    however long reading the images took) and over ``max_epochs`` otherwise.
+    Each parameter group keeps its own base rate; the head's ``head_lr``
+    decays alike.
+
+    Parameters
+    ----------
+    warmup : float, default=0.05
+        Fraction of training spent raising the rates linearly from near zero.
+    floor : float, default=0.01
+        Final rate as a fraction of each base rate.
+    """
+
+    def __init__(self, warmup=0.05, floor=0.01):
+        self.warmup = warmup
+        self.floor = floor
+
+    def factor(self, progress):
+        """Multiplier of the base rates at ``progress`` in [0, 1]."""
+        progress = min(max(progress, 0.0), 1.0)
+        if progress < self.warmup:
+            return max(progress / self.warmup, 1e-3)
+        decay = (progress - self.warmup) / max(1.0 - self.warmup, 1e-12)
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * decay))
+
+    # pylint: disable=arguments-differ
+    def on_train_begin(self, net, **kwargs):
+        self._base_rates = [group["lr"] for group in net.optimizer_.param_groups]
+        self._batches_per_epoch = None
+        self._epochs_done = 0
+        self._batch = 0
+        self._set_rates(net, self._progress(net))
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        self._batch = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self._epochs_done += 1
+        self._batches_per_epoch = self._batch
+
+    def _progress(self, net):
+        budget = _time_budget(net)
+        if budget is not None:
+            return budget.fraction_spent()
+        per_epoch = self._batches_per_epoch or max(self._batch, 1)
+        return (self._epochs_done + min(self._batch / per_epoch, 1.0)) / net.max_epochs
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self._batch += 1
+            self._set_rates(net, self._progress(net))
+
+    def on_train_end(self, net, **kwargs):
+        for group, rate in zip(net.optimizer_.param_groups, self._base_rates):
+            group["lr"] = rate
+
+    def _set_rates(self, net, progress):
+        factor = self.factor(progress)
+        for group, rate in zip(net.optimizer_.param_groups, self._base_rates):
+            group["lr"] = rate * factor
+
+
+class AucEarlyStopping(Callback):
+    """Select the epoch with the best validation ROC AUC; stop when it no longer improves.
+
+    ROC AUC often saturates (at 1.0 on easy data) while the probabilities
+    keep getting better calibrated; comparing ``(valid_auc, valid_loss)``
+    keeps the epoch with the best ranking and, among equals, the lowest
+    loss. Each epoch's history row gets ``event_best`` (whether it is the
+    best so far). After ``patience`` epochs without a better one, training
+    stops (:class:`StopTraining`). With ``load_best=True`` the best epoch's
+    weights are restored when training ends, however it ends (patience, time
+    limit, interruption), and the last history row records which epoch's
+    (``event_restored``), for :class:`HeadCalibration`.
+
+    Parameters
+    ----------
+    patience : int, default=5
+        Epochs without improvement before training stops.
+    load_best : bool, default=True
+        Restore the best epoch's module weights at the end of training.
+    sink : callable, default=print
+        Receives messages when ``net.verbose`` is set.
+
+    Attributes
+    ----------
+    best_epoch_ : int
+        The selected epoch (counted from 1), 0 before one has a valid score.
+    best_score_ : tuple of float or None
+        Its ``(valid_auc, valid_loss)``.
+    misses_ : int
+        Epochs since the best one.
+    best_model_weights_ : dict or None
+        A copy of the best epoch's state dict (``load_best=True``).
+    """
+
+    def __init__(self, patience=5, load_best=True, sink=print):
+        self.patience = patience
+        self.load_best = load_best
+        self.sink = sink
+
+    def initialize(self):
+        self.best_epoch_, self.best_score_, self.misses_ = 0, None, 0
+        self.best_model_weights_ = None
+        return self
+
+    # pylint: disable=arguments-differ
+    def on_train_begin(self, net, **kwargs):
+        self.initialize()
+
+    def _is_better(self, auc, loss):
+        if np.isnan(auc):
+            return False
+        if self.best_score_ is None:
+            return True
+        best_auc, best_loss = self.best_score_
+        return auc > best_auc or (auc == best_auc and loss < best_loss)
+
+    def on_epoch_end(self, net, **kwargs):
+        auc, loss = net.history[-1, "valid_auc"], net.history[-1, "valid_loss"]
+        improved = self._is_better(auc, loss)
+        net.history.record("event_best", improved)
+        if improved:
+            self.best_epoch_, self.best_score_, self.misses_ = len(net.history), (auc, loss), 0
+            if self.load_best:
+                self.best_model_weights_ = copy.deepcopy(net.module_.state_dict())
+            return
+        self.misses_ += 1
+        if self.misses_ >= self.patience:
+            if net.verbose:
+                self.sink(f"Stopping: valid_auc has not improved for {self.misses_} epochs; "
+                          f"the best was epoch {self.best_epoch_}.")
+            raise StopTraining
+
+    def on_train_end(self, net, **kwargs):
+        if not self.load_best or self.best_model_weights_ is None:
+            return
+        _strip_wrapper_prefixes(self.best_model_weights_, net.module_)
+        net.module_.load_state_dict(self.best_model_weights_)
+        net.history.record("event_restored", self.best_epoch_)
+        if net.verbose:
+            self.sink(f"Restored the weights of epoch {self.best_epoch_} "
+                      f"(valid_auc={self.best_score_[0]:.4f}).")
+
+
+class HeadCalibration(Callback):
+    """Refit the match head's scale and bias on validation logits after training.
+
+    Platt scaling: a one-dimensional logistic regression of the validation
+    targets on the match logits gives ``a`` and ``b``, and the head becomes
+    ``a * (scale * cosine + bias) + b``, so that ``predict_proba`` is
+    calibrated on pairs the network did not train on, in the class balance
+    of the user's pairs. The logits are kept from each epoch's validation
+    pass, so this costs no extra forward pass; the epoch calibrated on is
+    the one whose weights the net ends with: the epoch :class:`AucEarlyStopping`
+    restored, else the last one. Put it after the early stopping callback.
+
+    Parameters
+    ----------
+    sink : callable, default=print
+        Receives a message when ``net.verbose`` is set.
+
+    Attributes
+    ----------
+    calibration_ : tuple of float or None
+        ``(a, b)`` of the last calibration; None when there was none (no
+        validation logits, a single class, or logits that rank the pairs the
+        wrong way).
+    """
+
+    def __init__(self, sink=print):
+        self.sink = sink
+
+    def initialize(self):
+        self.calibration_ = None
+        return self
+
+    # pylint: disable=arguments-differ
+    def on_train_begin(self, net, **kwargs):
+        self.calibration_ = None
+        self._outputs = {}
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if training or y_pred is None:
+            return
+        epoch = len(net.history)
+        self._outputs.setdefault(epoch, []).append(
+            (y_pred.detach().float().cpu().reshape(-1),
+             batch[1].detach().float().cpu().reshape(-1)))
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history)
+        # Keep only what the end of training can still ask for: the epoch just
+        # validated and the best epoch so far.
+        keep = {epoch} | {row["epoch"] for row in net.history if row.get("event_best")}
+        self._outputs = {key: value for key, value in self._outputs.items() if key in keep}
+
+    def on_train_end(self, net, **kwargs):
+        if not net.history:
+            return
+        last = net.history[-1]
+        epoch = last.get("event_restored")
+        if epoch is None:  # the last epoch's weights, if its validation finished
+            epoch = len(net.history) if "valid_loss" in last else None
+        outputs = self._outputs.get(epoch)
+        self._outputs = {}
+        if not outputs:
+            return
+        logits = torch.cat([logit for logit, _ in outputs]).numpy()
+        targets = torch.cat([target for _, target in outputs]).numpy()
+        if np.unique(targets).size < 2:
+            return
+        model = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), targets.astype(int))
+        a, b = float(model.coef_[0, 0]), float(model.intercept_[0])
+        if a <= 0:  # the logits rank validation pairs the wrong way: leave the head alone
+            return
+        head = net.module_.head
+        with torch.no_grad():
+            head.log_scale.add_(math.log(a))
+            head.bias.mul_(a).add_(b)
+        self.calibration_ = (a, b)
+        if net.verbose:
+            self.sink(f"Calibrated the match head on validation pairs: logits * {a:.3f} "
+                      f"{b:+.3f}.")

@@ -1,0 +1,334 @@
+"""Identities mined from the pair graph: the graph, identity-balanced batches and their loss.
+
+Images joined by matching pairs are views of one identity (see
+:func:`match_components`). Training batches of P identities times K views
+then give every image K - 1 positives and all other identities' views as
+negatives; two views of one identity are never used as a negative pair.
+Everything ``pair_mining="graph"`` does lives here, the classifier's skorch
+hooks for it included (:class:`IdentityMiningMixin`).
+"""
+
+import warnings
+
+import numpy as np
+import torch
+
+from sklearn_imgpair._images.datasets import training_pairs, unwrap_subsets
+from sklearn_imgpair._images.decode import load_image
+
+__all__ = [
+    "IdentityBatches",
+    "IdentityMiningMixin",
+    "IdentitySampler",
+    "identity_batches",
+    "image_identities",
+    "match_components",
+    "supervised_contrastive_loss",
+]
+
+
+def _find(parent, node):
+    root = node
+    while parent[root] != root:
+        root = parent[root]
+    while parent[node] != root:  # path compression
+        parent[node], node = root, parent[node]
+    return root
+
+
+def _components(pairs, is_match):
+    """Distinct images, each pair cell's index into them, and each image's component."""
+    images, inverse = np.unique(np.asarray(pairs, dtype=object).ravel(), return_inverse=True)
+    inverse = inverse.reshape(-1, 2)
+    parent = list(range(len(images)))
+    for (a, b), match in zip(inverse.tolist(), np.asarray(is_match).tolist()):
+        if match:
+            root_a, root_b = _find(parent, a), _find(parent, b)
+            if root_a != root_b:
+                parent[max(root_a, root_b)] = min(root_a, root_b)
+    roots = np.array([_find(parent, node) for node in range(len(images))], dtype=int)
+    order = {}
+    for root in roots[inverse.ravel()].tolist():  # label in order of first appearance
+        order.setdefault(root, len(order))
+    return images, inverse, np.array([order[root] for root in roots.tolist()], dtype=int)
+
+
+def match_components(pairs, is_match):
+    """Label every image with the connected component of the match edges.
+
+    Two images are in one component when a chain of matching pairs joins
+    them (a-b and b-c put a, b and c together). Non-matching pairs join
+    nothing, so an image seen only in non-matching pairs is a component of
+    its own.
+
+    Parameters
+    ----------
+    pairs : ndarray of shape (n_pairs, 2)
+        Image paths.
+    is_match : array-like of shape (n_pairs,)
+        Truthy where the pair is a match.
+
+    Returns
+    -------
+    pair_components : ndarray of shape (n_pairs, 2), dtype=int
+        Component label of each image of each pair; labels are
+        ``0 .. n_components - 1`` in order of first appearance.
+    """
+    _, inverse, labels = _components(pairs, is_match)
+    return labels[inverse]
+
+
+def image_identities(pairs, is_match):
+    """Return the distinct images of ``pairs`` and the identity of each.
+
+    Identities are the components of :func:`match_components`, with the
+    same labels; the parameters are the same too.
+
+    Returns
+    -------
+    images : ndarray of shape (n_images,)
+        The distinct paths, sorted.
+    identities : ndarray of shape (n_images,), dtype=int
+        Identity label of each image.
+    """
+    images, _, labels = _components(pairs, is_match)
+    return images, labels
+
+
+
+def supervised_contrastive_loss(embeddings, labels, temperature=0.1):
+    """Supervised contrastive loss (Khosla et al., 2020) of L2-normalised embeddings.
+
+    For every anchor ``i`` with at least one positive (another vector with
+    its label), the loss is the mean over its positives ``p`` of
+    ``-log(exp(s_ip / t) / sum_{a != i} exp(s_ia / t))``, where ``s`` is the
+    cosine similarity and ``t`` the temperature; the result is the mean over
+    those anchors. Vectors with one label are only ever positives of each
+    other; the denominator runs over all other vectors, as in the paper.
+
+    Parameters
+    ----------
+    embeddings : torch.Tensor of shape (n, d)
+        Unit-length vectors.
+    labels : torch.Tensor of shape (n,)
+        Identity of each vector.
+    temperature : float, default=0.1
+        Divides the cosine similarities; lower values weigh hard negatives
+        more.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        Scalar; zero when no vector has a positive.
+    """
+    labels = labels.reshape(-1)
+    n = len(labels)
+    logits = embeddings.float() @ embeddings.float().T / temperature
+    self_mask = torch.eye(n, dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    n_positives = positives.sum(dim=1)
+    anchors = n_positives > 0
+    if not anchors.any():
+        return 0.0 * embeddings.sum()  # zero, and still part of the graph
+    positive_log_prob = log_prob.masked_fill(~positives, 0.0).sum(dim=1)
+    return -(positive_log_prob[anchors] / n_positives[anchors]).mean()
+
+
+class IdentitySampler:
+    """Draw batches of images: P identities with K views each.
+
+    Only identities with at least two distinct images are drawn: an image
+    seen in non-matching pairs only has no known second view. Identities are
+    drawn without replacement within a batch, and so are the views of an
+    identity with at least K images; smaller identities repeat images
+    (augmentation then makes the copies differ).
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_images,)
+        Image paths.
+    identities : ndarray of shape (n_images,), dtype=int
+        Identity label of each image.
+    n_views : int
+        Images per identity (K); more when there are too few identities to
+        fill a batch.
+    random_state : numpy.random.RandomState
+        Source of randomness.
+    """
+
+    def __init__(self, images, identities, *, n_views, random_state):
+        self.images = np.asarray(images, dtype=object)
+        members = {}
+        for index, identity in enumerate(np.asarray(identities).tolist()):
+            members.setdefault(identity, []).append(index)
+        self.members_ = [np.array(m) for m in members.values() if len(m) >= 2]
+        self.n_views = n_views
+        self.random_state = random_state
+
+    @property
+    def n_eligible(self):
+        """Number of identities with at least two images."""
+        return len(self.members_)
+
+    def sample(self, n_images):
+        """Draw a batch of ``n_images`` images, K per identity (the last may have fewer).
+
+        Returns
+        -------
+        paths : ndarray of shape (n_images,)
+        labels : ndarray of shape (n_images,), dtype=int64
+            Batch-local identity of each image: ``0 .. P - 1``.
+        """
+        rng = self.random_state
+        n_identities = min(-(-n_images // self.n_views), self.n_eligible)
+        n_views = -(-n_images // n_identities)
+        chosen = rng.choice(self.n_eligible, size=n_identities, replace=False)
+        indices, labels = [], []
+        for label, identity in enumerate(chosen):
+            members = self.members_[identity]
+            replace = len(members) < n_views
+            picked = rng.choice(members, size=n_views, replace=replace)
+            if replace and len(np.unique(picked)) < 2:  # keep two distinct views
+                picked[:2] = rng.choice(members, size=2, replace=False)
+            indices.extend(picked.tolist())
+            labels.extend([label] * n_views)
+        indices, labels = indices[:n_images], labels[:n_images]
+        return self.images[indices], np.array(labels, dtype=np.int64)
+
+
+class IdentityBatches:
+    """Pair batches, each joined by an identity batch from an :class:`IdentitySampler`.
+
+    Iterating yields the pair loader's ``(X, y)`` batches with two more keys
+    in ``X``: ``"views"``, as many mined images as the batch has pairs (P
+    identities x K views) as a uint8 tensor, and ``"view_identities"``, their
+    batch-local identity labels. Every entry of ``X`` keeps the batch's
+    length, as skorch expects; one identity batch comes with every pair
+    batch, so an epoch is still one pass over the pairs.
+
+    Parameters
+    ----------
+    pair_loader : iterable
+        The usual training iterator over pairs.
+    sampler : IdentitySampler
+        Draws the identity batches.
+    load : callable
+        ``load(path)`` returns the decoded uint8 image tensor of ``path``.
+    device : str or torch.device, default=None
+        Where the identity batches are sent; None leaves them on the CPU.
+    """
+
+    def __init__(self, pair_loader, sampler, load, *, device=None):
+        self.pair_loader = pair_loader
+        self.sampler = sampler
+        self.load = load
+        self.device = device
+
+    def __len__(self):
+        return len(self.pair_loader)
+
+    def __iter__(self):
+        for X, y in self.pair_loader:
+            paths, labels = self.sampler.sample(len(y))
+            views = torch.stack([self.load(path) for path in paths])
+            labels = torch.from_numpy(labels)
+            if self.device is not None:
+                views, labels = views.to(self.device), labels.to(self.device)
+            yield {**X, "views": views, "view_identities": labels}, y
+
+
+def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0):
+    """Join identity batches, mined from ``dataset``'s pairs, to ``iterator``.
+
+    Parameters
+    ----------
+    dataset : PairDataset or Subset of one
+        The training pairs, as skorch passes them to ``get_iterator``.
+    iterator : iterable
+        The training iterator over those pairs.
+    n_views : int
+        Images per identity (K).
+    device : str or torch.device, default=None
+        Where the identity batches go; None leaves them on the CPU, as the
+        pair batches are.
+    seed_offset : int, default=0
+        Added to the sampler's seed (drawn from torch's generator), so that
+        several training processes draw different identities.
+
+    Returns
+    -------
+    iterator : IdentityBatches or the given iterator
+        The given iterator, with a warning, when the data hold no pairs of
+        paths or fewer than two identities with two images.
+    """
+    found = training_pairs(dataset)
+    if found is None:
+        warnings.warn(
+            f"pair_mining='graph' needs the training pairs, but the training data is a "
+            f"{type(dataset).__name__}, not pairs of paths; training on the pairs alone.",
+            UserWarning, stacklevel=3)
+        return iterator
+    pairs, targets = found
+    images, identities = image_identities(pairs, targets > 0.5)
+    seed = int(torch.randint(np.iinfo(np.int32).max, ()).item()) + seed_offset
+    sampler = IdentitySampler(images, identities, n_views=n_views,
+                              random_state=np.random.RandomState(seed))
+    if sampler.n_eligible < 2:
+        warnings.warn(
+            f"pair_mining='graph' found {sampler.n_eligible} identities with two or more "
+            "images in the training pairs (it needs two); training on the pairs alone.",
+            UserWarning, stacklevel=3)
+        return iterator
+    dataset, _ = unwrap_subsets(dataset)
+    if dataset.cache is None:
+        def load(path):
+            return load_image(path, dataset.image_size)
+    else:
+        def load(path):
+            return dataset.cache.get(path, dataset.image_size)
+    return IdentityBatches(iterator, sampler, load, device=device)
+
+
+class IdentityMiningMixin:
+    """The ``pair_mining="graph"`` part of a pair classifier's skorch hooks.
+
+    Training batches of pairs are joined by identity batches
+    (:func:`identity_batches`), the identity labels are kept out of the
+    module's inputs, and the loss adds :func:`supervised_contrastive_loss` of
+    the views' embeddings, weighted by ``mining_weight``. It reads the net's
+    ``pair_mining``, ``views_per_identity``, ``mining_weight``,
+    ``mining_temperature`` and ``freeze_backbone`` (a frozen backbone learns
+    nothing from identities, so none are mined).
+    """
+
+    def get_iterator(self, dataset, training=False):
+        """skorch's; with ``pair_mining="graph"`` training batches carry identity batches."""
+        iterator = super().get_iterator(dataset, training=training)
+        if training and self.pair_mining == "graph" and not self.freeze_backbone:
+            return identity_batches(dataset, iterator, n_views=self.views_per_identity)
+        return iterator
+
+    def infer(self, x, **fit_params):
+        """Run the module on the images; identity labels are for the loss only."""
+        if isinstance(x, dict) and "view_identities" in x:
+            x = {key: value for key, value in x.items() if key != "view_identities"}
+        return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The net's loss on the pairs, plus the identity loss on mined batches.
+
+        The identity loss trains the backbone only: the match head (and so
+        the probability) learns from the pairs alone.
+        """
+        if not isinstance(y_pred, tuple):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        logits, view_embeddings = y_pred
+        loss = super().get_loss(logits, y_true, X=X, training=training)
+        identities = torch.as_tensor(X["view_identities"], device=view_embeddings.device)
+        identity_loss = supervised_contrastive_loss(view_embeddings, identities,
+                                                    self.mining_temperature)
+        if training:
+            self.history.record_batch("identity_loss", identity_loss.item())
+        return loss + self.mining_weight * identity_loss
