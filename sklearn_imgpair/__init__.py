@@ -19,8 +19,7 @@ from sklearn_imgpair._training.callbacks import (
     TimeLimit,
 )
 from sklearn_imgpair._training.split import IdentityValidSplit
-
-__version__ = "0.1.0"
+from sklearn_imgpair._version import __version__
 
 __all__ = [
     "AcceleratedImagePairClassifier",

@@ -6,7 +6,6 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from skorch import NeuralNetBinaryClassifier
-from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog, ProgressBar
 from skorch.dataset import ValidSplit
 from skorch.utils import is_dataset
 from sklearn.metrics import roc_auc_score
@@ -19,6 +18,7 @@ from sklearn.utils._param_validation import (
 from sklearn_imgpair._images.datasets import ImageDataset, PairDataset, pair_dataset
 from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
 from sklearn_imgpair._images.validation import (
+    check_classes,
     check_files_exist,
     check_match_labels,
     check_pairs,
@@ -26,35 +26,24 @@ from sklearn_imgpair._images.validation import (
 )
 from sklearn_imgpair._io.device import (
     RUNTIME_PARAMETER_CONSTRAINTS,
-    autocast,
-    check_precision,
+    AutoDeviceMixin,
     device_type,
-    resolve_device,
     seeded,
-    to_device,
 )
 from sklearn_imgpair._io.model_file import load_classifier, save_classifier
 from sklearn_imgpair._nn.augment import ViewAugmentation
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS, expected_image_size
 from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, score_pairs, siamese_net_kwargs
-from sklearn_imgpair._training.callbacks import (
-    AucEarlyStopping,
-    CosineSchedule,
-    HeadCalibration,
-    StopTraining,
-    TimeBudget,
-    TimeLimit,
-    valid_roc_auc,
-)
+from sklearn_imgpair._training.callbacks import StopTraining, TimeBudget, default_callbacks
 from sklearn_imgpair._training.frozen import FrozenBackboneMixin
-from sklearn_imgpair._training.loss_scaling import LossScalingMixin
+from sklearn_imgpair._training.precision import MixedPrecisionMixin
 from sklearn_imgpair._training.mining import IdentityMiningMixin
 
 __all__ = ["ImagePairClassifier"]
 
 
-class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingMixin,
-                          NeuralNetBinaryClassifier):
+class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisionMixin,
+                          AutoDeviceMixin, NeuralNetBinaryClassifier):
     """Siamese image-pair matcher with a shared timm backbone, as a skorch net.
 
     Both images of a pair go through one backbone (one set of weights). Their
@@ -127,25 +116,17 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
         ``iterator_train__persistent_workers=True`` so it lasts across epochs.
 
     pair_mining : {"graph", "none"}, default="graph"
-        ``"graph"`` learns from identities mined from the labelled pairs as
-        well as from the pairs themselves. Images joined by a chain of
-        matching pairs (a-b and b-c) are taken as views of one identity, the
-        connected components of the match graph; every training batch of
-        pairs is joined by as many images again, ``views_per_identity`` views
-        of each of several identities, and a supervised contrastive loss on
-        their embeddings (weight ``mining_weight``) pulls views of one
-        identity together and pushes other identities apart. Two views of one
-        identity are never a negative pair, and the match head, hence the
-        probability, is still trained on the listed pairs alone, in their
-        class balance. The assumption: images in different components are
-        different identities unless a matching pair links them. Switch to
-        ``"none"`` (plain training on the listed pairs) when that does not
-        hold, e.g. when the same object appears in separate components
-        because its views were never paired, or when the labels are not about
-        identity at all (e.g. "similar style"); also when a training step
-        must stay as cheap as possible (mining adds half as many images
-        again to every step). Only the training pairs are mined, never the
-        validation split.
+        ``"graph"`` also learns from identities mined from the labelled
+        pairs: images joined by a chain of matching pairs are views of one
+        identity (the components of the match graph), every training batch
+        of pairs is joined by ``views_per_identity`` views of each of several
+        identities, and a supervised contrastive loss (weight
+        ``mining_weight``) pulls views of one identity together and pushes
+        other identities apart. The match head, hence the probability, still
+        learns from the listed pairs alone; validation pairs are never mined.
+        Use ``"none"`` when images in different components may show the same
+        identity, when labels are not about identity, or to keep a training
+        step as cheap as possible (mining adds half as many images again).
 
     views_per_identity : int, default=4
         Images of each identity in a mined batch (K). Identities with fewer
@@ -159,51 +140,36 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
         on the hardest negatives.
 
     on_error : {"raise", "warn"}, default="raise"
-        What an image that cannot be read (missing, empty, truncated, not an
-        image, above PIL's pixel limit) does. ``"raise"``: an error naming
-        the row, column and path; ``fit`` reads every image once before
-        training starts, so it fails before any training. ``"warn"``, for
-        long batch jobs: ``fit`` leaves the pairs with unreadable images out,
-        and prediction gives exactly the rows that use one NaN in
-        ``predict_proba`` and ``decision_function``, the non-match label in
-        ``predict`` (NaN is not above the threshold) and no say in ``score``;
-        each call issues one :class:`UnreadableImageWarning` that lists them
-        (all of them in its ``failures`` and ``rows`` attributes). No image
-        is ever replaced silently.
+        What an unreadable image (missing, empty, truncated, not an image,
+        above PIL's pixel limit) does. ``"raise"``: an error naming the row,
+        column and path, before any training. ``"warn"``: ``fit`` leaves its
+        pairs out; prediction gives exactly its rows NaN in ``predict_proba``
+        and ``decision_function``, the non-match label in ``predict`` and no
+        say in ``score``; each call issues one :class:`UnreadableImageWarning`
+        listing them. No image is ever replaced silently.
 
     num_workers : int or None, default=None
-        Processes that decode images in parallel with the network whenever
-        images are embedded for prediction, as in :class:`ImageEmbedder`
-        (:class:`torch.utils.data.DataLoader` workers). None
-        sizes them to the machine: on CUDA every core but one (at most 16);
-        on CPU one per 8 cores, so none below 8 cores, where workers would
-        take cores from the model's own threads; and never more than the
-        batches to read. 0 decodes in the main process. ``fit`` decodes
-        every distinct training image once, on several threads, into the
-        ``cache_size`` cache before training, so training batches come from
-        memory; training itself uses ``iterator_train__num_workers``
-        (default 0), worth raising when the training images do not fit in
-        the cache.
+        Processes that decode images in parallel with the network when
+        images are embedded for prediction, as in :class:`ImageEmbedder`.
+        None sizes them to the machine (on CUDA every core but one, at most
+        16; on CPU one per 8 cores; never more than the batches to read); 0
+        decodes in the main process. ``fit`` reads every training image once,
+        on several threads, into the ``cache_size`` cache before training;
+        ``iterator_train__num_workers`` sets training's own workers.
 
     precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Arithmetic of the backbone's forward and backward passes, by
-        :func:`torch.autocast`; embeddings, cosines, the head and the losses
-        stay float32. ``"bf16"`` runs on CPUs with bfloat16 instructions
-        (AVX512-BF16 or AMX; elsewhere it is emulated, slow, and ``fit``
-        warns) and on recent GPUs; on such a CPU it made swin_tiny inference
-        2-3 times faster, with embeddings within a cosine of 0.9999 of fp32
-        (``benchmarks/bench_inference.py``). ``"fp16"`` is for CUDA only, with
-        loss scaling in training. ``fit`` raises a ``ValueError`` where the
-        device cannot do it.
+        Arithmetic of the backbone, by :func:`torch.autocast`; embeddings,
+        the head and the losses stay float32. ``"bf16"`` needs a CPU with
+        bfloat16 instructions (AVX512-BF16 or AMX; elsewhere it is emulated
+        and ``fit`` warns) or a recent GPU; ``"fp16"`` is for CUDA, with loss
+        scaling in training. ``fit`` raises a ``ValueError`` where the device
+        cannot do it.
 
     freeze_backbone : bool, default=False
-        Keep the backbone's weights as they are and train the match head
-        (scale and bias) alone. ``fit`` then embeds each distinct image of
-        ``X`` once, without augmentation (``augment`` and ``pair_mining`` are
-        ignored), and trains the head on the cached embeddings: seconds
-        instead of hours on a CPU. Validation, early stopping and
-        recalibration work as usual, and prediction runs the same way as
-        after full training.
+        Train the match head alone: ``fit`` embeds each distinct image once,
+        without augmentation or mining, and trains the head's scale and bias
+        on the embeddings (seconds instead of hours on a CPU). Validation,
+        early stopping and calibration work as usual.
 
     module : type, default=SiameseNet
         The torch module class; it receives ``backbone``, ``mean``, ``std``
@@ -216,12 +182,10 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
         Optimizer class.
 
     lr : float, default=1e-4
-        Peak learning rate of the backbone; 1e-4 suits pretrained weights,
-        about 1e-3 suits training a small model from random weights. The
-        ``lr_schedule`` callback warms the rates up over the first 5 % of
-        training and then decays them along a cosine over the time budget
-        (``time_limit``) or ``max_epochs``; set ``callbacks__lr_schedule=None``
-        for constant rates.
+        Peak learning rate of the backbone (1e-4 suits pretrained weights,
+        about 1e-3 a small model from random weights). The ``lr_schedule``
+        callback (:class:`CosineSchedule`) warms it up, then decays it over
+        the time budget or ``max_epochs``.
 
     max_epochs : int, default=10
         Largest number of passes over the training pairs.
@@ -230,19 +194,13 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
         Pairs per batch (two images each).
 
     train_split : callable or None, default=ValidSplit(0.1, stratified=True)
-        Holds out 10 % of the pairs for validation. After each epoch the
-        validation ROC AUC (``valid_auc`` in the history) is measured;
-        training stops early when it has not improved for 5 epochs and the
-        best epoch's weights (best ROC AUC, ties broken by validation loss)
-        are restored (the ``early_stopping`` callback, an
-        :class:`AucEarlyStopping`; tune it with
-        ``callbacks__early_stopping__patience``); then the head's scale and
-        bias are recalibrated on that epoch's validation logits (the
-        ``calibration`` callback, a :class:`HeadCalibration`). :class:`IdentityValidSplit`
-        holds out whole identities instead, so that validation measures
-        matching of unseen objects; it needs many identities to be stable.
-        None trains on all pairs without validation, early stopping or
-        recalibration.
+        Holds out 10 % of the pairs for validation: the ``early_stopping``
+        callback (:class:`AucEarlyStopping`) stops after 5 epochs without a
+        better validation ROC AUC and restores the best epoch's weights, and
+        the ``calibration`` callback (:class:`HeadCalibration`) then refits
+        the head's scale and bias on that epoch's validation logits.
+        :class:`IdentityValidSplit` holds out whole identities instead. None
+        trains on all pairs, without either.
 
     threshold : float, default=0.5
         Match probability above which ``predict`` returns ``match_label``.
@@ -398,47 +356,12 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
     # parameters and skorch's extension points
     # ------------------------------------------------------------------
 
-    @property
-    def device(self):
-        """Where the network runs: the ``device`` parameter, ``"auto"`` resolved."""
-        return resolve_device(self.__dict__.get("device"))
-
-    @device.setter
-    def device(self, value):
-        self.__dict__["device"] = value
-
-    def get_params(self, deep=True):
-        params = super().get_params(deep=deep)
-        params["device"] = self.__dict__.get("device")  # "auto" as given, not resolved
-        return params
-
-    def __setstate__(self, state):
-        device = state["device"]
-        state["device"] = resolve_device(device)  # skorch maps the tensors to a real device
-        super().__setstate__(state)
-        if isinstance(device, str) and device == "auto":
-            self.device = device
-
+    # skorch's own classifiers override this private property, and skorch reads it
+    # directly (get_default_callbacks, and get_params of the callbacks); there is no
+    # public hook for default callbacks. tests/test_classifier.py fails if that changes.
     @property
     def _default_callbacks(self):
-        callbacks = [
-            ("epoch_timer", EpochTimer()),
-            ("lr_schedule", CosineSchedule()),
-            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-        ]
-        if self.train_split is not None and self.train_split is not False:
-            callbacks += [
-                ("valid_loss", PassthroughScoring(name="valid_loss")),
-                ("valid_auc", EpochScoring(valid_roc_auc, name="valid_auc",
-                                           lower_is_better=False, use_caching=True)),
-                ("early_stopping", AucEarlyStopping(patience=5, load_best=True)),
-                ("calibration", HeadCalibration()),
-            ]
-        callbacks.append(("time_limit", TimeLimit()))
-        if isinstance(self.verbose, Integral) and self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
-        callbacks.append(("print_log", PrintLog()))
-        return callbacks
+        return default_callbacks(self)
 
     @property
     def classes_(self):
@@ -463,16 +386,16 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
         return tags
 
     def _validate_hyperparameters(self):
+        params = self.get_params(deep=False)
         validate_parameter_constraints(
             self._parameter_constraints,
-            {name: self.get_params(deep=False)[name] for name in self._parameter_constraints},
+            {name: params[name] for name in self._parameter_constraints},
             caller_name=type(self).__name__,
         )
 
     def initialize(self):
         """Validate the parameters, then build the network, optimizer and callbacks."""
         self._validate_hyperparameters()
-        check_precision(self.precision, self.device)
         return super().initialize()
 
     def initialize_module(self):
@@ -519,12 +442,6 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
             X = pair_dataset(check_pairs(X), y, image_size=self.image_size_,
                              cache_size=self.cache_size, read=False)
         return super().get_dataset(X, y)
-
-    def infer(self, x, **fit_params):
-        """Run the module with the backbone in ``precision``."""
-        x = to_device(x, self.device)  # non-blocking from pinned memory on CUDA
-        with autocast(self.precision, self.device):
-            return super().infer(x, **fit_params)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         """skorch's training loop; a user's ``KeyboardInterrupt`` ends it with a warning.
@@ -628,12 +545,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
         self._validate_hyperparameters()
         known = self.__dict__.get("classes_")
         if known is None and classes is not None:
-            known = np.unique(np.asarray(classes))
-            if len(known) != 2 or self.match_label not in known.tolist():
-                raise ValueError(
-                    f"classes must be two labels including match_label="
-                    f"{self.match_label!r}; got {known.tolist()}."
-                )
+            known = check_classes(classes, self.match_label)
         dataset, known = self._read_pairs(X, y, known, before_building=not self.initialized_)
         with seeded(self.random_state):
             if not self.initialized_:
@@ -758,23 +670,15 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
     # persistence
     # ------------------------------------------------------------------
 
-    # Parameters of subclasses that a saved (plain) classifier does not have.
-    _not_saved = ()
+    _not_saved = ()  # parameters of subclasses that a plain classifier's file leaves out
 
     def save(self, path):
         """Save the fitted classifier to one file that holds no pickle.
 
-        The network's weights are written as safetensors; the parameters,
-        ``classes_``, ``match_label``, ``threshold``, the preprocessing, the
-        training history, a format version and the library versions as JSON,
-        with a SHA-256 checksum of all of it. The write is atomic: the file
-        at ``path`` is replaced only once the new one is complete, so a crash
-        mid-save leaves the previous model intact. Use :meth:`load` to read
-        it back; unlike a pickle, loading it cannot run code.
-
-        Parameters that cannot be written as JSON (callback objects, a
-        ``RandomState``, custom classes) are saved as their defaults, with a
-        warning; predictions do not depend on them.
+        Weights as safetensors; parameters, ``classes_``, preprocessing,
+        history and versions as JSON, with a SHA-256 checksum; written
+        atomically. Parameters that JSON cannot hold (callback objects, a
+        ``RandomState``) are saved as their defaults, with a warning.
 
         Parameters
         ----------
@@ -793,16 +697,15 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, LossScalingM
     def load(cls, path, *, device=None):
         """Load a classifier saved with :meth:`save`, without running code from the file.
 
-        Works offline and without the original weights file: the network is
-        built from the saved architecture and filled with the saved weights.
+        Works offline and without the original weights file.
 
         Parameters
         ----------
         path : str or path-like
             A file written by :meth:`save`.
         device : str or torch.device, default=None
-            Where the network runs; None keeps the saved device, or uses
-            ``"cpu"`` (with a warning) when that is not available.
+            Where the network runs; None keeps the saved device (or the CPU,
+            with a warning, where that is missing).
 
         Returns
         -------

@@ -103,6 +103,17 @@ def test_accelerated_classifier_rejects_a_non_accelerator(image_pairs):
         clf.fit(X, y)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_accelerated_classifier_leaves_mixed_precision_to_the_accelerator(image_pairs, precision):
+    # One mixed-precision path: the plain classifier's autocast and fp16 loss
+    # scaler never run beside the accelerator's.
+    X, y = image_pairs
+    clf = make_accelerated(max_epochs=1, precision=precision)
+    with pytest.raises(ValueError, match="mixed_precision="):
+        clf.fit(X, y)
+    assert not clf.initialized_
+
+
 def test_accelerated_classifier_keeps_quiet_with_verbose_0(image_pairs, capsys):
     X, y = image_pairs
     make_accelerated(max_epochs=1, pair_mining="none").fit(X[:40], y[:40])

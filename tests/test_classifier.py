@@ -318,3 +318,83 @@ def test_skorch_scoring_callbacks_work(make_clf, image_pairs):
         EpochScoring("roc_auc", name="skorch_auc", lower_is_better=False)])
     clf.fit(X, y)
     assert clf.history[-1, "skorch_auc"] == pytest.approx(clf.history[-1, "valid_auc"])
+
+
+def test_default_callbacks_reach_skorch_through_its_private_property(make_clf):
+    # skorch has no public hook for default callbacks: the classifier overrides
+    # NeuralNet._default_callbacks, which skorch reads in get_default_callbacks
+    # and in get_params. This fails loudly if skorch stops doing so.
+    from skorch import NeuralNet
+
+    assert isinstance(NeuralNet.__dict__.get("_default_callbacks"), property)
+    clf = make_clf()
+    names = [name for name, _ in clf.get_default_callbacks()]
+    assert names == ["epoch_timer", "lr_schedule", "train_loss", "valid_loss", "valid_auc",
+                     "early_stopping", "calibration", "time_limit", "print_log"]
+    assert clf.get_params()["callbacks__early_stopping__patience"] == 5
+    clf.set_params(callbacks__early_stopping__patience=2).initialize()
+    assert dict(clf.callbacks_)["early_stopping"].patience == 2
+
+
+def test_device_auto_is_resolved_for_skorch_and_kept_as_a_parameter(make_clf, image_pairs):
+    X, y = image_pairs
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    clf = make_clf(device="auto", max_epochs=1, train_split=None, pair_mining="none")
+    assert clf.device == expected and clf.get_params()["device"] == "auto"
+    assert clone(clf).get_params()["device"] == "auto"
+    clf.fit(X[:16], y[:16])
+    assert next(clf.module_.parameters()).device.type == expected
+    restored = pickle.loads(pickle.dumps(clf))
+    assert restored.get_params()["device"] == "auto" and restored.device == expected
+    assert_allclose(restored.predict_proba(X[:16]), clf.predict_proba(X[:16]), rtol=1e-6)
+
+
+def test_the_estimators_share_one_set_of_runtime_constraints():
+    from sklearn_imgpair import AcceleratedImagePairClassifier, ImageEmbedder, ImagePairClassifier
+    from sklearn_imgpair._io.device import RUNTIME_PARAMETER_CONSTRAINTS
+
+    for estimator in (ImagePairClassifier, AcceleratedImagePairClassifier, ImageEmbedder):
+        for name, constraint in RUNTIME_PARAMETER_CONSTRAINTS.items():
+            assert estimator._parameter_constraints[name] is constraint, (estimator, name)
+
+
+@pytest.mark.parametrize("params", [dict(device="tpu-ish"), dict(num_workers=-1),
+                                    dict(precision="fp8"), dict(random_state="seed")])
+def test_runtime_parameters_are_validated_alike(make_clf, params):
+    from sklearn_imgpair import ImageEmbedder
+
+    with pytest.raises((InvalidParameterError, RuntimeError)):
+        make_clf(**params).initialize()
+    with pytest.raises((InvalidParameterError, RuntimeError)):
+        ImageEmbedder(pretrained=False, model_kwargs=dict(TINY_SWIN), image_size=32,
+                      **params).fit()
+
+
+def test_reading_the_images_counts_against_the_time_budget(make_clf, image_pairs, monkeypatch):
+    # Reading takes 30 % of a 100 s budget on the fake clock: training still
+    # ends with the learning rate at the schedule's floor, not at 70 % of it.
+    from sklearn_imgpair import _classifier
+
+    X, y = image_pairs
+    clock = FakeClock(step=0.5)
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    original = _classifier.pair_dataset
+
+    def slow_reading(*args, **kwargs):
+        clock.now += 30.0
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_classifier, "pair_dataset", slow_reading)
+    factors = []
+
+    class RecordRate(Callback):
+        def on_batch_end(self, net, training=False, **kwargs):
+            if training:
+                factors.append(net.optimizer_.param_groups[-1]["lr"] / net.lr)
+
+    clf = make_clf(max_epochs=10_000, time_limit=100, train_split=None, pair_mining="none",
+                   callbacks=[("rate", RecordRate())])
+    clf.fit(X, y)
+    assert dict(clf.callbacks_)["time_limit"].stopped_
+    floor = dict(clf.callbacks_)["lr_schedule"].floor
+    assert factors[-1] == pytest.approx(floor, rel=0.25)

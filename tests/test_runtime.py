@@ -280,10 +280,10 @@ def test_bf16_classifier_trains_and_predicts_in_bf16(image_pairs):
 
 def test_fp16_training_scales_the_loss(image_pairs, monkeypatch):
     # fp16 is for CUDA; CPU autocast runs it too, which lets the scaling be tested here.
-    from sklearn_imgpair import _classifier
+    from sklearn_imgpair._training import precision
 
     # fp16 on CPU is refused by the precision check; the loss scaler is built anyway.
-    monkeypatch.setattr(_classifier, "check_precision", lambda precision, device: None)
+    monkeypatch.setattr(precision, "check_precision", lambda precision, device: None)
     X, y = image_pairs[0][:32], image_pairs[1][:32]
     clf = make_tiny_classifier(max_epochs=1, precision="fp16", train_split=None,
                                pair_mining="none", num_workers=0)

@@ -69,7 +69,7 @@ class PairDataset(torch.utils.data.Dataset):
     Parameters
     ----------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
-        Image paths as returned by :func:`~sklearn_imgpair._validation.check_pairs`.
+        Image paths as returned by :func:`check_pairs`.
     y : ndarray of shape (n_pairs,) or None
         Float match targets, or None at prediction time.
     image_size : int
@@ -206,7 +206,8 @@ def pair_dataset(pairs, targets, *, image_size, cache_size, on_error="raise",
     require_both_classes : bool, default=True
         Refuse to train when leaving pairs out removes a class.
     read : bool, default=True
-        False wraps the pairs without reading any image.
+        False wraps the pairs without reading any image (their files are
+        still checked with ``on_error="raise"``).
 
     Returns
     -------
@@ -219,11 +220,11 @@ def pair_dataset(pairs, targets, *, image_size, cache_size, on_error="raise",
         For an unreadable image with ``on_error="raise"``, or when too few
         pairs are left.
     """
+    if on_error == "raise":  # every path, even where nothing is read yet
+        check_files_exist(pairs)
     cache = DecodedImageCache(int(cache_size * 2**20))
     if not read or image_size is None:
         return PairDataset(pairs, targets, image_size=image_size, cache=cache)
-    if on_error == "raise":
-        check_files_exist(pairs)
     bad_rows, failures = decode_pair_images(
         pairs, lambda path: cache.get(path, image_size), on_error)
     if failures:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.multiclass import type_of_target
 
-__all__ = ["IMAGE_SEPARATOR", "check_files_exist", "check_match_labels", "check_pairs",
+__all__ = ["IMAGE_SEPARATOR", "check_classes", "check_files_exist", "check_match_labels", "check_pairs",
            "check_paths", "distinct_paths"]
 
 #: Joins several images of one item in a cell of a pairs table (AutoMM's format).
@@ -175,6 +175,21 @@ def check_paths(X):
         raise ValueError("X is empty; expected at least one image path.")
     return np.array([_as_path_string(value, f"X[{row}]") for row, value in enumerate(values)],
                     dtype=object)
+
+
+def check_classes(classes, match_label):
+    """Check the ``classes`` given to ``partial_fit``: two labels, one of them ``match_label``.
+
+    Returns
+    -------
+    classes : ndarray of shape (2,)
+        The labels, sorted.
+    """
+    classes = np.unique(np.asarray(classes))
+    if len(classes) != 2 or match_label not in classes.tolist():
+        raise ValueError(f"classes must be two labels including match_label={match_label!r}; "
+                         f"got {classes.tolist()}.")
+    return classes
 
 
 def check_match_labels(y, match_label, n_samples, classes=None):

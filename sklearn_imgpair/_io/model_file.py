@@ -34,6 +34,7 @@ from sklearn_imgpair._io.embedding_cache import tensors_digest
 from sklearn_imgpair._nn.augment import ViewAugmentation
 from sklearn_imgpair._nn.siamese import SiameseNet, siamese_net_kwargs
 from sklearn_imgpair._training.split import IdentityValidSplit
+from sklearn_imgpair._version import __version__
 
 __all__ = ["FORMAT_VERSION", "load_classifier", "load_embedder", "read_model_file",
            "save_classifier", "save_embedder", "write_model_file"]
@@ -231,8 +232,6 @@ def decode_labels(encoded):
 
 
 def _versions():
-    from sklearn_imgpair import __version__
-
     return {"sklearn_imgpair": __version__, "torch": torch.__version__,
             "timm": timm.__version__, "skorch": skorch.__version__,
             "scikit-learn": sklearn.__version__, "numpy": np.__version__,

@@ -134,13 +134,6 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
                 f"{type(self.accelerator).__name__}."
             )
 
-    def _initialize_callbacks(self):
-        if self.callbacks__print_log__sink == "auto":
-            # skorch's PrintLog ignores verbose=0 for any sink but print itself.
-            is_main = self.accelerator.is_main_process
-            self.callbacks__print_log__sink = print if is_main else _print_nothing
-        return super()._initialize_callbacks()
-
     def initialize(self):
         """Validate the parameters and the accelerator, then build and prepare everything.
 
@@ -150,6 +143,11 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         """
         self._validate_hyperparameters()
         self._check_accelerator()
+        if self.callbacks__print_log__sink == "auto":
+            # Before skorch's AccelerateMixin replaces "auto" by accelerator.print:
+            # skorch's PrintLog ignores verbose=0 for any sink but print itself.
+            is_main = self.accelerator.is_main_process
+            self.callbacks__print_log__sink = print if is_main else _print_nothing
         if self.precision != "fp32":
             raise ValueError(
                 f"precision={self.precision!r} is not for {type(self).__name__}: mixed "

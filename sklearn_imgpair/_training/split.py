@@ -21,7 +21,7 @@ class IdentityValidSplit:
     touches a held-out identity goes to validation. The validation score then
     measures matching of objects never seen in training, as on a real test
     set, and the probabilities calibrated on it (see
-    :class:`AucEarlyStopping`) hold for new objects too. A plain split of
+    :class:`HeadCalibration`) hold for new objects too. A plain split of
     pairs would put other views of the training objects into validation and
     overrate the model.
 
