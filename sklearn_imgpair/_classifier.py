@@ -27,6 +27,7 @@ from sklearn_imgpair._images.validation import (
 from sklearn_imgpair._io.device import (
     RUNTIME_PARAMETER_CONSTRAINTS,
     AutoDeviceMixin,
+    check_device,
     device_type,
     seeded,
 )
@@ -214,6 +215,10 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         it is available and the CPU otherwise (the parameter keeps
         ``"auto"``; the attribute ``device`` reads as the device chosen).
 
+    iterator_train__shuffle : bool, default=True
+        Shuffle the training pairs every epoch (skorch's own default is
+        False).
+
     **kwargs
         Further skorch parameters, such as ``callbacks``,
         ``iterator_train__num_workers`` or ``optimizer__weight_decay``.
@@ -240,6 +245,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
 
     time_budget_ : TimeBudget
         The time budget of the last ``fit`` or ``partial_fit``.
+
+    grad_scaler_ : torch.amp.GradScaler or None
+        The fp16 loss scaler (``precision="fp16"``), else None.
 
     See Also
     --------
@@ -392,6 +400,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             {name: params[name] for name in self._parameter_constraints},
             caller_name=type(self).__name__,
         )
+        check_device(params["device"])
 
     def initialize(self):
         """Validate the parameters, then build the network, optimizer and callbacks."""
@@ -428,17 +437,8 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         return params
 
     def get_dataset(self, X, y=None):
-        """Pairs of image paths as a :class:`PairDataset`.
-
-        Training pairs that ``fit`` read at another size than the network
-        turned out to take (or before the size was known) are read again at
-        its size.
-        """
-        if isinstance(X, PairDataset) and X.image_size != self.image_size_:
-            X = pair_dataset(X.pairs, X.y, image_size=self.image_size_,
-                             cache_size=self.cache_size, on_error=self.on_error,
-                             require_both_classes=False)
-        elif not is_dataset(X):
+        """Pairs of image paths as a :class:`PairDataset` (datasets pass through)."""
+        if not is_dataset(X):
             X = pair_dataset(check_pairs(X), y, image_size=self.image_size_,
                              cache_size=self.cache_size, read=False)
         return super().get_dataset(X, y)
@@ -448,8 +448,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
 
         skorch then runs the callbacks' ``on_train_end``: the best weights
         seen so far are restored and the head is recalibrated, so the
-        interrupted estimator is usable. Planned stops (time budget,
-        patience) raise :class:`StopTraining` and end it silently.
+        interrupted estimator is usable. Callbacks that stop training on
+        purpose (time budget, patience) raise :class:`StopTraining`, which
+        ends it silently; so should a user's callback.
         """
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
@@ -466,23 +467,28 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
     # fitting
     # ------------------------------------------------------------------
 
-    def _read_pairs(self, X, y, classes=None, *, before_building):
+    def _read_pairs(self, X, y, classes=None, *, image_size):
         """Validate ``X`` and ``y`` and read every image once, before any training.
 
-        Images are read first where the input size is known before the
-        network is built, so that a bad image leaves a fitted estimator as it
-        was (otherwise :meth:`get_dataset` reads them once it is built).
+        Images are read before the network is built where ``image_size`` is
+        known then, so that a bad image leaves a fitted estimator as it was;
+        otherwise (None) they are read once it is built, by :meth:`_at_network_size`.
         """
         pairs = check_pairs(X)
         classes, targets = check_match_labels(y, self.match_label, len(pairs), classes)
-        if before_building:
-            size = expected_image_size(self.model_name, self.image_size, self.model_kwargs)
-        else:
-            size = self.image_size_
-        dataset = pair_dataset(pairs, targets, image_size=size, cache_size=self.cache_size,
-                               on_error=self.on_error, require_both_classes=before_building,
-                               read=size is not None)
+        dataset = pair_dataset(pairs, targets, image_size=image_size,
+                               cache_size=self.cache_size, on_error=self.on_error,
+                               require_both_classes=np.unique(targets).size == 2,
+                               read=image_size is not None)
         return dataset, classes
+
+    def _at_network_size(self, dataset):
+        """Read training pairs again where the network takes another image size."""
+        if not isinstance(dataset, PairDataset) or dataset.image_size == self.image_size_:
+            return dataset
+        return pair_dataset(dataset.pairs, dataset.y, image_size=self.image_size_,
+                            cache_size=self.cache_size, on_error=self.on_error,
+                            require_both_classes=np.unique(dataset.y).size == 2)
 
     def fit(self, X, y, **fit_params):
         """Fit the Siamese network on labelled pairs of image paths.
@@ -501,18 +507,28 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         self : ImagePairClassifier
             The fitted classifier.
         """
-        self.time_budget_ = TimeBudget(self.time_limit)
         self._validate_hyperparameters()
-        rebuild = not self.warm_start or not self.initialized_
-        dataset, classes = self._read_pairs(X, y, before_building=rebuild)
-        previous, self.classes_ = self.__dict__.get("classes_"), classes  # scoring needs them
+        previous_classes = self.__dict__.get("classes_")
+        previous_module = getattr(self, "module_", None)
+        self.time_budget_ = TimeBudget(self.time_limit)
         try:
+            if not self.warm_start or not self.initialized_:
+                size = expected_image_size(self.model_name, self.image_size, self.model_kwargs)
+            else:
+                size = self.image_size_
+            dataset, classes = self._read_pairs(X, y, image_size=size)
+            self.classes_ = classes  # skorch's scoring callbacks predict during training
             with seeded(self.random_state):
                 super().fit(dataset, dataset.y, **fit_params)
         except Exception:
-            if previous is not None:  # a failed refit leaves the fitted estimator as it was
-                self.classes_ = previous
+            if getattr(self, "module_", None) is previous_module:
+                # No new network was built: the estimator stays as it was.
+                self.__dict__.pop("classes_", None)
+                if previous_classes is not None:
+                    self.classes_ = previous_classes
             raise
+        finally:
+            self.time_budget_.ended = True
         self.n_features_in_ = 2
         return self
 
@@ -538,20 +554,27 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             if getattr(self, "time_budget_", None) is None or self.time_budget_.ended:
                 self.time_budget_ = TimeBudget(self.time_limit)
             try:
+                X = self._at_network_size(X)
+                y = X.y if isinstance(X, PairDataset) else y
                 return super().partial_fit(X, y, **fit_params)
             finally:
                 self.time_budget_.ended = True
-        self.time_budget_ = TimeBudget(self.time_limit)
         self._validate_hyperparameters()
-        known = self.__dict__.get("classes_")
-        if known is None and classes is not None:
-            known = check_classes(classes, self.match_label)
-        dataset, known = self._read_pairs(X, y, known, before_building=not self.initialized_)
-        with seeded(self.random_state):
-            if not self.initialized_:
-                self.initialize()
-            self.classes_ = known
-            self.partial_fit(dataset, dataset.y, **fit_params)
+        self.time_budget_ = TimeBudget(self.time_limit)
+        try:
+            known = self.__dict__.get("classes_")
+            if known is None and classes is not None:
+                known = check_classes(classes, self.match_label)
+            size = self.image_size_ if self.initialized_ else expected_image_size(
+                self.model_name, self.image_size, self.model_kwargs)
+            dataset, known = self._read_pairs(X, y, known, image_size=size)
+            with seeded(self.random_state):
+                if not self.initialized_:
+                    self.initialize()
+                self.classes_ = known
+                self.partial_fit(dataset, dataset.y, **fit_params)
+        finally:
+            self.time_budget_.ended = True
         self.n_features_in_ = 2
         return self
 

@@ -14,6 +14,7 @@ from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
 from sklearn_imgpair._images.validation import check_paths, distinct_paths
 from sklearn_imgpair._io.device import (
     RUNTIME_PARAMETER_CONSTRAINTS,
+    check_device,
     check_precision,
     resolve_device,
     seeded,
@@ -235,6 +236,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self : ImageEmbedder
         """
         self._validate_params()
+        check_device(self.device)
         check_precision(self.precision, self.device)
         if X is not None:
             check_paths(X)

@@ -346,3 +346,22 @@ def test_images_are_read_again_when_the_input_size_is_known_only_after_building(
     batches = clf.history[-1, "batches"]
     assert sum(batch["train_batch_size"] for batch in batches) == len(X) - 1
     assert clf.image_size_ == TINY_IMAGE_SIZE
+
+
+def test_pairs_left_out_after_building_are_left_out_of_the_validation_split_too(
+        bad_images, image_pairs, monkeypatch):
+    # The input size is only known once the network is built: the images are
+    # read then, and the pairs left out must not reach skorch's split.
+    from sklearn_imgpair import _classifier
+
+    monkeypatch.setattr(_classifier, "expected_image_size", lambda *args: None)
+    X, y = image_pairs
+    X = X.copy()
+    X[7, 0] = bad_images["text file"]
+    clf = make_tiny_classifier(max_epochs=1, on_error="warn")
+    with pytest.warns(UnreadableImageWarning):
+        clf.fit(X, y)
+    batches = clf.history[-1, "batches"]
+    n_train = sum(batch.get("train_batch_size", 0) for batch in batches)
+    n_valid = sum(batch.get("valid_batch_size", 0) for batch in batches)
+    assert n_train + n_valid == len(X) - 1

@@ -42,6 +42,7 @@ class _Net:
 def _run_batches(callback, net, n_batches):
     callback.initialize()
     callback.on_train_begin(net)
+    callback.on_epoch_begin(net)
     done = 0
     try:
         for _ in range(n_batches):
@@ -75,6 +76,7 @@ def test_time_limit_raises_stop_training():
     callback.initialize()
     net = _Net(time_limit=3)
     callback.on_train_begin(net)
+    callback.on_epoch_begin(net)
     with pytest.raises(StopTraining):
         for _ in range(10):
             callback.on_batch_end(net, training=True)
@@ -255,7 +257,7 @@ def test_head_calibration_calibrates_the_head_on_the_restored_epoch():
     calibration = HeadCalibration(sink=lambda *a: None)
     early_stopping = AucEarlyStopping(patience=10, sink=lambda *a: None)
     _run_validated_epochs(net, [early_stopping, calibration], BEST_FIRST)
-    assert net.history[-1, "event_restored"] == 1
+    assert net.history[-1, "restored_epoch"] == 1
     a, b = _platt([0.5, 2.0, -1.0, 3.0], [0, 1, 0, 1])
     assert calibration.calibration_ == pytest.approx((a, b))
     cosine = torch.tensor([0.2, 0.7])
@@ -263,12 +265,30 @@ def test_head_calibration_calibrates_the_head_on_the_restored_epoch():
     torch.testing.assert_close(net.module_.head(cosine), expected.float(), rtol=1e-5, atol=1e-5)
 
 
-def test_head_calibration_without_restored_weights_calibrates_on_the_last_epoch():
+@pytest.mark.parametrize("early_stopping", [
+    AucEarlyStopping(patience=10, load_best=False, sink=lambda *a: None),  # nothing restored
+    AucEarlyStopping(patience=10, calibrate=False, sink=lambda *a: None),
+    None,  # no early stopping at all
+])
+def test_head_calibration_needs_a_restored_epoch_it_may_calibrate(early_stopping):
     net = _net_with_head()
     calibration = HeadCalibration(sink=lambda *a: None)
-    selection = AucEarlyStopping(patience=10, load_best=False, sink=lambda *a: None)
-    _run_validated_epochs(net, [selection, calibration], BEST_FIRST)
-    assert calibration.calibration_ == pytest.approx(_platt([1.0, 0.0, 2.0, 4.0], [0, 1, 0, 1]))
+    callbacks = [calibration] if early_stopping is None else [early_stopping, calibration]
+    _run_validated_epochs(net, callbacks, BEST_FIRST)
+    assert calibration.calibration_ is None
+    torch.testing.assert_close(net.module_.head(torch.tensor([0.5])), torch.tensor([0.0]))
+
+
+def test_head_calibration_after_a_stop_by_patience_uses_the_best_epoch():
+    net = _net_with_head()
+    calibration = HeadCalibration(sink=lambda *a: None)
+    early_stopping = AucEarlyStopping(patience=2, sink=lambda *a: None)
+    with pytest.raises(StopTraining):
+        _run_validated_epochs(net, [early_stopping, calibration], BEST_FIRST)
+    for callback in (early_stopping, calibration):  # skorch still ends training
+        callback.on_train_end(net)
+    assert net.history[-1, "restored_epoch"] == 1
+    assert calibration.calibration_ == pytest.approx(_platt([0.5, 2.0, -1.0, 3.0], [0, 1, 0, 1]))
 
 
 def test_early_stopping_alone_leaves_the_head():
@@ -296,7 +316,7 @@ def test_time_budget_spent_reading_images_still_ends_the_schedule_at_its_floor()
     time_limit.initialize()
     for callback in (schedule, time_limit):
         callback.on_train_begin(net)
-    schedule.on_epoch_begin(net)
+        callback.on_epoch_begin(net)
     factors = []
     with pytest.raises(StopTraining):
         while True:
@@ -306,8 +326,29 @@ def test_time_budget_spent_reading_images_still_ends_the_schedule_at_its_floor()
     # The last step ran within one step of the end of the budget, at the floor;
     # counted from the start of training instead, it would have ended at 0.7
     # of the schedule, at a rate over 20 times the floor.
-    assert factors[-1] == pytest.approx(schedule.factor(1.0), rel=0.1)
+    assert factors[-1] == pytest.approx(schedule.factor(1.0), rel=0.2)
     assert factors[-1] < schedule.factor(0.7) / 20
+    # ... and it still warms up when training starts (over 5 % of what is left).
+    assert factors[0] < 0.3 and factors[0] < factors[1] < factors[2] < factors[3]
+    assert max(factors) == pytest.approx(1.0, abs=0.01)
+
+
+def test_time_limit_does_not_count_the_work_before_the_first_epoch_as_a_step():
+    # Embedding every image for a frozen backbone happens after on_train_begin
+    # and before the first epoch: it is spent, but it is not the length of a step.
+    clock = FakeClock(step=1.0)
+    net = _Net(time_limit=100, clock=clock)
+    callback = TimeLimit()
+    callback.initialize()
+    callback.on_train_begin(net)
+    clock.now += 60.0  # embedding
+    callback.on_epoch_begin(net)
+    done = 0
+    with pytest.raises(StopTraining):
+        for _ in range(100):
+            callback.on_batch_end(net, training=True)
+            done += 1
+    assert done >= 35  # about 38 one-second steps fit in what is left
 
 
 class _FakeAccelerator:

@@ -99,3 +99,27 @@ def test_early_stopping_ends_a_frozen_fit_without_an_interruption_warning(separa
         clf = make_tiny_classifier(freeze_backbone=True, max_epochs=30, num_workers=0,
                                    callbacks__early_stopping__patience=1).fit(X, y)
     assert len(clf.history) < 30
+
+
+def test_a_frozen_fit_trains_the_head_for_what_is_left_of_its_time_budget(separable_pairs,
+                                                                        monkeypatch):
+    # Embedding every image comes before the first epoch: it is spent, but the
+    # time limit must not take it for the length of a training step.
+    from sklearn_imgpair import TimeBudget
+    from sklearn_imgpair._training import frozen
+
+    from test_callbacks import FakeClock
+
+    X, y = separable_pairs
+    clock = FakeClock(step=0.01)
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    original = frozen.embed_pair_dataset
+
+    def slow_embedding(*args, **kwargs):
+        clock.now += 60.0  # of a 100 s budget
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(frozen, "embed_pair_dataset", slow_embedding)
+    clf = make_tiny_classifier(freeze_backbone=True, max_epochs=20, time_limit=100,
+                               train_split=None).fit(X, y)
+    assert len(clf.history) == 20  # the 40 s left hold every epoch

@@ -263,3 +263,13 @@ def test_a_failure_mid_save_keeps_the_previous_file(failure, saved, fitted_clf, 
     assert os.listdir(tmp_path) == ["model.safetensors"]  # no temporary file left
     monkeypatch.undo()
     assert_array_equal(ImagePairClassifier.load(path).classes_, [0, 1])
+
+
+def test_the_checksum_of_a_model_file_never_changes():
+    # The digest the format's checksum uses (shared with the embedding cache's
+    # keys): a change would make every saved model fail its check.
+    tensors = {"head.bias": torch.tensor([0.5, -1.0]),
+               "backbone.w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+               "n": torch.tensor([3], dtype=torch.int64)}
+    assert tensors_digest('{"a": 1}', tensors) == (
+        "772e1d581820e137ebc7a2f5d53b2e5881ef9623bee3a2809b15b4d2fd2166db")

@@ -69,7 +69,7 @@ def test_keyboard_interrupt_without_validation_keeps_the_last_weights(make_clf, 
 
 
 def test_the_time_limit_stops_without_the_interrupt_warning(make_clf, image_pairs, recwarn,
-                                                              monkeypatch):
+                                                            monkeypatch):
     X, y = image_pairs
     from test_callbacks import FakeClock
 

@@ -61,8 +61,6 @@ class ImageDataset(torch.utils.data.Dataset):
             return placeholder, f"{name}: {exc}"
 
 
-
-
 class PairDataset(torch.utils.data.Dataset):
     """Pairs of images read from a two-column array of paths.
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.multiclass import type_of_target
 
-__all__ = ["IMAGE_SEPARATOR", "check_classes", "check_files_exist", "check_match_labels", "check_pairs",
-           "check_paths", "distinct_paths"]
+__all__ = ["IMAGE_SEPARATOR", "check_classes", "check_files_exist", "check_match_labels",
+           "check_pairs", "check_paths", "distinct_paths"]
 
 #: Joins several images of one item in a cell of a pairs table (AutoMM's format).
 IMAGE_SEPARATOR = ";"

@@ -17,6 +17,7 @@ __all__ = [
     "RUNTIME_PARAMETER_CONSTRAINTS",
     "autocast",
     "available_cores",
+    "check_device",
     "check_precision",
     "cpu_has_fast_bf16",
     "default_num_workers",
@@ -95,6 +96,24 @@ class AutoDeviceMixin:
         super().__setstate__(state)
         if isinstance(device, str) and device == "auto":
             self.device = device
+
+
+def check_device(device):
+    """Check that ``device`` names a torch device (or is ``"auto"`` or None).
+
+    Raises
+    ------
+    ValueError
+        Naming the value and what torch said of it.
+    """
+    device = resolve_device(device)
+    if device is None or isinstance(device, torch.device):
+        return
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device={device!r} is not a torch device ({exc}); use 'cpu', "
+                         "'cuda', 'cuda:N', 'auto' or a torch.device.") from None
 
 
 def device_type(device):

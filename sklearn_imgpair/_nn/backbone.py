@@ -58,7 +58,8 @@ def _cached_weights_file(pretrained_cfg):
         candidates = [pretrained_cfg.get("hf_hub_filename"), "model.safetensors",
                       "pytorch_model.bin", "open_clip_model.safetensors"]
         for filename in filter(None, candidates):
-            path = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision or None)
+            path = huggingface_hub.try_to_load_from_cache(repo_id, filename,
+                                                          revision=revision or None)
             if isinstance(path, str) and os.path.isfile(path):
                 return path
     url = pretrained_cfg.get("url")

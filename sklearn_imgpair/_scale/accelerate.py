@@ -37,6 +37,11 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
     device : None, default=None
         Leave device placement to the accelerator.
 
+    precision : "fp32", default="fp32"
+        Mixed precision is the accelerator's
+        (``Accelerator(mixed_precision="bf16")``); other values raise a
+        ``ValueError`` in ``fit``.
+
     unwrap_after_train : bool, default=True
         Unwrap the network after training (skorch's parameter). Keep it True
         to predict in several processes, to pickle, or to hand the network on.
@@ -143,17 +148,20 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         """
         self._validate_hyperparameters()
         self._check_accelerator()
-        if self.callbacks__print_log__sink == "auto":
-            # Before skorch's AccelerateMixin replaces "auto" by accelerator.print:
-            # skorch's PrintLog ignores verbose=0 for any sink but print itself.
-            is_main = self.accelerator.is_main_process
-            self.callbacks__print_log__sink = print if is_main else _print_nothing
         if self.precision != "fp32":
             raise ValueError(
                 f"precision={self.precision!r} is not for {type(self).__name__}: mixed "
                 "precision is the accelerator's. Keep precision='fp32' and pass "
                 "accelerator=Accelerator(mixed_precision='bf16') (or 'fp16'), or use "
                 "`accelerate launch --mixed_precision bf16`.")
+        # skorch's AccelerateMixin.initialize does not call super().initialize(), so
+        # MixedPrecisionMixin.initialize never runs here: no loss scaler, by design.
+        self.grad_scaler_ = None
+        if self.callbacks__print_log__sink == "auto":
+            # Before skorch's AccelerateMixin replaces "auto" by accelerator.print:
+            # skorch's PrintLog ignores verbose=0 for any sink but print itself.
+            is_main = self.accelerator.is_main_process
+            self.callbacks__print_log__sink = print if is_main else _print_nothing
         return super().initialize()
 
     def get_iterator(self, dataset, training=False):
@@ -161,8 +169,8 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
 
         The training loader is prepared by the accelerator (this process's
         share of the shuffled pairs), then joined by identity batches when
-        ``pair_mining="graph"``. Other loaders (validation, prediction) cover
-        all of ``dataset`` in every process.
+        ``pair_mining="graph"``. The validation loader covers all of
+        ``dataset`` in every process.
         """
         # skorch's own loader, without the identity batches (they join after
         # the accelerator has split the pairs between processes).

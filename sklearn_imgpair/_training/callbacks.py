@@ -79,8 +79,16 @@ class TimeBudget:
 
 
 def _time_budget(net):
+    """The net's time budget, or one started now from its ``time_limit`` (None: no limit).
+
+    Nets of this library start theirs when ``fit`` starts (``time_budget_``);
+    for any other skorch net with a ``time_limit`` the budget starts with
+    training.
+    """
     budget = getattr(net, "time_budget_", None)
-    return budget if budget is not None and budget.seconds is not None else None
+    if budget is None:
+        budget = TimeBudget(getattr(net, "time_limit", None))
+    return budget if budget.seconds is not None else None
 
 
 def valid_roc_auc(net, X, y):
@@ -153,16 +161,23 @@ class TimeLimit(Callback):
 
     def initialize(self):
         self.stopped_ = False
+        self._budget, self._last_tick = None, None
         return self
 
     # pylint: disable=arguments-differ
     def on_train_begin(self, net, **kwargs):
         self.stopped_ = False
-        budget = _time_budget(net)
-        self._last_tick = None if budget is None else budget.clock()
+        self._budget = _time_budget(net)
+        self._last_tick = None
+
+    def on_epoch_begin(self, net, **kwargs):
+        # Steps are timed from the start of the first epoch: what comes before
+        # it (reading or embedding the training images) is spent, but no step.
+        if self._budget is not None and self._last_tick is None:
+            self._last_tick = self._budget.clock()
 
     def on_batch_end(self, net, **kwargs):
-        budget = _time_budget(net)
+        budget = self._budget
         if budget is None:
             return
         now = budget.clock()
@@ -177,8 +192,9 @@ class TimeLimit(Callback):
 class CosineSchedule(Callback):
     """Linear warm-up, then cosine decay of every learning rate, once per batch.
 
-    Progress runs from 0 to 1 over the net's time budget when it has one
-    (``time_budget_``, the same seconds :class:`TimeLimit` counts: the rate
+    Progress runs from 0 to 1 over what is left of the net's time budget
+    when the first epoch starts (``time_budget_``, the seconds
+    :class:`TimeLimit` counts: the rate warms up when training starts and
     reaches its floor when the budget ends, however many epochs that is, and
     however long reading the images took) and over ``max_epochs`` otherwise.
     Each parameter group keeps its own base rate; the head's ``head_lr``
@@ -207,22 +223,25 @@ class CosineSchedule(Callback):
     # pylint: disable=arguments-differ
     def on_train_begin(self, net, **kwargs):
         self._base_rates = [group["lr"] for group in net.optimizer_.param_groups]
+        self._budget, self._spent_before = _time_budget(net), None
         self._batches_per_epoch = None
         self._epochs_done = 0
         self._batch = 0
-        self._set_rates(net, self._progress(net))
+        self._set_rates(net, 0.0)
 
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         self._batch = 0
+        if self._budget is not None and self._spent_before is None:
+            self._spent_before = self._budget.spent()
 
     def on_epoch_end(self, net, **kwargs):
         self._epochs_done += 1
         self._batches_per_epoch = self._batch
 
     def _progress(self, net):
-        budget = _time_budget(net)
-        if budget is not None:
-            return budget.fraction_spent()
+        if self._budget is not None:
+            left = self._budget.seconds - self._spent_before
+            return 1.0 if left <= 0 else (self._budget.spent() - self._spent_before) / left
         per_epoch = self._batches_per_epoch or max(self._batch, 1)
         return (self._epochs_done + min(self._batch / per_epoch, 1.0)) / net.max_epochs
 
@@ -252,7 +271,7 @@ class AucEarlyStopping(Callback):
     stops (:class:`StopTraining`). With ``load_best=True`` the best epoch's
     weights are restored when training ends, however it ends (patience, time
     limit, interruption), and the last history row records which epoch's
-    (``event_restored``), for :class:`HeadCalibration`.
+    (``restored_epoch``), for :class:`HeadCalibration`.
 
     Parameters
     ----------
@@ -260,6 +279,10 @@ class AucEarlyStopping(Callback):
         Epochs without improvement before training stops.
     load_best : bool, default=True
         Restore the best epoch's module weights at the end of training.
+    calibrate : bool, default=True
+        Let :class:`HeadCalibration` refit the head on the restored epoch;
+        False keeps the head as trained (as ``callbacks__calibration=None``
+        does).
     sink : callable, default=print
         Receives messages when ``net.verbose`` is set.
 
@@ -275,9 +298,10 @@ class AucEarlyStopping(Callback):
         A copy of the best epoch's state dict (``load_best=True``).
     """
 
-    def __init__(self, patience=5, load_best=True, sink=print):
+    def __init__(self, patience=5, load_best=True, calibrate=True, sink=print):
         self.patience = patience
         self.load_best = load_best
+        self.calibrate = calibrate
         self.sink = sink
 
     def initialize(self):
@@ -318,7 +342,9 @@ class AucEarlyStopping(Callback):
             return
         _strip_wrapper_prefixes(self.best_model_weights_, net.module_)
         net.module_.load_state_dict(self.best_model_weights_)
-        net.history.record("event_restored", self.best_epoch_)
+        net.history.record("restored_epoch", self.best_epoch_)
+        if not self.calibrate:
+            net.history.record("calibrate", False)
         if net.verbose:
             self.sink(f"Restored the weights of epoch {self.best_epoch_} "
                       f"(valid_auc={self.best_score_[0]:.4f}).")
@@ -332,9 +358,11 @@ class HeadCalibration(Callback):
     ``a * (scale * cosine + bias) + b``, so that ``predict_proba`` is
     calibrated on pairs the network did not train on, in the class balance
     of the user's pairs. The logits are kept from each epoch's validation
-    pass, so this costs no extra forward pass; the epoch calibrated on is
-    the one whose weights the net ends with: the epoch :class:`AucEarlyStopping`
-    restored, else the last one. Put it after the early stopping callback.
+    pass, so this costs no extra forward pass. It calibrates on the epoch
+    whose weights :class:`AucEarlyStopping` restored (``restored_epoch`` in
+    the last history row), so it comes after that callback; without a
+    restored epoch (no validation, ``load_best=False``) the head is left as
+    trained.
 
     Parameters
     ----------
@@ -370,22 +398,17 @@ class HeadCalibration(Callback):
              batch[1].detach().float().cpu().reshape(-1)))
 
     def on_epoch_end(self, net, **kwargs):
-        epoch = len(net.history)
-        # Keep only what the end of training can still ask for: the epoch just
-        # validated and the best epoch so far.
-        keep = {epoch} | {row["epoch"] for row in net.history if row.get("event_best")}
-        self._outputs = {key: value for key, value in self._outputs.items() if key in keep}
+        # Keep only what the end of training can still ask for: the best epoch
+        # so far (the last one marked ``event_best``).
+        best = [row["epoch"] for row in net.history if row.get("event_best")]
+        self._outputs = {key: value for key, value in self._outputs.items()
+                         if best and key == best[-1]}
 
     def on_train_end(self, net, **kwargs):
-        if not net.history:
-            return
-        last = net.history[-1]
-        epoch = last.get("event_restored")
-        if epoch is None:  # the last epoch's weights, if its validation finished
-            epoch = len(net.history) if "valid_loss" in last else None
-        outputs = self._outputs.get(epoch)
+        last = net.history[-1] if net.history else {}
+        outputs = self._outputs.get(last.get("restored_epoch"))
         self._outputs = {}
-        if not outputs:
+        if not outputs or not last.get("calibrate", True):
             return
         logits = torch.cat([logit for logit, _ in outputs]).numpy()
         targets = torch.cat([target for _, target in outputs]).numpy()

@@ -23,7 +23,11 @@ class FrozenBackboneMixin:
     def initialize_optimizer(self, *args, **kwargs):
         """Freeze the backbone if asked, then build the optimizer for what still trains."""
         if self.freeze_backbone:
-            self.module_.backbone.requires_grad_(False)
+            # By parameter name, so that a module wrapped for distributed
+            # training ("module.backbone....") is frozen alike.
+            for name, param in self.module_.named_parameters():
+                if "backbone" in name.split("."):
+                    param.requires_grad_(False)
         return super().initialize_optimizer(*args, **kwargs)
 
     def get_params_for_optimizer(self, prefix, named_parameters):

@@ -95,7 +95,6 @@ def image_identities(pairs, is_match):
     return images, labels
 
 
-
 def supervised_contrastive_loss(embeddings, labels, temperature=0.1):
     """Supervised contrastive loss (Khosla et al., 2020) of L2-normalised embeddings.
 

@@ -58,13 +58,15 @@ class MixedPrecisionMixin:
         """Like skorch's, but the optimizer steps through the loss scaler.
 
         The scaler's ``step`` takes no closure, so the gradients are computed
-        first, then the (unscaled) step is taken or skipped.
+        and unscaled first (``on_grad_computed`` callbacks see them unscaled),
+        then the step is taken, or skipped where they hold inf or NaN.
         """
         scaler = getattr(self, "grad_scaler_", None)
         if scaler is None:
             return super().train_step(batch, **fit_params)
         self.optimizer_.zero_grad()
         step = self.train_step_single(batch, **fit_params)
+        scaler.unscale_(self.optimizer_)  # callbacks (e.g. gradient clipping) see true gradients
         self.notify("on_grad_computed",
                     named_parameters=TeeGenerator(self.get_all_learnable_params()),
                     batch=batch, training=True)
