@@ -273,3 +273,20 @@ def test_the_checksum_of_a_model_file_never_changes():
                "n": torch.tensor([3], dtype=torch.int64)}
     assert tensors_digest('{"a": 1}', tensors) == (
         "772e1d581820e137ebc7a2f5d53b2e5881ef9623bee3a2809b15b4d2fd2166db")
+
+
+def test_a_file_of_the_previous_layout_still_loads(saved, tmp_path, image_pairs):
+    # Files written before the package was reorganised name the network class
+    # by its old module; they must keep loading (and predicting) as they did.
+    header, _ = _header(saved)
+    content = json.loads(header["__metadata__"]["content"])
+    assert content["params"]["module"] == {"__class__": "sklearn_imgpair._nn.siamese.SiameseNet"}
+    content["params"]["module"] = {"__class__": "sklearn_imgpair._module.SiameseNet"}
+    text = json.dumps(content, sort_keys=True)
+    tensors = safetensors.torch.load_file(saved)
+    metadata = dict(header["__metadata__"], content=text, sha256=tensors_digest(text, tensors))
+    old = tmp_path / "old.safetensors"
+    safetensors.torch.save_file(tensors, old, metadata=metadata)
+    X, _ = image_pairs
+    assert_array_equal(ImagePairClassifier.load(old).predict_proba(X),
+                       ImagePairClassifier.load(saved).predict_proba(X))

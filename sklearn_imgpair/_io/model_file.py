@@ -57,6 +57,9 @@ def _known_classes():
 
 
 _CLASSES = _known_classes()
+# Names that files of earlier versions use for classes that have moved since;
+# read, never written.
+_FORMER_NAMES = {"sklearn_imgpair._module.SiameseNet": SiameseNet}
 # Objects a parameter may hold: their class and the attributes that rebuild them.
 _OBJECTS = {
     "skorch.dataset.ValidSplit": (ValidSplit, ("cv", "stratified", "random_state")),
@@ -113,7 +116,8 @@ def _decode(value):
         return tuple(_decode(item) for item in value[_TUPLE])
     if _CLASS in value:
         try:
-            return _CLASSES[value[_CLASS]]
+            name = value[_CLASS]
+            return _CLASSES[name] if name in _CLASSES else _FORMER_NAMES[name]
         except (KeyError, TypeError):
             raise ValueError(f"the file names an unknown class {value[_CLASS]!r}; only "
                              "the library's, torch optimizers and losses can be loaded.")
