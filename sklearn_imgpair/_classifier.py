@@ -20,6 +20,8 @@ from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
 from sklearn_imgpair._images.validation import (
     check_classes,
     check_files_exist,
+    check_labelled_pairs,
+    check_pair_features,
     check_match_labels,
     check_pairs,
     distinct_paths,
@@ -38,13 +40,24 @@ from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, score_pairs, 
 from sklearn_imgpair._training.callbacks import StopTraining, TimeBudget, default_callbacks
 from sklearn_imgpair._training.frozen import FrozenBackboneMixin
 from sklearn_imgpair._training.precision import MixedPrecisionMixin
+from sklearn_imgpair._training.skorch_contract import (
+    SKORCH_PARAMETER_CONSTRAINTS,
+    SkorchEstimatorMixin,
+)
 from sklearn_imgpair._training.mining import IdentityMiningMixin
 
 __all__ = ["ImagePairClassifier"]
 
 
+def _check_no_sample_weight(fit_params, caller):
+    """Refuse ``sample_weight``, which skorch would pass on to the module's ``forward``."""
+    if "sample_weight" in fit_params:
+        raise TypeError(f"{caller} got sample_weight, but sample weights are not supported: "
+                        "every training pair counts once.")
+
+
 class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisionMixin,
-                          AutoDeviceMixin, NeuralNetBinaryClassifier):
+                          SkorchEstimatorMixin, AutoDeviceMixin, NeuralNetBinaryClassifier):
     """Siamese image-pair matcher with a shared timm backbone, as a skorch net.
 
     Both images of a pair go through one backbone (one set of weights). Their
@@ -287,6 +300,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         "mining_temperature": [Interval(Real, 0, None, closed="neither")],
         "on_error": [StrOptions(ON_ERROR_OPTIONS)],
         "freeze_backbone": ["boolean"],
+        **SKORCH_PARAMETER_CONSTRAINTS,
     }
 
     def __init__(
@@ -324,8 +338,6 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         iterator_train__shuffle=True,
         **kwargs,
     ):
-        # Set before skorch's __init__: skorch refuses torch modules (augment)
-        # as attributes once the net exists.
         self.model_name = model_name
         self.pretrained = pretrained
         self.weights_path = weights_path
@@ -371,6 +383,8 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
     def _default_callbacks(self):
         return default_callbacks(self)
 
+    _module_parameters = ("augment",)  # may hold a torch module (SkorchEstimatorMixin)
+
     @property
     def classes_(self):
         """The two labels seen in ``fit``, sorted."""
@@ -387,10 +401,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = True
+        tags.input_tags.string = True  # a table of path strings, not a numeric array
+        tags.input_tags.two_d_array = False
         tags.classifier_tags.multi_class = False
-        tags.non_deterministic = self.random_state is None
         return tags
 
     def _validate_hyperparameters(self):
@@ -470,12 +483,13 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
     def _read_pairs(self, X, y, classes=None, *, image_size):
         """Validate ``X`` and ``y`` and read every image once, before any training.
 
-        Images are read before the network is built where ``image_size`` is
-        known then, so that a bad image leaves a fitted estimator as it was;
-        otherwise (None) they are read once it is built, by :meth:`_at_network_size`.
+        ``y`` is checked before the shape and cells of ``X``, as scikit-learn's
+        checks of bad labels (on numeric ``X``) expect. Images are read before
+        the network is built where ``image_size`` is known then, so that a bad
+        image leaves a fitted estimator as it was; otherwise (None) they are
+        read once it is built, by :meth:`_at_network_size`.
         """
-        pairs = check_pairs(X)
-        classes, targets = check_match_labels(y, self.match_label, len(pairs), classes)
+        pairs, classes, targets = check_labelled_pairs(X, y, self.match_label, classes)
         dataset = pair_dataset(pairs, targets, image_size=image_size,
                                cache_size=self.cache_size, on_error=self.on_error,
                                require_both_classes=np.unique(targets).size == 2,
@@ -500,13 +514,14 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         y : array-like of shape (n_pairs,)
             Two distinct labels; ``match_label`` marks matching pairs.
         **fit_params : dict
-            Passed to skorch's ``fit``.
+            Passed to skorch's ``fit``; ``sample_weight`` is not supported.
 
         Returns
         -------
         self : ImagePairClassifier
             The fitted classifier.
         """
+        _check_no_sample_weight(fit_params, type(self).__name__ + ".fit")
         self._validate_hyperparameters()
         previous_classes = self.__dict__.get("classes_")
         previous_module = getattr(self, "module_", None)
@@ -529,7 +544,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             raise
         finally:
             self.time_budget_.ended = True
-        self.n_features_in_ = 2
+        check_pair_features(self, X, reset=True)
         return self
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
@@ -544,7 +559,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         classes : array-like, default=None
             The two labels, needed when the first call's ``y`` holds only one.
         **fit_params : dict
-            Passed to skorch's ``partial_fit``.
+            Passed to skorch's ``partial_fit``; ``sample_weight`` is not supported.
 
         Returns
         -------
@@ -559,6 +574,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
                 return super().partial_fit(X, y, **fit_params)
             finally:
                 self.time_budget_.ended = True
+        _check_no_sample_weight(fit_params, type(self).__name__ + ".partial_fit")
         self._validate_hyperparameters()
         self.time_budget_ = TimeBudget(self.time_limit)
         try:
@@ -575,7 +591,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
                 self.partial_fit(dataset, dataset.y, **fit_params)
         finally:
             self.time_budget_.ended = True
-        self.n_features_in_ = 2
+        check_pair_features(self, X, reset=not hasattr(self, "n_features_in_"))
         return self
 
     # ------------------------------------------------------------------
@@ -587,6 +603,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         if is_dataset(X):  # skorch's own scoring callbacks pass datasets
             return self.forward(X).float().numpy().reshape(-1)
         pairs = check_pairs(X)
+        check_pair_features(self, X, reset=False)
         if self.on_error == "raise":
             check_files_exist(pairs)
         unique, first, inverse = distinct_paths(pairs)

@@ -7,7 +7,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import _check_feature_names, check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
@@ -133,7 +133,8 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Length of each output vector.
 
     n_features_in_ : int
-        Always 1: one column of image paths.
+        Always 1: one column of image paths. Defined only when ``fit`` was
+        given ``X``, as scikit-learn defines it; ``fit()`` sees no data.
 
     feature_names_in_ : ndarray of shape (1,)
         The column name, when ``X`` in ``fit`` was a DataFrame with string
@@ -143,6 +144,19 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     --------
     ImagePairClassifier : Fits the backbone on labelled pairs.
     PairFeatures : Pair features for scikit-learn classifiers.
+
+    Notes
+    -----
+    ``X`` is one column of paths, so the estimator tags say
+    ``one_d_array=True``, ``string=True`` and ``two_d_array=False``, as
+    :class:`~sklearn.feature_extraction.text.CountVectorizer`'s say of its
+    documents; ``preserves_dtype`` is empty because the vectors are float32
+    whatever ``X`` is.
+
+    When ``fit`` was given ``X``, ``transform`` checks the column names of
+    ``X`` against it as scikit-learn's estimators do: another name is an
+    error, names present on one side only a warning. After ``fit()``
+    without ``X`` there is nothing to compare with, and any names pass.
 
     Examples
     --------
@@ -184,10 +198,10 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
         tags.input_tags.one_d_array = True
-        tags.input_tags.two_d_array = True
-        tags.requires_fit = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []  # float32 vectors, whatever X holds
         return tags
 
     def _build_module(self):
@@ -209,14 +223,22 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                         "image_size": self.image_size}
         return module, image_size, architecture
 
-    def _set_network(self, module, image_size, architecture, feature_names=None):
-        """Make ``module`` the fitted network (from ``fit`` or a model file)."""
+    def _set_network(self, module, image_size, architecture, feature_names=None, *,
+                     n_features_in=None):
+        """Make ``module`` the fitted network (from ``fit`` or a model file).
+
+        ``feature_names`` and ``n_features_in`` restore, from a model file,
+        what ``fit`` saw of ``X`` (feature names imply one feature); None
+        leaves ``feature_names_in_`` and ``n_features_in_`` as they are.
+        """
         self.module_ = module.to(resolve_device(self.device)).eval()
         self.image_size_ = image_size
         self.embedding_dim_ = int(module.backbone.num_features)
-        self.n_features_in_ = 1
         if feature_names is not None:
-            self.feature_names_in_ = feature_names
+            self.feature_names_in_ = np.asarray(feature_names, dtype=object)
+            n_features_in = len(self.feature_names_in_) if n_features_in is None else n_features_in
+        if n_features_in is not None:
+            self.n_features_in_ = int(n_features_in)
         self._architecture = architecture
         self._fingerprint = _fingerprint(self.module_, image_size, self.precision)
         return self
@@ -238,9 +260,17 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self._validate_params()
         check_device(self.device)
         check_precision(self.precision, self.device)
-        if X is not None:
+        if X is None:
+            # scikit-learn defines n_features_in_ only when fit saw X.
+            for name in ("n_features_in_", "feature_names_in_"):
+                if hasattr(self, name):
+                    delattr(self, name)
+        else:
             check_paths(X)
-            _check_feature_names(self, X, reset=True)
+            # Sets or deletes feature_names_in_. ensure_2d=False: scikit-learn
+            # counts no features in a 1-D list of strings, so we set the count.
+            validate_data(self, X, skip_check_array=True, ensure_2d=False)
+            self.n_features_in_ = 1
         return self._set_network(*self._build_module())
 
     @property
@@ -266,6 +296,8 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         check_is_fitted(self)
         paths = check_paths(X)
+        if hasattr(self, "n_features_in_"):  # fit saw X: compare column names
+            validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
         unique, first, inverse = distinct_paths(paths)
         names = [f"X[{row}]" for row in first]
         keys = []

@@ -9,7 +9,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklearn_imgpair._embedder import ImageEmbedder
 from sklearn_imgpair._training.mining import match_components
-from sklearn_imgpair._images.validation import check_files_exist, check_pairs
+from sklearn_imgpair._images.validation import (
+    check_files_exist,
+    check_pair_features,
+    check_pairs,
+)
 
 __all__ = ["PairFeatures", "pair_groups"]
 
@@ -52,7 +56,9 @@ class PairFeatures(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
         tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []  # float32 features, whatever X holds
         return tags
 
     def fit(self, X, y=None):
@@ -73,7 +79,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         check_pairs(X)
         self.embedder_ = clone(self.embedder if self.embedder is not None else ImageEmbedder())
         self.embedder_.fit()
-        self.n_features_in_ = 2
+        check_pair_features(self, X, reset=True)
         return self
 
     def transform(self, X):
@@ -90,6 +96,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         pairs = check_pairs(X)
+        check_pair_features(self, X, reset=False)
         check_files_exist(pairs)
         unique, inverse = np.unique(pairs.ravel(), return_inverse=True)
         embeddings = self.embedder_.transform(unique)

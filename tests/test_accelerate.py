@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.utils import get_tags
+from sklearn.utils.estimator_checks import (
+    check_no_attributes_set_in_init,
+    check_param_validation,
+    check_set_params,
+)
 
 pytest.importorskip(
     "accelerate",
@@ -18,6 +24,7 @@ from sklearn_imgpair import (  # noqa: E402
     ImageEmbedder,
     ImagePairClassifier,
     SiameseNet,
+    ViewAugmentation,
 )
 
 from conftest import make_tiny_classifier  # noqa: E402
@@ -131,3 +138,35 @@ def test_accelerated_fit_places_identity_batches_on_the_accelerator_device(image
     assert batch_X["views"].device == device and batch_y.device == device
     assert len(batch_X["views"]) == len(batch_y) == clf.batch_size
     np.testing.assert_array_less(-1, batch_X["view_identities"].cpu().numpy())
+
+
+# skorch's set_params fails once check_set_params has set callbacks=-inf (see test_classifier).
+@pytest.mark.filterwarnings("ignore:.*occurred during set_params:UserWarning")
+@pytest.mark.filterwarnings("ignore:Estimator's parameters changed after set_params")
+@pytest.mark.parametrize("check", [check_no_attributes_set_in_init, check_set_params,
+                                   check_param_validation])
+def test_accelerated_classifier_passes_scikit_learn_parameter_checks(check):
+    check("AcceleratedImagePairClassifier",
+          AcceleratedImagePairClassifier(accelerator=Accelerator(cpu=True)))
+
+
+def test_accelerated_classifier_constraints_extend_the_plain_ones():
+    plain = ImagePairClassifier._parameter_constraints
+    accelerated = AcceleratedImagePairClassifier._parameter_constraints
+    assert set(accelerated) - set(plain) == {"accelerator", "unwrap_after_train",
+                                             "callbacks__print_log__sink"}
+    assert all(accelerated[name] is plain[name] for name in plain)
+
+
+def test_accelerated_classifier_tags_are_the_plain_ones():
+    tags = get_tags(AcceleratedImagePairClassifier(accelerator=Accelerator(cpu=True)))
+    assert tags.input_tags.string and not tags.input_tags.two_d_array
+    assert not tags.classifier_tags.multi_class and not tags.non_deterministic
+
+
+def test_accelerated_classifier_takes_an_augmentation_module_after_construction(image_pairs):
+    X, y = image_pairs
+    clf = make_accelerated(max_epochs=1, pair_mining="none", train_split=None)
+    augment = ViewAugmentation(min_scale=0.8)
+    clf.set_params(augment=augment).fit(X[:40], y[:40])
+    assert clf.module_.augment is augment and clf.initialized_

@@ -1,4 +1,5 @@
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,16 @@ from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils import get_tags
+from sklearn.utils.estimator_checks import (
+    check_no_attributes_set_in_init,
+    check_param_validation,
+    check_set_params,
+)
 
+from sklearn_imgpair import ImagePairClassifier, SiameseNet, ViewAugmentation
+from sklearn_imgpair._images.validation import check_match_labels
 from sklearn_imgpair._nn.backbone import create_backbone
 from sklearn_imgpair._training.callbacks import TimeBudget
 
@@ -443,3 +453,124 @@ def test_a_first_fit_that_fails_before_building_leaves_no_classes(make_clf, imag
         clf.fit(X, y)
     with pytest.raises(NotFittedError):
         clf.predict_proba(X)
+
+
+# ----------------------------------------------------------------------
+# scikit-learn's estimator contract
+# ----------------------------------------------------------------------
+
+
+def test_skorch_still_lists_private_attributes_as_parameters():
+    # skorch's NeuralNet overrides scikit-learn's private _get_param_names to list
+    # every attribute not ending in "_", its own bookkeeping (_params_to_validate)
+    # included; ImagePairClassifier overrides it again to leave private names out.
+    # This fails loudly if skorch renames the method or stops listing parameters
+    # through it (the override would be dead), or lists only parameters (it can go).
+    from skorch import NeuralNet
+
+    assert "_get_param_names" in vars(NeuralNet)
+    net = NeuralNet(SiameseNet, torch.nn.BCEWithLogitsLoss)
+    assert "_params_to_validate" in net.get_params(deep=False)
+    assert "_params_to_validate" in net._get_param_names()
+
+
+# skorch's set_params builds the callbacks at once from the current ``callbacks``,
+# which check_set_params has set to -inf: later calls raise, and the check warns.
+@pytest.mark.filterwarnings("ignore:.*occurred during set_params:UserWarning")
+@pytest.mark.filterwarnings("ignore:Estimator's parameters changed after set_params")
+def test_private_attributes_are_not_parameters(make_clf, fitted_clf):
+    clf = make_clf(optimizer__momentum=0.9)
+    params = clf.get_params(deep=False)
+    assert [name for name in params if name.startswith("_")] == []
+    assert params["optimizer__momentum"] == 0.9 and params["iterator_train__shuffle"] is True
+    with pytest.raises(ValueError, match="Invalid parameter '_params_to_validate'"):
+        clf.set_params(_params_to_validate=set())
+    assert set(clone(fitted_clf).get_params(deep=False)) == set(fitted_clf.get_params(deep=False))
+    check_set_params("ImagePairClassifier", clf)
+    clf.set_params(lr=0.1)  # crashed after check_set_params had set _params_to_validate=-inf
+
+
+def test_init_sets_nothing_but_parameters(make_clf):
+    check_no_attributes_set_in_init("ImagePairClassifier", ImagePairClassifier())
+    clf = make_clf(augment=ViewAugmentation())
+    assert [name for name in vars(clf) if name.endswith("_")] == []
+    # skorch's state reads as skorch documents it, before and after initialisation.
+    assert clf.initialized_ is False and clf.history_ is None and clf.virtual_params_ == {}
+    clf.initialize()
+    assert clf.initialized_ and clf.history is clf.history_ and len(clf.history_) == 0
+    assert any(key.startswith("optimizer__") for key in clf.virtual_params_)
+
+
+def test_skorch_state_survives_warm_start_pickling_and_clone(make_clf, image_pairs):
+    X, y = image_pairs
+    clf = make_clf(max_epochs=1, warm_start=True, train_split=None, pair_mining="none")
+    clf.fit(X[:40], y[:40]).fit(X[:40], y[:40])
+    assert len(clf.history) == 2  # the second fit went on from the first
+    restored = pickle.loads(pickle.dumps(clf))
+    assert restored.initialized_ and len(restored.history_) == 2
+    assert_array_equal(restored.predict_proba(X[:8]), clf.predict_proba(X[:8]))
+    twin = clone(clf)
+    assert not twin.initialized_ and twin.history_ is None
+    assert [name for name in vars(twin) if name.endswith("_")] == []
+
+
+def test_augment_module_can_be_set_after_construction(make_clf):
+    augment = ViewAugmentation(min_scale=0.8)
+    clf = make_clf()
+    assert clf.set_params(augment=augment).augment is augment
+    assert clf.initialize().module_.augment is augment
+    clf.set_params(augment=False).initialize()
+    assert clf.module_.augment is None
+    assert "augment" not in clf.prefixes_  # a parameter, not a network component
+
+
+def test_grid_search_over_augment(make_clf, image_pairs):
+    X, y = image_pairs
+    clf = make_clf(max_epochs=1, train_split=None, pair_mining="none")
+    grid = GridSearchCV(clf, {"augment": [False, ViewAugmentation(min_scale=0.8)]}, cv=2,
+                        error_score="raise")
+    grid.fit(X[:40], y[:40])
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+    assert grid.best_estimator_.predict_proba(X[:4]).shape == (4, 2)
+
+
+def test_tags_describe_a_table_of_path_strings():
+    tags = get_tags(ImagePairClassifier(random_state=None))
+    assert tags.input_tags.string and not tags.input_tags.two_d_array
+    assert not tags.classifier_tags.multi_class
+    # non_deterministic means "differs for a fixed random_state"; fits on CPU do not.
+    assert not tags.non_deterministic
+
+
+def test_every_parameter_is_validated_before_X_is_read():
+    check_param_validation("ImagePairClassifier", ImagePairClassifier())
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.parametrize("y", [None, np.linspace(0.1, 0.9, 10), np.ones(10), np.arange(10) % 3],
+                         ids=["None", "continuous", "one label", "three labels"])
+def test_labels_are_checked_before_the_shape_and_cells_of_X(make_clf, y, method):
+    # scikit-learn's checks of bad labels pass numeric X of any width and expect
+    # the labels' error.
+    X = np.random.RandomState(0).uniform(size=(10, 3))
+    with pytest.raises((TypeError, ValueError)) as expected:
+        check_match_labels(y, 1, len(X))
+    with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+        getattr(make_clf(), method)(X, y)
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_fit_refuses_sample_weight(make_clf, image_pairs, method):
+    X, y = image_pairs
+    clf = make_clf(max_epochs=1, train_split=None, freeze_backbone=True)
+    with pytest.raises(TypeError, match="sample_weight.* not supported"):
+        getattr(clf, method)(X, y, sample_weight=np.ones(len(y)))
+    assert not hasattr(clf, "module_")
+
+
+def test_score_takes_sample_weight(fitted_clf, image_pairs):
+    X, y = image_pairs
+    half = len(y) // 2
+    weights = (np.arange(len(y)) < half).astype(float)
+    assert fitted_clf.score(X, y, sample_weight=weights) == pytest.approx(
+        fitted_clf.score(X[:half], y[:half]))

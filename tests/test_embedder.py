@@ -1,5 +1,6 @@
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -8,6 +9,9 @@ import torch
 from numpy.testing import assert_allclose
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils import estimator_checks
+from sklearn.utils._testing import create_memmap_backed_data
+from sklearn.utils.estimator_checks import _NotAnArray
 
 from sklearn_imgpair import ImageEmbedder
 from sklearn_imgpair._io import embedding_cache as _cache
@@ -147,7 +151,6 @@ def test_not_fitted_clone_and_pickle(paths):
     assert not hasattr(clone(fitted), "module_")
     restored = pickle.loads(pickle.dumps(fitted))
     assert_allclose(restored.transform(paths), fitted.transform(paths), rtol=0, atol=0)
-    assert fitted.n_features_in_ == 1
 
 
 def test_transform_does_not_modify_X(paths):
@@ -166,3 +169,146 @@ def test_cache_false_recomputes(paths):
         embedder.transform(paths)
     assert sum(seen) == 2 * len(paths)
     assert len(_cache._PROCESS_STORE._items) == 0
+
+
+# ----------------------------------------------------------------------
+# scikit-learn's contract: tags, feature names, the data-independent checks
+# ----------------------------------------------------------------------
+
+
+def test_tags_say_one_column_of_strings_and_float32_output():
+    tags = _embedder().__sklearn_tags__()
+    assert tags.input_tags.one_d_array and tags.input_tags.string
+    assert not tags.input_tags.two_d_array
+    assert tags.transformer_tags.preserves_dtype == []  # float32, whatever X is
+    assert tags.requires_fit
+
+
+@pytest.mark.parametrize(
+    "make_X",
+    [list, lambda p: np.asarray(p).reshape(-1, 1), lambda p: pd.DataFrame({"image": p})],
+    ids=["list", "column", "frame"],
+)
+def test_n_features_in_is_one_when_fit_sees_X(paths, make_X):
+    assert _embedder().fit(make_X(list(paths))).n_features_in_ == 1
+
+
+def test_fit_without_X_defines_no_input_features(paths):
+    # scikit-learn defines n_features_in_ only when fit saw X.
+    embedder = _embedder().fit()
+    assert not hasattr(embedder, "n_features_in_")
+    assert not hasattr(embedder, "feature_names_in_")
+
+
+@pytest.mark.parametrize("X", [None, "list"])
+def test_refit_forgets_the_feature_names(paths, X):
+    embedder = _embedder().fit(pd.DataFrame({"image": paths}))
+    assert embedder.feature_names_in_.tolist() == ["image"]
+    embedder.fit(None if X is None else list(paths))
+    assert not hasattr(embedder, "feature_names_in_")
+    assert hasattr(embedder, "n_features_in_") == (X is not None)
+
+
+def test_transform_rejects_another_column_name(paths):
+    embedder = _embedder().fit(pd.DataFrame({"image": paths}))
+    with pytest.raises(ValueError, match="feature names should match"):
+        embedder.transform(pd.DataFrame({"other": paths}))
+
+
+def test_transform_warns_about_feature_names_as_scikit_learn_does(paths):
+    named = _embedder().fit(pd.DataFrame({"image": paths}))
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        named.transform(list(paths))
+    unnamed = _embedder().fit(list(paths))
+    with pytest.warns(UserWarning, match="X has feature names, but ImageEmbedder was fitted "
+                                         "without feature names"):
+        unnamed.transform(pd.DataFrame({"image": paths}))
+
+
+def test_transform_after_fit_without_X_checks_no_feature_names(paths):
+    # fit() saw no X, so there is nothing to compare X's column names to.
+    embedder = _embedder().fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder.transform(pd.DataFrame({"image": paths}))
+        embedder.transform(list(paths))
+
+
+def test_save_and_load_keep_the_input_features(paths, tmp_path):
+    named = _embedder(cache=False).fit(pd.DataFrame({"image": paths}))
+    loaded = ImageEmbedder.load(named.save(tmp_path / "named.safetensors"))
+    assert loaded.feature_names_in_.tolist() == ["image"] and loaded.n_features_in_ == 1
+    with pytest.raises(ValueError, match="feature names should match"):
+        loaded.transform(pd.DataFrame({"other": paths}))
+    blind = _embedder(cache=False).fit()
+    loaded = ImageEmbedder.load(blind.save(tmp_path / "blind.safetensors"))
+    assert not hasattr(loaded, "n_features_in_") and not hasattr(loaded, "feature_names_in_")
+
+
+def test_save_and_load_keep_n_features_in_of_a_list(paths, tmp_path):
+    fitted = _embedder(cache=False).fit(list(paths))
+    loaded = ImageEmbedder.load(fitted.save(tmp_path / "list.safetensors"))
+    assert loaded.n_features_in_ == 1
+
+
+# The checks of scikit-learn's API that need no data, called directly as
+# scikit-learn's own test_common.py calls them.
+DATA_INDEPENDENT_CHECKS = [
+    "check_estimator_cloneable",
+    "check_estimator_repr",
+    "check_valid_tag_types",
+    "check_estimator_tags_renamed",
+    "check_mixin_order",
+    "check_no_attributes_set_in_init",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_parameters_default_constructible",
+    "check_do_not_raise_errors_in_init_or_set_params",
+    "check_estimators_unfitted",
+    "check_transformers_unfitted",
+    "check_get_feature_names_out_error",
+    "check_param_validation",
+]
+
+
+@pytest.mark.parametrize("check", DATA_INDEPENDENT_CHECKS)
+def test_data_independent_sklearn_checks(check):
+    getattr(estimator_checks, check)("ImageEmbedder", _embedder())
+
+
+# ----------------------------------------------------------------------
+# scikit-learn's data checks, re-created on image paths
+# ----------------------------------------------------------------------
+
+
+def _read_only_memmap(paths):
+    # joblib memory-maps fixed-width strings; an object array would be unpickled.
+    return create_memmap_backed_data(np.asarray(paths, dtype=str))
+
+
+def _read_only_objects(paths):
+    paths = np.asarray(paths, dtype=object).copy()
+    paths.setflags(write=False)
+    return paths
+
+
+@pytest.mark.parametrize("make_X", [_read_only_memmap, _read_only_objects],
+                         ids=["memmap", "object"])
+def test_read_only_input(paths, make_X):
+    # check_readonly_memmap_input: joblib hands workers read-only memmaps.
+    X = make_X(paths)
+    assert not X.flags.writeable
+    expected = _embedder().fit().transform(list(paths))
+    embedder = _embedder()
+    assert embedder.fit(X) is embedder
+    assert_allclose(embedder.transform(X), expected, rtol=0, atol=0)
+
+
+def test_data_not_an_array(paths):
+    # check_transformer_data_not_an_array: anything np.asarray accepts is X.
+    expected = _embedder().fit(list(paths)).transform(list(paths))
+    X, y = _NotAnArray(paths), _NotAnArray(np.arange(len(paths)) % 2)
+    embedder = _embedder().fit(X, y)
+    assert embedder.n_features_in_ == 1
+    assert_allclose(embedder.transform(X), expected, rtol=0, atol=0)
+    assert_allclose(_embedder().fit_transform(X, y), expected, rtol=0, atol=0)

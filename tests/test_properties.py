@@ -2,7 +2,10 @@
 
 import numpy as np
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 import pytest
+from sklearn.utils.estimator_checks import _NotAnArray
 
 hypothesis = pytest.importorskip("hypothesis", reason="property tests need hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -32,14 +35,45 @@ dtypes = st.one_of(hnp.integer_dtypes(), hnp.floating_dtypes(), hnp.boolean_dtyp
 arrays = dtypes.flatmap(lambda dtype: hnp.arrays(
     dtype, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
     elements=cells if dtype == np.dtype(object) else None))
+text_tables = arrays.filter(lambda a: a.ndim == 2 and a.dtype.kind == "U")
+
+
+def _columns(array):
+    return {f"column{j}": array[:, j].tolist() for j in range(array.shape[1])}
+
+
 tables = st.one_of(
     arrays,
+    arrays.map(_NotAnArray),  # converts through __array__ only
     # DataFrames of any dtype but datetime64, which pandas itself may refuse to hold.
     arrays.filter(lambda a: a.ndim == 2 and a.dtype.kind != "M").map(pd.DataFrame),
+    text_tables.map(lambda a: pl.DataFrame(_columns(a))),
+    text_tables.map(lambda a: pa.table(_columns(a))),
     st.lists(st.lists(cells, max_size=3), max_size=4),
     st.lists(cells, max_size=4),
     cells,
 )
+
+# Texts every container holds as they are: no NUL (numpy drops trailing ones), no
+# lone surrogate (not UTF-8, so not in Arrow).
+paths = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                min_size=1, max_size=8)
+PAIR_CONTAINERS = {
+    "list": list,
+    "array": lambda pairs: np.array(pairs, dtype=object),
+    "array-protocol-only": lambda pairs: _NotAnArray(np.array(pairs, dtype=object)),
+    "pandas": lambda pairs: pd.DataFrame(pairs, columns=["Image1", "Image2"]),
+    "polars": lambda pairs: pl.DataFrame(_columns(np.array(pairs, dtype=object))),
+    "pyarrow": lambda pairs: pa.table(_columns(np.array(pairs, dtype=object))),
+}
+PATH_CONTAINERS = {
+    "list": list,
+    "array": lambda column: np.array(column, dtype=object),
+    "array-protocol-only": lambda column: _NotAnArray(np.array(column, dtype=object)),
+    "pandas": pd.Series,
+    "polars": pl.Series,
+    "pyarrow": pa.array,
+}
 
 
 def _documented(call, *args):
@@ -69,9 +103,23 @@ def test_check_paths_returns_paths_or_a_documented_error(X):
         assert all(isinstance(cell, str) and cell for cell in paths)
 
 
-labels = st.one_of(arrays, st.lists(cells, max_size=6))
+@SETTINGS
+@given(st.lists(st.tuples(paths, paths), min_size=1, max_size=5),
+       st.sampled_from(sorted(PAIR_CONTAINERS)))
+def test_check_pairs_reads_every_container_row_by_row(pairs, container):
+    assert check_pairs(PAIR_CONTAINERS[container](pairs)).tolist() == [list(p) for p in pairs]
 
 
+@SETTINGS
+@given(st.lists(paths, min_size=1, max_size=5), st.sampled_from(sorted(PATH_CONTAINERS)))
+def test_check_paths_reads_every_container_in_order(column, container):
+    assert check_paths(PATH_CONTAINERS[container](column)).tolist() == column
+
+
+labels = st.one_of(arrays, arrays.map(_NotAnArray), st.lists(cells, max_size=6))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.DataConversionWarning")  # (n, 1) labels
 @SETTINGS
 @given(labels, st.one_of(st.integers(-1, 2), st.text(max_size=2), st.booleans(), st.none()),
        st.integers(0, 6))

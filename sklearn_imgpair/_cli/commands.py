@@ -178,7 +178,7 @@ def _predict_pairs(clf, X, path, columns, threshold, args):
     chunks, unreadable = [], {}
     with _progress(len(X), "Predicting", unit="pair", args=args) as bar:
         for start in range(0, len(X), _CHUNK_SIZE):
-            chunk = X.iloc[start:start + _CHUNK_SIZE]
+            chunk = X[start:start + _CHUNK_SIZE]
             locate = _pair_cells(columns, start)
             try:
                 with _unreadable_images(unreadable, path, locate):
@@ -232,7 +232,8 @@ def run_fit(args):
     unreadable = {}
     try:
         with _unreadable_images(unreadable, args.train, _pair_cells(columns)):
-            clf.fit(frame[columns], frame[args.label])
+            # By position: the columns the command names are the pair, whatever their names.
+            clf.fit(frame[columns].to_numpy(dtype=object), frame[args.label])
     except (ValueError, FileNotFoundError) as exc:
         raise _in_csv_terms(exc, args.train, _pair_cells(columns)) from None
     except OSError as exc:  # pretrained weights out of reach
@@ -255,7 +256,8 @@ def run_evaluate(args):
     if unknown:
         raise CommandError(f"{args.data}, column {args.label!r} holds labels {unknown} that "
                            f"the model does not know (its labels: {classes}).")
-    result = _predict_pairs(clf, frame[columns], args.data, columns, args.threshold, args)
+    result = _predict_pairs(clf, frame[columns].to_numpy(dtype=object), args.data, columns,
+                            args.threshold, args)
     n_unreadable = int((~result.readable).sum())
     _report_unreadable(result.unreadable, f"{n_unreadable} pairs are left out of the "
                                           "evaluation")
@@ -278,7 +280,8 @@ def run_predict(args):
     frame = _read_pairs(args.data, columns, on_error=args.on_error)
     clf = _set_batch_size(load_model(args.model, args.on_error), args.batch_size)
     _check_writable(args.output, "--output")
-    result = _predict_pairs(clf, frame[columns], args.data, columns, args.threshold, args)
+    result = _predict_pairs(clf, frame[columns].to_numpy(dtype=object), args.data, columns,
+                            args.threshold, args)
     _report_unreadable(result.unreadable, f"{int((~result.readable).sum())} pairs get an "
                                           "empty prediction and probability")
     output = frame.copy()

@@ -1,21 +1,29 @@
 """Input validation for image-pair data: shapes, cell types and labels."""
 
 import os
+import sys
 from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import column_or_1d, validate_data
 
-__all__ = ["IMAGE_SEPARATOR", "check_classes", "check_files_exist", "check_match_labels",
-           "check_pairs", "check_paths", "distinct_paths"]
+__all__ = ["IMAGE_SEPARATOR", "check_classes", "check_pair_features", "check_files_exist", "check_labelled_pairs",
+           "check_match_labels", "check_pairs", "check_paths", "distinct_paths"]
 
 #: Joins several images of one item in a cell of a pairs table (AutoMM's format).
 IMAGE_SEPARATOR = ";"
 
+_PAIRS_EXPECTED = "a 2-column table of image paths (DataFrame, array or list of pairs)"
+_PATHS_EXPECTED = "a sequence of image paths (list, 1-D array, Series or one-column table)"
+
 
 def _describe_cell(value):
-    text = repr(value)
+    # A numpy scalar (from a numeric array or table) shows as its Python value: 7, not
+    # np.int64(7); its type name stays in the messages.
+    text = repr(value.item() if isinstance(value, np.generic) else value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -23,6 +31,55 @@ def _is_missing(value):
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     return isinstance(value, Real) and not isinstance(value, Integral) and np.isnan(value)
+
+
+def _is_dataframe_column(X):
+    """Whether ``X`` is a pandas or polars Series or a pyarrow Array or ChunkedArray.
+
+    Libraries are looked up in :data:`sys.modules`, as scikit-learn's
+    ``sklearn.utils._dataframe`` does: one that is not imported made no ``X``.
+    """
+    polars, pyarrow = sys.modules.get("polars"), sys.modules.get("pyarrow")
+    return (isinstance(X, pd.Series)
+            or (polars is not None and isinstance(X, polars.Series))
+            or (pyarrow is not None and isinstance(X, (pyarrow.Array, pyarrow.ChunkedArray))))
+
+
+def _check_real(values, name):
+    """Refuse complex numbers with scikit-learn's words; return ``values``."""
+    if values.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported; {name} holds complex numbers "
+                         f"(dtype {values.dtype}, shape {values.shape}).")
+    return values
+
+
+def _as_array(X, name):
+    """``X`` as an ndarray where it is one or offers ``__array__``; None otherwise.
+
+    As in scikit-learn's ``check_array``, :func:`numpy.asarray` converts
+    ndarrays, objects that only offer ``__array__`` and the tables of
+    pandas, polars and pyarrow (>= 13), whose ``__array__`` gives one row per
+    sample. Lists and other iterables are left to the caller, which reads
+    them row by row and names a ragged row.
+    """
+    if sparse.issparse(X):
+        raise TypeError(f"Sparse data was passed for {name}, but dense data is required; got "
+                        f"a {type(X).__name__} of shape {X.shape}.")
+    if not (isinstance(X, np.ndarray) or hasattr(X, "__array__")):
+        return None
+    return _check_real(np.asarray(X), name)
+
+
+def _features_message(values, minimum):
+    """scikit-learn's ``check_array`` sentence for too few columns."""
+    return (f"Found array with {values.shape[1]} feature(s) (shape={values.shape}) while a "
+            f"minimum of {minimum} is required.")
+
+
+def _samples_message(values):
+    """scikit-learn's ``check_array`` sentence for no rows."""
+    return (f"Found array with 0 sample(s) (shape={values.shape}) while a minimum of 1 is "
+            "required.")
 
 
 def _as_path_string(value, cell):
@@ -49,16 +106,68 @@ def _as_path_string(value, cell):
                     f"{type(value).__name__} {_describe_cell(value)}.")
 
 
+def _pairs_table(X):
+    """``X`` as an ndarray of any shape: what ``X`` is, before its shape and cells.
+
+    Raises for a single path, sparse or complex data, a one-column container
+    and ragged rows.
+    """
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise TypeError(f"X must be {_PAIRS_EXPECTED}; got a single {type(X).__name__}.")
+    if _is_dataframe_column(X):
+        library = type(X).__module__.partition(".")[0]
+        raise ValueError(
+            f"X must have 2 columns; got a {library} {type(X).__name__} (1 column). Pass a "
+            "DataFrame with two image-path columns, e.g. df[['Image1', 'Image2']]."
+        )
+    values = _as_array(X, "X")
+    if values is not None:
+        return values
+    try:
+        rows = list(X)
+    except TypeError:
+        raise TypeError(f"X must be {_PAIRS_EXPECTED}; got {type(X).__name__}.") from None
+    values = np.empty((len(rows), 2), dtype=object)
+    for index, row in enumerate(rows):
+        if isinstance(row, (str, bytes, os.PathLike)) or not hasattr(row, "__len__"):
+            raise ValueError(
+                f"X must have 2 columns; row {index} is {_describe_cell(row)}, "
+                "not a pair of paths."
+            )
+        if len(row) != 2:
+            raise ValueError(f"X must have 2 columns; row {index} has {len(row)}.")
+        values[index, 0], values[index, 1] = row[0], row[1]
+    return values
+
+
+def _pair_cells(values):
+    """Check the shape of an array from :func:`_pairs_table`, then turn its cells into paths."""
+    if values.ndim != 2 or values.shape[1] != 2:
+        message = f"X must have 2 columns; got shape {values.shape}."
+        if values.ndim == 2 and values.shape[1] < 2:
+            message += " " + _features_message(values, minimum=2)
+        raise ValueError(message)
+    if values.shape[0] == 0:
+        raise ValueError("X is empty; expected at least one pair of image paths. "
+                         + _samples_message(values))
+    pairs = np.empty(values.shape, dtype=object)
+    for row in range(values.shape[0]):
+        for column in range(2):
+            pairs[row, column] = _as_path_string(values[row, column], f"X[{row}, {column}]")
+    return pairs
+
+
 def check_pairs(X):
     """Turn image-pair input into an ``(n_pairs, 2)`` object array of path strings.
 
     Parameters
     ----------
-    X : DataFrame, ndarray or sequence of pairs
-        Two columns of image paths: a two-column :class:`pandas.DataFrame`, an
-        array of shape ``(n_pairs, 2)`` or a list of ``(path_a, path_b)``
-        pairs. Columns are taken by position, not by name. Cells may be
-        ``str`` or :class:`os.PathLike`.
+    X : array-like or dataframe of shape (n_pairs, 2), or sequence of pairs
+        Two columns of image paths: a two-column pandas, polars or pyarrow
+        table, an array of shape ``(n_pairs, 2)`` or anything
+        :func:`numpy.asarray` turns into one, or a list of
+        ``(path_a, path_b)`` pairs. Columns are taken by position, not by
+        name. Cells may be ``str`` or :class:`os.PathLike`.
 
     Returns
     -------
@@ -68,53 +177,14 @@ def check_pairs(X):
     Raises
     ------
     ValueError
-        If ``X`` is empty, has another number of columns than 2, or a cell is
-        missing (None, NaN), empty, or no valid path (a NUL character).
+        If ``X`` is empty, has another number of columns than 2, holds
+        complex numbers, or a cell is missing (None, NaN), empty, or no valid
+        path (a NUL character). Messages for too few columns and for no rows
+        end with scikit-learn's ``check_array`` sentence.
     TypeError
-        If ``X`` is a string or a cell is not a path.
+        If ``X`` is a string or sparse, or a cell is not a path.
     """
-    if isinstance(X, (str, bytes, os.PathLike)):
-        raise TypeError(
-            "X must be a 2-column table of image paths (DataFrame, array or list of "
-            f"pairs); got a single {type(X).__name__}."
-        )
-    if isinstance(X, pd.DataFrame):
-        values = X.to_numpy(dtype=object)
-    elif isinstance(X, pd.Series):
-        raise ValueError(
-            "X must have 2 columns; got a pandas Series (1 column). Pass a DataFrame "
-            "with two image-path columns, e.g. df[['Image1', 'Image2']]."
-        )
-    elif isinstance(X, np.ndarray):
-        values = X
-    else:
-        try:
-            rows = list(X)
-        except TypeError:
-            raise TypeError(
-                "X must be a 2-column table of image paths (DataFrame, array or list "
-                f"of pairs); got {type(X).__name__}."
-            ) from None
-        values = np.empty((len(rows), 2), dtype=object)
-        for index, row in enumerate(rows):
-            if isinstance(row, (str, bytes, os.PathLike)) or not hasattr(row, "__len__"):
-                raise ValueError(
-                    f"X must have 2 columns; row {index} is {_describe_cell(row)}, "
-                    "not a pair of paths."
-                )
-            if len(row) != 2:
-                raise ValueError(f"X must have 2 columns; row {index} has {len(row)}.")
-            values[index, 0], values[index, 1] = row[0], row[1]
-    if values.ndim != 2 or values.shape[1] != 2:
-        raise ValueError(f"X must have 2 columns; got shape {values.shape}.")
-    if values.shape[0] == 0:
-        raise ValueError("X is empty; expected at least one pair of image paths.")
-
-    pairs = np.empty(values.shape, dtype=object)
-    for row in range(values.shape[0]):
-        for column in range(2):
-            pairs[row, column] = _as_path_string(values[row, column], f"X[{row}, {column}]")
-    return pairs
+    return _pair_cells(_pairs_table(X))
 
 
 def check_paths(X):
@@ -122,8 +192,11 @@ def check_paths(X):
 
     Parameters
     ----------
-    X : list, 1-D ndarray, Series, or one-column 2-D ndarray or DataFrame
-        Image paths, ``str`` or :class:`os.PathLike`.
+    X : array-like of shape (n_images,) or (n_images, 1)
+        Image paths, ``str`` or :class:`os.PathLike`: a list, a 1-D array, a
+        pandas or polars Series, a pyarrow Array or ChunkedArray, a
+        one-column array or table, or anything :func:`numpy.asarray` turns
+        into one of these.
 
     Returns
     -------
@@ -133,27 +206,20 @@ def check_paths(X):
     Raises
     ------
     ValueError
-        If ``X`` is empty, has more than one column, or a cell is missing.
+        If ``X`` is empty, has more than one column, holds complex numbers,
+        or a cell is missing.
     TypeError
-        If ``X`` is a single string or a cell is not a path.
+        If ``X`` is a single string or sparse, or a cell is not a path.
     """
     if isinstance(X, (str, bytes, os.PathLike)):
-        raise TypeError(
-            "X must be a sequence of image paths (list, 1-D array, Series or one-column "
-            f"table); got a single {type(X).__name__}. Wrap it in a list."
-        )
-    if isinstance(X, (pd.DataFrame, pd.Series)):
-        values = X.to_numpy(dtype=object)
-    elif isinstance(X, np.ndarray):
-        values = X
-    else:
+        raise TypeError(f"X must be {_PATHS_EXPECTED}; got a single {type(X).__name__}. "
+                        "Wrap it in a list.")
+    values = _as_array(X, "X")
+    if values is None:
         try:
             items = list(X)
         except TypeError:
-            raise TypeError(
-                "X must be a sequence of image paths (list, 1-D array, Series or "
-                f"one-column table); got {type(X).__name__}."
-            ) from None
+            raise TypeError(f"X must be {_PATHS_EXPECTED}; got {type(X).__name__}.") from None
         values = np.empty(len(items), dtype=object)
         for row, item in enumerate(items):
             if isinstance(item, (list, tuple)):
@@ -167,14 +233,31 @@ def check_paths(X):
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
-        raise ValueError(
-            f"X must be one column of image paths; got shape {values.shape}. "
-            "For pairs of images use ImagePairClassifier or PairFeatures."
-        )
+        message = (f"X must be one column of image paths; got shape {values.shape}. "
+                   "For pairs of images use ImagePairClassifier or PairFeatures.")
+        if values.ndim == 2 and values.shape[1] == 0:
+            message += " " + _features_message(values, minimum=1)
+        raise ValueError(message)
     if values.shape[0] == 0:
-        raise ValueError("X is empty; expected at least one image path.")
+        raise ValueError("X is empty; expected at least one image path. "
+                         + _samples_message(values))
     return np.array([_as_path_string(value, f"X[{row}]") for row, value in enumerate(values)],
                     dtype=object)
+
+
+def check_pair_features(estimator, X, *, reset):
+    """Set or compare ``n_features_in_`` and ``feature_names_in_`` of a pair estimator.
+
+    As scikit-learn's :func:`~sklearn.utils.validation.validate_data` does:
+    with ``reset=True`` (``fit``) ``n_features_in_`` becomes 2 and
+    ``feature_names_in_`` the column names of a dataframe with string column
+    names (or is removed); with ``reset=False`` a dataframe whose names
+    differ from those seen in ``fit`` raises a ``ValueError``, and names on
+    one side only give a warning. ``X`` must have passed :func:`check_pairs`.
+    """
+    validate_data(estimator, X, skip_check_array=True, ensure_2d=False, reset=reset)
+    if reset:
+        estimator.n_features_in_ = 2
 
 
 def check_classes(classes, match_label):
@@ -192,17 +275,43 @@ def check_classes(classes, match_label):
     return classes
 
 
-def check_match_labels(y, match_label, n_samples, classes=None):
+def _check_lengths(n_pairs, n_labels):
+    if n_pairs != n_labels:
+        raise ValueError(f"X and y have different lengths: X has {n_pairs} pairs, "
+                         f"y has {n_labels}.")
+
+
+def _label_column(y):
+    """``y`` as a 1-D ndarray; a column vector is flattened with scikit-learn's warning."""
+    if y is None:
+        raise ValueError("This classifier requires y to be passed, but the target y is None; "
+                         "give one label per pair.")
+    values = _as_array(y, "y")
+    y = _check_real(np.asarray(y), "y") if values is None else values
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)  # warns with DataConversionWarning
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-dimensional; got shape {y.shape}.")
+    if y.shape[0] == 0:
+        raise ValueError("y is empty; expected one label per pair.")
+    return y
+
+
+def check_match_labels(y, match_label, n_samples=None, classes=None):
     """Validate binary pair labels and encode them as match targets.
 
     Parameters
     ----------
     y : array-like of shape (n_samples,)
-        Two distinct labels, one of which is ``match_label``.
+        Two distinct labels, one of which is ``match_label``. A column
+        vector of shape ``(n_samples, 1)`` is flattened with a
+        :class:`~sklearn.exceptions.DataConversionWarning`, as scikit-learn's
+        :func:`~sklearn.utils.validation.column_or_1d` does.
     match_label : int, str or bool
         The label that means "both images show the same thing".
-    n_samples : int
-        Number of pairs in ``X``; ``y`` must have this length.
+    n_samples : int, default=None
+        Number of pairs in ``X``; ``y`` must have this length. None leaves
+        the comparison to the caller (see :func:`check_labelled_pairs`).
     classes : ndarray of shape (2,), default=None
         The labels known from an earlier fit (``partial_fit``): ``y`` may then
         hold one of them only, but nothing else.
@@ -213,26 +322,28 @@ def check_match_labels(y, match_label, n_samples, classes=None):
         The two labels, sorted as :func:`numpy.unique` sorts them.
     targets : ndarray of shape (n_samples,), dtype=float32
         1.0 where ``y == match_label``, else 0.0.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` is None, empty, not one column, complex, continuous (in
+        scikit-learn's words, "Unknown label type"), of another length than
+        ``n_samples``, misses a label, or does not hold exactly two labels
+        including ``match_label``.
+    TypeError
+        If ``y`` is sparse or mixes labels that cannot be compared.
     """
+    y = _label_column(y)
     if classes is not None:
-        values = np.asarray(y).reshape(-1)
-        unknown = np.setdiff1d(values, classes)
+        unknown = np.setdiff1d(y, classes)
         if unknown.size:
             raise ValueError(f"y holds labels {unknown[:10].tolist()} not seen in the first "
                              f"fit (classes_={classes.tolist()}).")
-        if len(values) != n_samples:
-            raise ValueError(f"X and y have different lengths: X has {n_samples} pairs, "
-                             f"y has {len(values)}.")
-        return classes, (values == match_label).astype(np.float32)
-    y = np.asarray(y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-dimensional; got shape {y.shape}.")
-    if y.shape[0] != n_samples:
-        raise ValueError(
-            f"X and y have different lengths: X has {n_samples} pairs, y has {y.shape[0]}."
-        )
+        if n_samples is not None:
+            _check_lengths(n_samples, len(y))
+        return classes, (y == match_label).astype(np.float32)
+    if n_samples is not None:
+        _check_lengths(n_samples, len(y))
     missing = [i for i, value in enumerate(y) if _is_missing(value)]
     if missing:
         raise ValueError(f"y has missing labels at rows {missing[:10]}.")
@@ -242,10 +353,20 @@ def check_match_labels(y, match_label, n_samples, classes=None):
         kinds = sorted({type(value).__name__ for value in y})
         raise TypeError(f"y mixes labels of types that cannot be compared: {kinds}; use "
                         "labels of one type.") from None
-    if len(classes) != 2 or type_of_target(y) != "binary":
+    target_type = type_of_target(y)
+    if target_type not in ("binary", "multiclass"):
+        kind = ("continuous values, a regression target" if target_type == "continuous"
+                else f"values of dtype {y.dtype}")
+        raise ValueError(
+            f"Unknown label type: {target_type}. y must hold two discrete labels (match and "
+            "non-match) such as 0 and 1, True and False or two strings; got "
+            f"{kind}: {_describe_cell(y[:5].tolist())}."
+        )
+    if len(classes) != 2:
+        noun = "class" if len(classes) == 1 else "classes"
         raise ValueError(
             "y must hold exactly two labels (match and non-match); got "
-            f"{len(classes)}: {classes[:10].tolist()}."
+            f"{len(classes)} {noun}: {classes[:10].tolist()}."
         )
     if match_label not in classes.tolist():
         raise ValueError(
@@ -253,6 +374,47 @@ def check_match_labels(y, match_label, n_samples, classes=None):
             f"{classes.tolist()}. Set match_label to the label that means 'same'."
         )
     return classes, (y == match_label).astype(np.float32)
+
+
+def check_labelled_pairs(X, y, match_label, classes=None):
+    """Validate the pairs and labels given to ``fit``, in scikit-learn's order of errors.
+
+    What ``X`` is comes first (a single path, sparse or complex data, ragged
+    rows), then ``y`` (as :func:`check_match_labels`), then the shape and the
+    cells of ``X`` (as :func:`check_pairs`), then that both have one row per
+    pair. Label errors thus come before the shape and cells of ``X``: an
+    estimator check of scikit-learn that fits on a numeric table of another
+    width (``check_classifiers_one_label``, ``check_requires_y_none``,
+    ``check_classifiers_regression_target``, ``check_fit2d_1sample``) sees
+    the error about ``y`` it looks for.
+
+    Parameters
+    ----------
+    X : array-like or dataframe of shape (n_pairs, 2), or sequence of pairs
+        As for :func:`check_pairs`.
+    y : array-like of shape (n_pairs,)
+        As for :func:`check_match_labels`.
+    match_label : int, str or bool
+        The label that means "both images show the same thing".
+    classes : ndarray of shape (2,), default=None
+        The labels known from an earlier fit, as for :func:`check_match_labels`.
+
+    Returns
+    -------
+    pairs : ndarray of shape (n_pairs, 2), dtype=object
+        As returned by :func:`check_pairs`.
+    classes : ndarray of shape (2,)
+        The two labels, sorted.
+    targets : ndarray of shape (n_pairs,), dtype=float32
+        1.0 where ``y == match_label``, else 0.0.
+    """
+    table = _pairs_table(X)
+    if table.ndim and table.shape[0] == 0:
+        _pair_cells(table)  # no pairs: X's error rather than y's
+    classes, targets = check_match_labels(y, match_label, classes=classes)
+    pairs = _pair_cells(table)
+    _check_lengths(len(pairs), len(targets))
+    return pairs, classes, targets
 
 
 def distinct_paths(paths):

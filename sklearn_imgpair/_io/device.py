@@ -40,7 +40,8 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # style guide prescribes and scikit-learn's own estimators use; tests/test_common.py
 # runs scikit-learn's parameter-validation check on it.)
 RUNTIME_PARAMETER_CONSTRAINTS = {
-    "device": [StrOptions({"auto"}), str, torch.device, None],
+    # "auto" and device names are strings, checked by check_device in fit.
+    "device": [str, torch.device, None],
     "precision": [StrOptions(set(PRECISIONS))],
     "num_workers": [Interval(Integral, 0, None, closed="left"), None],
     "random_state": ["random_state"],

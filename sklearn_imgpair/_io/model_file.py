@@ -429,7 +429,9 @@ def save_classifier(clf, path):
         "fitted": {"classes_": encode_labels(clf.classes_),
                    "image_size_": clf.image_size_,
                    "embedding_dim_": clf.embedding_dim_,
-                   "n_features_in_": 2},
+                   "n_features_in_": 2,
+                   "feature_names_in_": encode_value(
+                       getattr(clf, "feature_names_in_", np.array([])).tolist())},
         "preprocessing": {"image_size": clf.image_size_,
                           "mean": clf.module_.mean.reshape(-1).tolist(),
                           "std": clf.module_.std.reshape(-1).tolist()},
@@ -460,6 +462,8 @@ def load_classifier(cls, path, *, device=None):
     clf.weights_path = params.get("weights_path")
     clf.classes_ = classes
     clf.n_features_in_ = fitted["n_features_in_"]
+    if fitted.get("feature_names_in_"):
+        clf.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
     clf.history_ = History(content.get("history") or [])
     clf.module_.eval()
     return clf
@@ -472,6 +476,7 @@ def save_embedder(embedder, path):
                                    overrides={"classifier": None}),
         "architecture": encode_value(embedder._architecture),
         "fitted": {"image_size_": embedder.image_size_,
+                   "n_features_in_": getattr(embedder, "n_features_in_", None),
                    "feature_names_in_": encode_value(
                        getattr(embedder, "feature_names_in_", np.array([])).tolist())},
     }
@@ -497,4 +502,5 @@ def load_embedder(cls, path, *, device=None):
         load_module_state(module, state)
     names = fitted["feature_names_in_"]
     return embedder._set_network(module, image_size, architecture,
-                                 np.asarray(names, dtype=object) if names else None)
+                                 np.asarray(names, dtype=object) if names else None,
+                                 n_features_in=fitted.get("n_features_in_"))

@@ -161,27 +161,27 @@ class TimeLimit(Callback):
 
     def initialize(self):
         self.stopped_ = False
-        self._budget, self._last_tick = None, None
+        self.budget_, self.last_tick_ = None, None
         return self
 
     # pylint: disable=arguments-differ
     def on_train_begin(self, net, **kwargs):
         self.stopped_ = False
-        self._budget = _time_budget(net)
-        self._last_tick = None
+        self.budget_ = _time_budget(net)
+        self.last_tick_ = None
 
     def on_epoch_begin(self, net, **kwargs):
         # Steps are timed from the start of the first epoch: what comes before
         # it (reading or embedding the training images) is spent, but no step.
-        if self._budget is not None and self._last_tick is None:
-            self._last_tick = self._budget.clock()
+        if self.budget_ is not None and self.last_tick_ is None:
+            self.last_tick_ = self.budget_.clock()
 
     def on_batch_end(self, net, **kwargs):
-        budget = self._budget
+        budget = self.budget_
         if budget is None:
             return
         now = budget.clock()
-        step, self._last_tick = now - self._last_tick, now
+        step, self.last_tick_ = now - self.last_tick_, now
         if _on_any_process(net, budget.spent(now) + step >= budget.seconds):
             self.stopped_ = True
             if net.verbose:
@@ -222,41 +222,41 @@ class CosineSchedule(Callback):
 
     # pylint: disable=arguments-differ
     def on_train_begin(self, net, **kwargs):
-        self._base_rates = [group["lr"] for group in net.optimizer_.param_groups]
-        self._budget, self._spent_before = _time_budget(net), None
-        self._batches_per_epoch = None
-        self._epochs_done = 0
-        self._batch = 0
+        self.base_rates_ = [group["lr"] for group in net.optimizer_.param_groups]
+        self.budget_, self.spent_before_ = _time_budget(net), None
+        self.batches_per_epoch_ = None
+        self.epochs_done_ = 0
+        self.batch_ = 0
         self._set_rates(net, 0.0)
 
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
-        self._batch = 0
-        if self._budget is not None and self._spent_before is None:
-            self._spent_before = self._budget.spent()
+        self.batch_ = 0
+        if self.budget_ is not None and self.spent_before_ is None:
+            self.spent_before_ = self.budget_.spent()
 
     def on_epoch_end(self, net, **kwargs):
-        self._epochs_done += 1
-        self._batches_per_epoch = self._batch
+        self.epochs_done_ += 1
+        self.batches_per_epoch_ = self.batch_
 
     def _progress(self, net):
-        if self._budget is not None:
-            left = self._budget.seconds - self._spent_before
-            return 1.0 if left <= 0 else (self._budget.spent() - self._spent_before) / left
-        per_epoch = self._batches_per_epoch or max(self._batch, 1)
-        return (self._epochs_done + min(self._batch / per_epoch, 1.0)) / net.max_epochs
+        if self.budget_ is not None:
+            left = self.budget_.seconds - self.spent_before_
+            return 1.0 if left <= 0 else (self.budget_.spent() - self.spent_before_) / left
+        per_epoch = self.batches_per_epoch_ or max(self.batch_, 1)
+        return (self.epochs_done_ + min(self.batch_ / per_epoch, 1.0)) / net.max_epochs
 
     def on_batch_end(self, net, training=False, **kwargs):
         if training:
-            self._batch += 1
+            self.batch_ += 1
             self._set_rates(net, self._progress(net))
 
     def on_train_end(self, net, **kwargs):
-        for group, rate in zip(net.optimizer_.param_groups, self._base_rates):
+        for group, rate in zip(net.optimizer_.param_groups, self.base_rates_):
             group["lr"] = rate
 
     def _set_rates(self, net, progress):
         factor = self.factor(progress)
-        for group, rate in zip(net.optimizer_.param_groups, self._base_rates):
+        for group, rate in zip(net.optimizer_.param_groups, self.base_rates_):
             group["lr"] = rate * factor
 
 
@@ -387,13 +387,13 @@ class HeadCalibration(Callback):
     # pylint: disable=arguments-differ
     def on_train_begin(self, net, **kwargs):
         self.calibration_ = None
-        self._outputs = {}
+        self.outputs_ = {}
 
     def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
         if training or y_pred is None:
             return
         epoch = len(net.history)
-        self._outputs.setdefault(epoch, []).append(
+        self.outputs_.setdefault(epoch, []).append(
             (y_pred.detach().float().cpu().reshape(-1),
              batch[1].detach().float().cpu().reshape(-1)))
 
@@ -401,13 +401,13 @@ class HeadCalibration(Callback):
         # Keep only what the end of training can still ask for: the best epoch
         # so far (the last one marked ``event_best``).
         best = [row["epoch"] for row in net.history if row.get("event_best")]
-        self._outputs = {key: value for key, value in self._outputs.items()
+        self.outputs_ = {key: value for key, value in self.outputs_.items()
                          if best and key == best[-1]}
 
     def on_train_end(self, net, **kwargs):
         last = net.history[-1] if net.history else {}
-        outputs = self._outputs.get(last.get("restored_epoch"))
-        self._outputs = {}
+        outputs = self.outputs_.get(last.get("restored_epoch"))
+        self.outputs_ = {}
         if not outputs or not last.get("calibrate", True):
             return
         logits = torch.cat([logit for logit, _ in outputs]).numpy()
