@@ -299,7 +299,8 @@ def test_every_container_of_paths_gives_the_same_outputs(estimator, data, contai
 def test_classes_and_decisions_follow_the_labels(estimator, data, labels, match_label):
     # check_classifiers_classes, check_decision_proba_consistency
     X, y = data
-    y_labelled = np.where(y == 1, match_label, [l for l in labels if l != match_label][0])
+    other = [label for label in labels if label != match_label][0]
+    y_labelled = np.where(y == 1, match_label, other)
     clf = clone(estimator).set_params(match_label=match_label).fit(X, y_labelled)
     assert_array_equal(clf.classes_, np.unique(y_labelled))
     predicted = clf.predict(X)
@@ -330,4 +331,3 @@ def test_input_feature_semantics(estimator, data):
 def test_accelerated_classifier_is_checked_when_accelerate_is_installed():
     pytest.importorskip("accelerate")
     assert "AcceleratedImagePairClassifier" in IDS
-

@@ -10,8 +10,9 @@ from scipy import sparse
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import column_or_1d, validate_data
 
-__all__ = ["IMAGE_SEPARATOR", "check_classes", "check_pair_features", "check_files_exist", "check_labelled_pairs",
-           "check_match_labels", "check_pairs", "check_paths", "distinct_paths"]
+__all__ = ["IMAGE_SEPARATOR", "check_classes", "check_files_exist", "check_labelled_pairs",
+           "check_match_labels", "check_pair_features", "check_pairs", "check_paths",
+           "distinct_paths"]
 
 #: Joins several images of one item in a cell of a pairs table (AutoMM's format).
 IMAGE_SEPARATOR = ";"
