@@ -95,6 +95,7 @@ DATA_INDEPENDENT_CHECKS = [
 # (and, where the check reads it, the wording) scikit-learn expects.
 ERROR_PATH_CHECKS = [
     checks.check_estimators_empty_data_messages,
+    checks.check_estimator_sparse_tag,
     checks.check_estimator_sparse_array,
     checks.check_estimator_sparse_matrix,
     checks.check_complex_data,
@@ -103,6 +104,8 @@ CLASSIFIER_ERROR_PATH_CHECKS = [
     checks.check_requires_y_none,
     checks.check_classifiers_regression_target,
     checks.check_classifiers_one_label,
+    checks.check_fit2d_1sample,
+    checks.check_fit2d_1feature,
 ]
 TRANSFORMER_CHECKS = [checks.check_get_feature_names_out_error]
 
@@ -170,6 +173,26 @@ def _assert_outputs_close(first, second):
 
 
 every_estimator = pytest.mark.parametrize("estimator", ESTIMATORS, ids=IDS)
+
+
+@every_estimator
+def test_fit_and_score_take_y(estimator):
+    # check_fit_score_takes_y: y is the second argument wherever there is one
+    import inspect
+
+    for name in ["fit", "score", "partial_fit", "fit_predict", "fit_transform"]:
+        if hasattr(estimator, name):
+            arguments = list(inspect.signature(getattr(estimator, name)).parameters)
+            assert arguments[:2] == ["X", "y"], name
+
+
+@pytest.mark.parametrize("estimator", [e for e in ESTIMATORS if hasattr(e, "transform")],
+                         ids=[n for e, n in zip(ESTIMATORS, IDS) if hasattr(e, "transform")])
+def test_fit_transform_equals_fit_then_transform(estimator, data):
+    # check_transformer_general
+    X = _X(estimator, data)
+    assert_allclose(clone(estimator).fit_transform(X), _fit(estimator, data).transform(X),
+                    rtol=1e-6)
 
 
 @every_estimator
