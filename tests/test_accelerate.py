@@ -170,3 +170,19 @@ def test_accelerated_classifier_takes_an_augmentation_module_after_construction(
     augment = ViewAugmentation(min_scale=0.8)
     clf.set_params(augment=augment).fit(X[:40], y[:40])
     assert clf.module_.augment is augment and clf.initialized_
+
+
+def test_the_print_log_sink_is_resolved_on_the_callback_not_the_parameter(image_pairs):
+    # skorch's AccelerateMixin._initialize_callbacks rewrote the parameter from
+    # "auto" to accelerator.print in fit; the class overrides that private hook.
+    # This fails if skorch renames the hook or stops calling it.
+    from skorch import NeuralNet
+    from skorch.hf import AccelerateMixin
+
+    assert "_initialize_callbacks" in vars(NeuralNet)
+    assert "_initialize_callbacks" in vars(AccelerateMixin)
+    X, y = image_pairs
+    clf = make_accelerated(max_epochs=1, pair_mining="none").fit(X[:16], y[:16])
+    assert clf.get_params()["callbacks__print_log__sink"] == "auto"
+    assert dict(clf.callbacks_)["print_log"].sink is print  # this is the main process
+    clf.set_params(callbacks__print_log__sink=np.array([1.0, 4.0]))  # no comparison error
