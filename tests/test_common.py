@@ -128,7 +128,7 @@ def _direct_checks():
             yield pytest.param(estimator, check, id=f"{name}-{check.__name__}")
 
 
-@pytest.mark.parametrize("estimator, check", _direct_checks())
+@pytest.mark.parametrize("estimator, check", list(_direct_checks()))
 def test_check(estimator, check):
     check(type(estimator).__name__, clone(estimator))
 
