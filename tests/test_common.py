@@ -287,7 +287,8 @@ def test_pickle_round_trip_keeps_the_outputs(estimator, data):
 
 
 @every_estimator
-@pytest.mark.parametrize("container", ["readonly_memmap", "not_an_array", "list", "frame"])
+@pytest.mark.parametrize("container", ["readonly_memmap", "readonly_objects", "not_an_array",
+                                       "list", "frame"])
 def test_every_container_of_paths_gives_the_same_outputs(estimator, data, container,
                                                          tmp_path):
     # check_readonly_memmap_input, check_*_data_not_an_array, on paths
@@ -300,6 +301,9 @@ def test_every_container_of_paths_gives_the_same_outputs(estimator, data, contai
         np.save(path, strings)
         other = np.load(path, mmap_mode="r")
         assert not other.flags.writeable
+    elif container == "readonly_objects":
+        other = np.asarray(X, dtype=object).copy()
+        other.setflags(write=False)
     elif container == "not_an_array":
         other = _NotAnArray(X)
     elif container == "list":

@@ -9,9 +9,6 @@ import torch
 from numpy.testing import assert_allclose
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import estimator_checks
-from sklearn.utils._testing import create_memmap_backed_data
-from sklearn.utils.estimator_checks import _NotAnArray
 
 from sklearn_imgpair import ImageEmbedder
 from sklearn_imgpair._io import embedding_cache as _cache
@@ -253,62 +250,3 @@ def test_save_and_load_keep_n_features_in_of_a_list(paths, tmp_path):
 
 # The checks of scikit-learn's API that need no data, called directly as
 # scikit-learn's own test_common.py calls them.
-DATA_INDEPENDENT_CHECKS = [
-    "check_estimator_cloneable",
-    "check_estimator_repr",
-    "check_valid_tag_types",
-    "check_estimator_tags_renamed",
-    "check_mixin_order",
-    "check_no_attributes_set_in_init",
-    "check_get_params_invariance",
-    "check_set_params",
-    "check_parameters_default_constructible",
-    "check_do_not_raise_errors_in_init_or_set_params",
-    "check_estimators_unfitted",
-    "check_transformers_unfitted",
-    "check_get_feature_names_out_error",
-    "check_param_validation",
-]
-
-
-@pytest.mark.parametrize("check", DATA_INDEPENDENT_CHECKS)
-def test_data_independent_sklearn_checks(check):
-    getattr(estimator_checks, check)("ImageEmbedder", _embedder())
-
-
-# ----------------------------------------------------------------------
-# scikit-learn's data checks, re-created on image paths
-# ----------------------------------------------------------------------
-
-
-def _read_only_memmap(paths):
-    # joblib memory-maps fixed-width strings; an object array would be unpickled.
-    return create_memmap_backed_data(np.asarray(paths, dtype=str))
-
-
-def _read_only_objects(paths):
-    paths = np.asarray(paths, dtype=object).copy()
-    paths.setflags(write=False)
-    return paths
-
-
-@pytest.mark.parametrize("make_X", [_read_only_memmap, _read_only_objects],
-                         ids=["memmap", "object"])
-def test_read_only_input(paths, make_X):
-    # check_readonly_memmap_input: joblib hands workers read-only memmaps.
-    X = make_X(paths)
-    assert not X.flags.writeable
-    expected = _embedder().fit().transform(list(paths))
-    embedder = _embedder()
-    assert embedder.fit(X) is embedder
-    assert_allclose(embedder.transform(X), expected, rtol=0, atol=0)
-
-
-def test_data_not_an_array(paths):
-    # check_transformer_data_not_an_array: anything np.asarray accepts is X.
-    expected = _embedder().fit(list(paths)).transform(list(paths))
-    X, y = _NotAnArray(paths), _NotAnArray(np.arange(len(paths)) % 2)
-    embedder = _embedder().fit(X, y)
-    assert embedder.n_features_in_ == 1
-    assert_allclose(embedder.transform(X), expected, rtol=0, atol=0)
-    assert_allclose(_embedder().fit_transform(X, y), expected, rtol=0, atol=0)

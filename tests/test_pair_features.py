@@ -3,9 +3,6 @@ import pandas as pd
 import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.utils import estimator_checks
-from sklearn.utils._testing import create_memmap_backed_data
-from sklearn.utils.estimator_checks import _NotAnArray
 
 from sklearn_imgpair import ImageEmbedder, PairFeatures, pair_groups
 
@@ -82,53 +79,3 @@ def test_pair_features_tags_say_strings_in_float32_out():
     tags = _features().__sklearn_tags__()
     assert tags.input_tags.string and not tags.input_tags.two_d_array
     assert tags.transformer_tags.preserves_dtype == []  # float32, whatever X is
-
-
-@pytest.mark.parametrize("check", [
-    "check_estimator_cloneable",
-    "check_estimator_repr",
-    "check_valid_tag_types",
-    "check_estimator_tags_renamed",
-    "check_mixin_order",
-    "check_no_attributes_set_in_init",
-    "check_get_params_invariance",
-    "check_set_params",
-    "check_parameters_default_constructible",
-    "check_do_not_raise_errors_in_init_or_set_params",
-    "check_estimators_unfitted",
-    "check_transformers_unfitted",
-    "check_get_feature_names_out_error",
-    "check_param_validation",
-])
-def test_pair_features_pass_data_independent_sklearn_checks(check):
-    getattr(estimator_checks, check)("PairFeatures", _features())
-
-
-def _read_only_memmap(X):
-    # joblib memory-maps fixed-width strings; an object array would be unpickled.
-    return create_memmap_backed_data(np.asarray(X, dtype=str))
-
-
-def _read_only_objects(X):
-    X = np.asarray(X, dtype=object).copy()
-    X.setflags(write=False)
-    return X
-
-
-@pytest.mark.parametrize("make_X", [_read_only_memmap, _read_only_objects],
-                         ids=["memmap", "object"])
-def test_pair_features_read_only_input(image_pairs, make_X):
-    X, _ = image_pairs
-    expected = _features().fit(X[:10]).transform(X[:10])
-    read_only = make_X(X[:10])
-    assert not read_only.flags.writeable
-    transformer = _features()
-    assert transformer.fit(read_only) is transformer
-    assert_allclose(transformer.transform(read_only), expected, rtol=0, atol=0)
-
-
-def test_pair_features_data_not_an_array(image_pairs):
-    X, y = image_pairs
-    expected = _features().fit(X[:10]).transform(X[:10])
-    transformer = _features().fit(_NotAnArray(X[:10]), _NotAnArray(y[:10]))
-    assert_allclose(transformer.transform(_NotAnArray(X[:10])), expected, rtol=0, atol=0)
