@@ -290,3 +290,10 @@ def test_a_file_of_the_previous_layout_still_loads(saved, tmp_path, image_pairs)
     X, _ = image_pairs
     assert_array_equal(ImagePairClassifier.load(old).predict_proba(X),
                        ImagePairClassifier.load(saved).predict_proba(X))
+
+
+def test_a_model_file_holds_public_parameters_only(saved):
+    # skorch's bookkeeping (_params_to_validate, ...) is no parameter, so it is not saved.
+    header, _ = _header(saved)
+    params = json.loads(header["__metadata__"]["content"])["params"]
+    assert params and not [name for name in params if name.startswith("_")]

@@ -158,7 +158,7 @@ def persisted_params(estimator, defaults, overrides=None, exclude=()):
     params, replaced = {}, []
     values = {**estimator.get_params(deep=False), **(overrides or {})}
     for name, value in values.items():
-        if name.startswith("_") or name in exclude:  # "_...": skorch's bookkeeping
+        if name in exclude:  # (skorch's private bookkeeping is no parameter: SkorchEstimatorMixin)
             continue
         try:
             params[name] = _encode(value)
