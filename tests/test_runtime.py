@@ -12,6 +12,7 @@ from PIL import Image
 from sklearn_imgpair import ImageEmbedder
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import decode as _dataset
+from sklearn_imgpair._images import pixels as _pixels
 from sklearn_imgpair._io import device as _runtime
 from sklearn_imgpair._nn import siamese as _siamese
 from sklearn_imgpair._images.datasets import ImageDataset
@@ -64,13 +65,13 @@ def test_load_image_decodes_jpeg_at_the_needed_scale(tmp_path, monkeypatch, fmt,
     path = tmp_path / f"photo.{fmt.lower()}"
     Image.fromarray(pixels).save(path, fmt)
     sizes = []
-    original = _dataset._to_rgb
+    original = _pixels._to_rgb
 
     def recording_to_rgb(image):
         sizes.append(image.size)
         return original(image)
 
-    monkeypatch.setattr(_dataset, "_to_rgb", recording_to_rgb)
+    monkeypatch.setattr(_pixels, "_to_rgb", recording_to_rgb)
     image = load_image(path, 64)
     assert image.shape == (3, 64, 64)
     assert sizes == [(decoded_side, decoded_side)]

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
+from sklearn_imgpair._images.pixels import read_pixels
 from sklearn_imgpair._images.validation import distinct_paths
 from sklearn_imgpair._io.embedding_cache import MemoryStore
 
@@ -17,54 +17,12 @@ __all__ = ["IMAGE_ERRORS", "ON_ERROR_OPTIONS", "DecodedImageCache", "UnreadableI
 #: The error types :func:`load_image` raises for a file that cannot be read.
 IMAGE_ERRORS = (FileNotFoundError, ValueError)
 
-_WHITE = (255, 255, 255)
-_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-
-
-def _to_rgb(image):
-    """Convert a PIL image of any mode to 8-bit RGB.
-
-    Transparent pixels are composited onto white (the usual catalogue
-    background); 16-bit, 32-bit and float greyscale images are rescaled into
-    0-255 instead of being clipped.
-    """
-    if image.mode in _HIGH_DEPTH_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16"):
-            values = values / 257.0
-        elif image.mode == "F" and values.max(initial=0.0) <= 1.0:
-            values = values * 255.0
-        elif values.max(initial=0.0) > 255.0:
-            values = values * (255.0 / values.max())
-        values = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(values, mode="L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def _check_pixel_limit(image):
-    """Refuse images above PIL's pixel limit; PIL itself only warns up to twice that."""
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and image.width * image.height > limit:
-        raise Image.DecompressionBombError(
-            f"{image.width} x {image.height} pixels exceed the limit of {limit} "
-            "(PIL.Image.MAX_IMAGE_PIXELS); it may be a decompression bomb. Raise the "
-            "limit if the image is trusted.")
-
 
 def load_image(path, image_size):
     """Decode one image file into a square ``uint8`` tensor.
 
-    The image is turned upright according to its EXIF orientation, converted
-    to RGB from any mode (L, RGB, RGBA, P, I;16, CMYK, ...) and resized,
-    without cropping, to ``image_size`` x ``image_size`` pixels with bicubic
-    interpolation. Large JPEG files are decoded at a reduced scale where the
-    format allows it.
+    The pixels are those of :func:`read_pixels` (EXIF orientation, RGB from
+    any mode, bicubic resize without cropping), channels first.
 
     Parameters
     ----------
@@ -82,32 +40,9 @@ def load_image(path, image_size):
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If ``path`` is not a file or cannot be decoded as an image (corrupt,
-        truncated, empty, not an image, or more pixels than
-        ``PIL.Image.MAX_IMAGE_PIXELS``, a possible decompression bomb).
+        If ``path`` is not a file or cannot be decoded as an image.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Image file not found: {path!r}.")
-    if not os.path.isfile(path):
-        raise ValueError(f"Image path is not a file: {path!r}.")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"Cannot read image {path!r}: the file is empty (0 bytes).")
-    try:
-        with Image.open(path) as image:
-            _check_pixel_limit(image)
-            if image.format == "JPEG":
-                image.draft("RGB", (image_size, image_size))
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image).resize(
-                (image_size, image_size), Image.Resampling.BICUBIC
-            )
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"Cannot read image {path!r}: {exc}") from exc
-    except Exception as exc:  # a malformed file can break a decoder in other ways
-        raise ValueError(f"Cannot read image {path!r} ({type(exc).__name__}: {exc})") from exc
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(read_pixels(path, image_size)).permute(2, 0, 1).contiguous()
 
 
 class DecodedImageCache:
