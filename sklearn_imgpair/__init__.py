@@ -1,7 +1,9 @@
 """Image-to-image matching the scikit-learn way: Siamese timm backbones on image-path pairs."""
 
 from sklearn_imgpair._classifier import ImagePairClassifier
+from sklearn_imgpair._duplicates import ImageMatchClustering, find_duplicates
 from sklearn_imgpair._embedder import ImageEmbedder
+from sklearn_imgpair._neighbors import ImageNeighbors
 from sklearn_imgpair._images.decode import UnreadableImageWarning, load_image
 from sklearn_imgpair._images.validation import check_pairs, check_paths
 from sklearn_imgpair._nn.augment import ViewAugmentation
@@ -28,6 +30,8 @@ __all__ = [
     "HeadCalibration",
     "IdentityValidSplit",
     "ImageEmbedder",
+    "ImageMatchClustering",
+    "ImageNeighbors",
     "ImagePairClassifier",
     "PairFeatures",
     "SiameseNet",
@@ -40,6 +44,7 @@ __all__ = [
     "check_paths",
     "create_backbone",
     "embed_dask",
+    "find_duplicates",
     "load_image",
     "pair_groups",
     "__version__",

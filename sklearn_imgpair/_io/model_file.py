@@ -36,8 +36,9 @@ from sklearn_imgpair._nn.siamese import SiameseNet, siamese_net_kwargs
 from sklearn_imgpair._training.split import IdentityValidSplit
 from sklearn_imgpair._version import __version__
 
-__all__ = ["FORMAT_VERSION", "load_classifier", "load_embedder", "read_model_file",
-           "save_classifier", "save_embedder", "write_model_file"]
+__all__ = ["FORMAT_VERSION", "embedder_content", "embedder_from_content", "load_classifier",
+           "load_embedder", "read_model_file", "save_classifier", "save_embedder",
+           "write_model_file"]
 
 FORMAT_NAME = "sklearn-imgpair"
 FORMAT_VERSION = 1
@@ -469,8 +470,8 @@ def load_classifier(cls, path, *, device=None):
     return clf
 
 
-def save_embedder(embedder, path):
-    """Write a fitted :class:`ImageEmbedder` to ``path`` (see its ``save``)."""
+def embedder_content(embedder):
+    """The JSON content and tensors of a fitted :class:`ImageEmbedder`."""
     content = {
         "params": persisted_params(embedder, constructor_defaults(type(embedder)),
                                    overrides={"classifier": None}),
@@ -480,13 +481,11 @@ def save_embedder(embedder, path):
                    "feature_names_in_": encode_value(
                        getattr(embedder, "feature_names_in_", np.array([])).tolist())},
     }
-    return write_model_file(path, type(embedder).__name__, content,
-                            _network_state(embedder.module_))
+    return content, _network_state(embedder.module_)
 
 
-def load_embedder(cls, path, *, device=None):
-    """Read an :class:`ImageEmbedder` written by :func:`save_embedder`."""
-    content, state = read_model_file(path, cls.__name__)
+def embedder_from_content(cls, content, state, path, *, device=None):
+    """Rebuild an :class:`ImageEmbedder` from :func:`embedder_content`'s output."""
     fitted = content.get("fitted", {})
     with rebuilding(path, fitted, lambda: image_size):
         params = decode_params(content["params"])
@@ -504,3 +503,14 @@ def load_embedder(cls, path, *, device=None):
     return embedder._set_network(module, image_size, architecture,
                                  np.asarray(names, dtype=object) if names else None,
                                  n_features_in=fitted.get("n_features_in_"))
+
+
+def save_embedder(embedder, path):
+    """Write a fitted :class:`ImageEmbedder` to ``path`` (see its ``save``)."""
+    return write_model_file(path, type(embedder).__name__, *embedder_content(embedder))
+
+
+def load_embedder(cls, path, *, device=None):
+    """Read an :class:`ImageEmbedder` written by :func:`save_embedder`."""
+    content, state = read_model_file(path, cls.__name__)
+    return embedder_from_content(cls, content, state, path, device=device)

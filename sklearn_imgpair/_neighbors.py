@@ -1,0 +1,516 @@
+"""ImageNeighbors: nearest-neighbour search of images in a catalogue of images."""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy import sparse
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+from sklearn_imgpair._embedder import ImageEmbedder
+from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, UnreadableImageWarning
+from sklearn_imgpair._images.validation import check_paths
+from sklearn_imgpair._io.neighbors_file import load_neighbors, save_neighbors
+from sklearn_imgpair._search.vector_index import BruteForceIndex
+
+__all__ = ["ImageNeighbors"]
+
+
+def _fitted_classifier(classifier):
+    """The classifier itself, out of a :class:`~sklearn.frozen.FrozenEstimator` if need be."""
+    classifier = getattr(classifier, "estimator", classifier)
+    classifier.check_is_fitted()
+    return classifier
+
+
+def _has_match_head(self):
+    """``kneighbors_proba`` exists for a search built on a classifier."""
+    if getattr(self, "match_threshold_", None) is None and self.classifier is None:
+        raise AttributeError("kneighbors_proba needs ImageNeighbors(classifier=...): the "
+                             "match probability is the classifier's.")
+    return True
+
+
+class ImageNeighbors(BaseEstimator):
+    """Nearest-neighbour search of images among a gallery of images.
+
+    The :class:`~sklearn.neighbors.NearestNeighbors` of image paths: ``fit``
+    embeds each distinct gallery image once; ``kneighbors``,
+    ``radius_neighbors`` and their graphs then find, for query images, the
+    gallery images whose embeddings are nearest by cosine distance
+    (``1 - cos``), in scikit-learn's conventions. Built on a fitted
+    :class:`ImagePairClassifier`, it also gives the classifier's calibrated
+    match probability of each neighbour (:meth:`kneighbors_proba`), equal to
+    the classifier's ``predict_proba`` on the same pair.
+
+    Search is exact by default: queries are compared with the whole gallery a
+    chunk at a time, on the embedder's device, so memory beyond the gallery
+    is bounded by ``chunk_size`` times the gallery size, never queries times
+    gallery at once. ``algorithm="faiss"`` searches with a FAISS index
+    instead (the ``faiss`` extra), exact or approximate.
+
+    Parameters
+    ----------
+    embedder : ImageEmbedder, default=None
+        The embedder of gallery and query images; cloned and fitted in
+        ``fit``. None, without ``classifier``, uses ``ImageEmbedder()``.
+
+    classifier : ImagePairClassifier or FrozenEstimator, default=None
+        A fitted classifier whose network embeds the images (in its
+        precision, with its batch size) and whose head turns cosines into
+        match probabilities. Give ``embedder`` or ``classifier``, not both.
+        As for :class:`ImageEmbedder`, wrap it in
+        :class:`~sklearn.frozen.FrozenEstimator` to keep it fitted through
+        :func:`~sklearn.base.clone`.
+
+    n_neighbors : int, default=5
+        Neighbours returned by :meth:`kneighbors` by default.
+
+    radius : float, default=1.0
+        Cosine distance within which :meth:`radius_neighbors` looks by
+        default (0 to 2).
+
+    algorithm : {"brute", "faiss"}, default="brute"
+        ``"brute"``: exact search in chunks with torch; ties between equal
+        distances are broken by the smaller gallery index. ``"faiss"``: a
+        FAISS index of kind ``faiss_index``.
+
+    faiss_index : {"flat", "ivf", "hnsw"}, default="flat"
+        With ``algorithm="faiss"``: ``"flat"`` is exact (``IndexFlatIP``),
+        ``"ivf"`` (inverted lists) and ``"hnsw"`` (graph) are approximate and
+        much faster on large galleries; see ``faiss_params``.
+
+    faiss_params : dict, default=None
+        Settings of the FAISS index (for ``"ivf"``: ``n_lists``,
+        ``n_probe``; for ``"hnsw"``: ``m``, ``ef_construction``,
+        ``ef_search``); None uses defaults chosen for a recall@10 of at
+        least 0.95 (see the README's search benchmark).
+
+    chunk_size : int, default=None
+        Queries compared with the gallery at once by the brute-force search.
+        None fits a chunk of similarities into scikit-learn's
+        ``working_memory`` (:func:`sklearn.set_config`, 1024 MB by default).
+        Results do not depend on it.
+
+    on_error : {"raise", "warn"}, default="raise"
+        What an unreadable image does: ``"raise"`` raises an error naming its
+        row and path; ``"warn"`` leaves an unreadable gallery image out of
+        the gallery (one :class:`UnreadableImageWarning` names them all) and
+        gives an unreadable query NaN distances and index -1.
+
+    Attributes
+    ----------
+    embedder_ : ImageEmbedder
+        The fitted embedder.
+
+    gallery_ : ndarray of shape (n_samples_fit_,), dtype=object
+        The gallery images; neighbour indices are rows of it.
+
+    embeddings_ : ndarray of shape (n_samples_fit_, embedding_dim_), dtype=float32
+        Their unit-length embeddings.
+
+    n_samples_fit_ : int
+        Number of gallery images.
+
+    embedding_dim_ : int
+        Length of each embedding.
+
+    match_threshold_ : float or None
+        The classifier's ``threshold``; None without a classifier.
+
+    n_features_in_ : int
+        Always 1: one column of images.
+
+    See Also
+    --------
+    sklearn.neighbors.NearestNeighbors : The same search on feature vectors.
+    find_duplicates : Pairs of duplicates among images.
+    ImageMatchClustering : Groups of images that match.
+
+    Notes
+    -----
+    Distances are computed in two passes: a float32 matrix product finds the
+    candidates, and their float64 cosines rank them, so results do not
+    depend on the chunking or the machine's BLAS.
+
+    Examples
+    --------
+    >>> from sklearn_imgpair import ImageEmbedder, ImageNeighbors
+    >>> embedder = ImageEmbedder(pretrained=False, image_size=32, model_kwargs=TINY_SWIN)
+    >>> search = ImageNeighbors(embedder, n_neighbors=2).fit(X[:8, 0])
+    >>> distances, indices = search.kneighbors(X[:3, 1])
+    >>> indices.shape
+    (3, 2)
+    """
+
+    _parameter_constraints = {
+        "embedder": [HasMethods(["fit", "transform"]), None],
+        "classifier": [HasMethods(["predict_proba"]), None],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "radius": [Interval(Real, 0, 2, closed="both")],
+        "algorithm": [StrOptions({"brute", "faiss"})],
+        "faiss_index": [StrOptions({"flat", "ivf", "hnsw"})],
+        "faiss_params": [dict, None],
+        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
+        "on_error": [StrOptions(ON_ERROR_OPTIONS)],
+    }
+
+    def __init__(self, embedder=None, *, classifier=None, n_neighbors=5, radius=1.0,
+                 algorithm="brute", faiss_index="flat", faiss_params=None, chunk_size=None,
+                 on_error="raise"):
+        self.embedder = embedder
+        self.classifier = classifier
+        self.n_neighbors = n_neighbors
+        self.radius = radius
+        self.algorithm = algorithm
+        self.faiss_index = faiss_index
+        self.faiss_params = faiss_params
+        self.chunk_size = chunk_size
+        self.on_error = on_error
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.one_d_array = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
+    # ------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------
+
+    def _build_embedder(self):
+        if self.classifier is not None:
+            if self.embedder is not None:
+                raise ValueError("Give ImageNeighbors an embedder or a classifier, not both.")
+            classifier = _fitted_classifier(self.classifier)
+            embedder = ImageEmbedder(
+                classifier=classifier, batch_size=classifier.batch_size,
+                device=str(next(classifier.module_.parameters()).device),
+                precision=classifier.precision, num_workers=classifier.num_workers)
+            return embedder, float(classifier.threshold)
+        embedder = ImageEmbedder() if self.embedder is None else clone(self.embedder)
+        return embedder, None
+
+    def fit(self, X, y=None):
+        """Embed the gallery images, each distinct image once.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths
+            The gallery.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : ImageNeighbors
+        """
+        self._validate_params()
+        gallery = check_paths(X)
+        embedder, threshold = self._build_embedder()
+        embedder.set_params(on_error=self.on_error).fit()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnreadableImageWarning)
+            embeddings = embedder.transform(gallery)
+        unreadable = np.isnan(embeddings).any(axis=1)
+        if unreadable.all():
+            raise ValueError(f"None of the {len(gallery)} gallery images could be read; "
+                             "the gallery would be empty.")
+        for warning in caught:
+            if isinstance(warning.message, UnreadableImageWarning):
+                failures = warning.message.failures
+                rows = np.flatnonzero(unreadable)
+                warnings.warn(UnreadableImageWarning(
+                    f"{len(failures)} gallery image(s) could not be read and are left out of "
+                    f"the gallery ({len(rows)} row(s) of X; the warning's .failures and .rows "
+                    f"list them): {'; '.join(failures[:10])}", failures, rows), stacklevel=2)
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
+        self.embedder_ = embedder
+        self.gallery_ = gallery[~unreadable]
+        self.embeddings_ = np.ascontiguousarray(embeddings[~unreadable])
+        self.n_samples_fit_ = len(self.gallery_)
+        self.embedding_dim_ = self.embeddings_.shape[1]
+        self.match_threshold_ = threshold
+        self.n_features_in_ = 1
+        self._index = self._build_index()
+        return self
+
+    def _build_index(self, faiss_bytes=None):
+        """The search structure over ``embeddings_`` (a saved FAISS index when given)."""
+        if self.algorithm == "faiss":
+            from sklearn_imgpair._search.faiss_index import FaissIndex
+
+            if faiss_bytes is not None:
+                return FaissIndex.from_bytes(faiss_bytes, index=self.faiss_index,
+                                             params=self.faiss_params)
+            return FaissIndex(self.embeddings_, index=self.faiss_index,
+                              params=self.faiss_params)
+        device = next(self.embedder_.module_.parameters()).device
+        return BruteForceIndex(self.embeddings_, chunk_size=self.chunk_size, device=device)
+
+    # ------------------------------------------------------------------
+    # search
+    # ------------------------------------------------------------------
+
+    def embed(self, X):
+        """Embed images with the fitted embedder.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_images, embedding_dim_), dtype=float32
+            Unit rows; NaN rows for unreadable images with ``on_error="warn"``.
+        """
+        check_is_fitted(self)
+        return self.embedder_.transform(X)
+
+    def _queries(self, X, n_wanted, what):
+        """Embeddings of the queries, whether they are the gallery, and readable rows."""
+        check_is_fitted(self)
+        available = self.n_samples_fit_ - (X is None)
+        if n_wanted > available:
+            bound = ("n_samples_fit - 1 (X=None leaves each image out of its own list)"
+                     if X is None else "n_samples_fit")
+            raise ValueError(f"Expected {what} <= {bound}, but {what} = {n_wanted}, "
+                             f"n_samples_fit = {self.n_samples_fit_}.")
+        if X is None:
+            return self.embeddings_, True, np.ones(self.n_samples_fit_, dtype=bool)
+        embeddings = self.embed(X)
+        return embeddings, False, ~np.isnan(embeddings).any(axis=1)
+
+    def _check_count(self, n_neighbors):
+        n_neighbors = self.n_neighbors if n_neighbors is None else n_neighbors
+        if not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
+            raise TypeError(f"n_neighbors does not take {type(n_neighbors).__name__} value, "
+                            "enter integer value")
+        if n_neighbors <= 0:
+            raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}")
+        return int(n_neighbors)
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        """Find the ``n_neighbors`` nearest gallery images of each query.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths, default=None
+            Query images. None queries the gallery itself, each image left
+            out of its own list (as scikit-learn does).
+        n_neighbors : int, default=None
+            Neighbours per query; None uses ``self.n_neighbors``.
+        return_distance : bool, default=True
+            Return the distances as well.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries, n_neighbors), dtype=float64
+            Cosine distances, ascending; only with ``return_distance=True``.
+        indices : ndarray of shape (n_queries, n_neighbors), dtype=int64
+            Rows of ``gallery_``; equal distances in increasing index order.
+        """
+        n_neighbors = self._check_count(n_neighbors)
+        queries, is_gallery, readable = self._queries(X, n_neighbors, "n_neighbors")
+        distances = np.full((len(queries), n_neighbors), np.nan)
+        indices = np.full((len(queries), n_neighbors), -1, dtype=np.int64)
+        if readable.any():
+            distances[readable], indices[readable] = self._index.kneighbors(
+                queries[readable], n_neighbors, exclude_self=is_gallery)
+        return (distances, indices) if return_distance else indices
+
+    def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=False):
+        """Find the gallery images within ``radius`` of each query.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths, default=None
+            Query images; None queries the gallery, each image left out of
+            its own list.
+        radius : float, default=None
+            Cosine distance; None uses ``self.radius``.
+        return_distance : bool, default=True
+            Return the distances as well.
+        sort_results : bool, default=False
+            Accepted for scikit-learn compatibility: results are always
+            sorted by distance, ties by index.
+
+        Returns
+        -------
+        distances : ndarray of shape (n_queries,), dtype=object
+            Per query, an array of cosine distances; only with
+            ``return_distance=True``.
+        indices : ndarray of shape (n_queries,), dtype=object
+            Per query, an array of rows of ``gallery_``.
+        """
+        radius = self.radius if radius is None else float(radius)
+        if not 0 <= radius:
+            raise ValueError(f"radius must be a non-negative distance; got {radius}.")
+        queries, is_gallery, readable = self._queries(X, 0, "n_neighbors")
+        distances = np.empty(len(queries), dtype=object)
+        indices = np.empty(len(queries), dtype=object)
+        for row in np.flatnonzero(~readable):
+            distances[row], indices[row] = np.empty(0), np.empty(0, dtype=np.int64)
+        if readable.any():
+            found = self._index.radius_neighbors(queries[readable], radius,
+                                                 exclude_self=is_gallery)
+            distances[readable], indices[readable] = found
+        return (distances, indices) if return_distance else indices
+
+    def _graph(self, distances, indices, mode):
+        if mode not in ("connectivity", "distance"):
+            raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
+                             f'"distance" but got "{mode}" instead')
+        lengths = np.array([len(row) for row in indices])
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        columns = np.concatenate(list(indices)) if len(indices) else np.empty(0, np.int64)
+        values = (np.ones(len(columns)) if mode == "connectivity"
+                  else np.concatenate(list(distances)) if len(distances) else np.empty(0))
+        keep = columns >= 0  # unreadable queries have no neighbours
+        if not keep.all():
+            lengths = np.array([int((np.asarray(row) >= 0).sum()) for row in indices])
+            indptr = np.concatenate([[0], np.cumsum(lengths)])
+        return sparse.csr_matrix((values[keep], columns[keep], indptr),
+                                 shape=(len(indices), self.n_samples_fit_))
+
+    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
+        """Sparse graph of each query's ``n_neighbors`` nearest gallery images.
+
+        Parameters are those of :meth:`kneighbors`; ``mode`` is
+        ``"connectivity"`` (ones) or ``"distance"`` (cosine distances).
+
+        Returns
+        -------
+        graph : sparse matrix of shape (n_queries, n_samples_fit_)
+            In CSR format.
+        """
+        distances, indices = self.kneighbors(X, n_neighbors)
+        return self._graph(distances, indices, mode)
+
+    def radius_neighbors_graph(self, X=None, radius=None, mode="connectivity",
+                               sort_results=False):
+        """Sparse graph of the gallery images within ``radius`` of each query.
+
+        Parameters are those of :meth:`radius_neighbors`.
+
+        Returns
+        -------
+        graph : sparse matrix of shape (n_queries, n_samples_fit_)
+            In CSR format.
+        """
+        distances, indices = self.radius_neighbors(X, radius)
+        return self._graph(distances, indices, mode)
+
+    @available_if(_has_match_head)
+    def kneighbors_proba(self, X=None, n_neighbors=None):
+        """Find the nearest gallery images and their match probabilities.
+
+        The probability is the classifier's: its head applied to the cosine
+        of the two embeddings, so it equals ``predict_proba`` of the
+        classifier on the pair ``(query, neighbour)``. It falls as the
+        distance grows, so neighbours come most likely match first.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths, default=None
+            Query images; None queries the gallery, each image left out of
+            its own list.
+        n_neighbors : int, default=None
+            Neighbours per query; None uses ``self.n_neighbors``.
+
+        Returns
+        -------
+        probabilities : ndarray of shape (n_queries, n_neighbors), dtype=float32
+            Match probabilities (NaN for unreadable queries).
+        indices : ndarray of shape (n_queries, n_neighbors), dtype=int64
+            Rows of ``gallery_``.
+        """
+        distances, indices = self.kneighbors(X, n_neighbors)
+        return self.match_proba(distances), indices
+
+    @available_if(_has_match_head)
+    def match_proba(self, distances):
+        """Turn cosine distances into the classifier's match probabilities.
+
+        Parameters
+        ----------
+        distances : array-like of float
+            Cosine distances, as :meth:`kneighbors` returns them.
+
+        Returns
+        -------
+        probabilities : ndarray of the same shape, dtype=float32
+        """
+        check_is_fitted(self)
+        head = self.embedder_.module_.head
+        cosine = torch.as_tensor(1.0 - np.asarray(distances, dtype=np.float64),
+                                 dtype=torch.float32, device=head.bias.device)
+        with torch.no_grad():
+            return torch.sigmoid(head(cosine)).cpu().numpy()
+
+    # ------------------------------------------------------------------
+    # persistence
+    # ------------------------------------------------------------------
+
+    def save(self, path):
+        """Save the fitted search to one file that holds no pickle.
+
+        The file holds the embedder's network, the gallery's paths and
+        embeddings, the FAISS index when there is one, and the classifier's
+        head and threshold (see :meth:`ImagePairClassifier.save` for the
+        format). The ``embedder`` and ``classifier`` parameters are saved as
+        None: what the search needs of them is in the file, so a loaded search
+        searches and gives match probabilities; refitting it needs them set
+        again.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write, by convention with a ``.safetensors`` suffix.
+
+        Returns
+        -------
+        path : str
+            The absolute path written.
+
+        Raises
+        ------
+        ValueError
+            If the gallery holds images in memory rather than paths.
+        """
+        check_is_fitted(self)
+        return save_neighbors(self, path)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Load a search saved with :meth:`save`, without running code from the file.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by :meth:`save`.
+        device : str or torch.device, default=None
+            Where the network runs; None keeps the saved device, or uses
+            ``"cpu"`` (with a warning) when that is not available.
+
+        Returns
+        -------
+        neighbors : ImageNeighbors
+            A fitted search that returns the saved one's neighbours.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not such a model file, is corrupt or modified, or
+            its embeddings do not match its network (dimensions, count).
+        """
+        return load_neighbors(cls, path, device=device)

@@ -1,0 +1,1 @@
+"""Nearest-neighbour search over embedding vectors: exact in chunks, or with FAISS."""
