@@ -1,4 +1,4 @@
-"""Helpers shared by bench_inference.py and bench_fit.py: models, photos, timing, tables."""
+"""Helpers shared by the benchmark scripts: models, photos, timing, tables, memory."""
 
 import os
 import statistics
@@ -129,3 +129,28 @@ def describe_machine(device):
     if torch.device(device).type == "cuda":
         text += f", GPU: {torch.cuda.get_device_name(device)}"
     return text
+
+
+def memory_mb():
+    """Resident memory now and its peak, in MB: VmRSS and VmHWM on Linux, else ru_maxrss."""
+    import resource
+    import sys
+
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak /= 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
+        return peak, peak
+
+
+def reset_peak_memory():
+    """Reset the peak resident memory (Linux 4.0+); return whether it worked."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False

@@ -93,11 +93,8 @@ def best_threshold_accuracy(y_true, score):
     return float(((true_pos + true_neg) / len(y_true)).max())
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", default=str(COIL / "train_hard.csv"))
-    parser.add_argument("--test", nargs="+",
-                        default=[str(COIL / "test.csv"), str(COIL / "test_hard.csv")])
+def add_fit_arguments(parser):
+    """The options of the fit (time budget, model, training), shared with retrieval.py."""
     parser.add_argument("--time-budget", type=float, default=900.0,
                         help="seconds for the whole fit (default: 900)")
     parser.add_argument("--image-size", type=int, default=64)
@@ -116,6 +113,44 @@ def main(argv=None):
     parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="default",
                         help="augmentation of training images (default: ViewAugmentation())")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+
+
+def make_classifier(args):
+    """The classifier that the options of :func:`add_fit_arguments` describe, unfitted."""
+    if args.valid_split == "identities":
+        train_split = IdentityValidSplit(args.valid_size)
+    else:
+        train_split = ValidSplit(args.valid_size, stratified=True)
+    return ImagePairClassifier(
+        pretrained=False, model_kwargs=SMALL_SWIN, image_size=args.image_size,
+        time_limit=args.time_budget, max_epochs=10_000, lr=args.lr,
+        batch_size=args.batch_size, random_state=args.seed, verbose=1,
+        optimizer__weight_decay=0.05, callbacks__early_stopping__patience=args.patience,
+        pair_mining=args.pair_mining, views_per_identity=args.views_per_identity,
+        mining_weight=args.mining_weight, mining_temperature=args.mining_temperature,
+        augment=AUGMENTATIONS[args.augment], train_split=train_split,
+    )
+
+
+def fit_config(args, clf):
+    """The settings of the fit, as the JSON line reports them."""
+    return {"model_kwargs": SMALL_SWIN, "image_size": args.image_size,
+            "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+            "pair_mining": args.pair_mining,
+            "views_per_identity": args.views_per_identity,
+            "mining_weight": args.mining_weight,
+            "mining_temperature": args.mining_temperature,
+            "augment": args.augment, "valid_split": args.valid_split,
+            "valid_size": args.valid_size,
+            "parameters": sum(p.numel() for p in clf.module_.parameters())}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", default=str(COIL / "train_hard.csv"))
+    parser.add_argument("--test", nargs="+",
+                        default=[str(COIL / "test.csv"), str(COIL / "test_hard.csv")])
+    add_fit_arguments(parser)
     parser.add_argument("--save", help="pickle the fitted classifier to this file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -128,19 +163,7 @@ def main(argv=None):
     X_train, y_train = read_pairs(args.train)
     print(f"train: {args.train} ({len(y_train)} pairs)  torch threads: "
           f"{torch.get_num_threads()}  {platform.processor() or platform.machine()}")
-    if args.valid_split == "identities":
-        train_split = IdentityValidSplit(args.valid_size)
-    else:
-        train_split = ValidSplit(args.valid_size, stratified=True)
-    clf = ImagePairClassifier(
-        pretrained=False, model_kwargs=SMALL_SWIN, image_size=args.image_size,
-        time_limit=args.time_budget, max_epochs=10_000, lr=args.lr,
-        batch_size=args.batch_size, random_state=args.seed, verbose=1,
-        optimizer__weight_decay=0.05, callbacks__early_stopping__patience=args.patience,
-        pair_mining=args.pair_mining, views_per_identity=args.views_per_identity,
-        mining_weight=args.mining_weight, mining_temperature=args.mining_temperature,
-        augment=AUGMENTATIONS[args.augment], train_split=train_split,
-    )
+    clf = make_classifier(args)
     started = time.perf_counter()
     clf.fit(X_train, y_train)
     fit_seconds = time.perf_counter() - started
@@ -149,14 +172,7 @@ def main(argv=None):
         with open(args.save, "wb") as file:
             pickle.dump(clf, file)
     results = {
-        "config": {"model_kwargs": SMALL_SWIN, "image_size": args.image_size,
-                   "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-                   "pair_mining": args.pair_mining,
-                   "views_per_identity": args.views_per_identity,
-                   "mining_weight": args.mining_weight,
-                   "mining_temperature": args.mining_temperature,
-                   "augment": args.augment, "valid_split": args.valid_split,
-                   "valid_size": args.valid_size, "parameters": n_params},
+        "config": fit_config(args, clf),
         "train": args.train,
         "time_budget_s": args.time_budget,
         "fit_s": round(fit_seconds, 2),

@@ -87,8 +87,12 @@ class ImageNeighbors(BaseEstimator):
     faiss_params : dict, default=None
         Settings of the FAISS index (for ``"ivf"``: ``n_lists``,
         ``n_probe``; for ``"hnsw"``: ``m``, ``ef_construction``,
-        ``ef_search``); None uses defaults chosen for a recall@10 of at
-        least 0.95 (see the README's search benchmark).
+        ``ef_search``). None uses defaults that reach a recall@10 of 1.0
+        against exact search on clustered vectors (views of identities, as
+        image embeddings are) of 10,000 and 100,000 rows, but only 0.19 to
+        0.79 on vectors spread uniformly over the sphere: measure the recall
+        on your own embeddings (``benchmarks/bench_search.py``) and raise
+        ``n_probe`` or ``ef_search`` if needed.
 
     chunk_size : int, default=None
         Queries compared with the gallery at once by the brute-force search.
@@ -454,6 +458,31 @@ class ImageNeighbors(BaseEstimator):
                                  dtype=torch.float32, device=head.bias.device)
         with torch.no_grad():
             return torch.sigmoid(head(cosine)).cpu().numpy()
+
+    def score(self, X, y):
+        """Recall@1 of a search among the images of ``X``, each left out in turn.
+
+        Images with the same label in ``y`` are images of one identity; a
+        query scores when its nearest other image shares its label (see
+        :func:`sklearn_imgpair.metrics.recall_at_k`). The fitted gallery is
+        not used: this scores the embedding, as ``GridSearchCV`` needs to
+        compare settings on held-out identities. Other metrics:
+        :func:`sklearn_imgpair.metrics.make_retrieval_scorer`.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths
+            At least two images.
+        y : array-like of shape (n_images,)
+            Identity labels.
+
+        Returns
+        -------
+        score : float
+        """
+        from sklearn_imgpair.metrics import make_retrieval_scorer
+
+        return make_retrieval_scorer("recall_at_k", k=1)(self, X, y)
 
     # ------------------------------------------------------------------
     # persistence

@@ -226,3 +226,25 @@ def test_on_error_warn_leaves_unreadable_images_out_of_the_gallery(tmp_path, gal
     assert indices[0, 0] == 1 and indices[1, 0] == -1 and np.isnan(distances[1]).all()
     with pytest.raises(ValueError, match="None of the 1 gallery images"):
         ImageNeighbors(embedder, on_error="warn").fit([str(broken)])
+
+
+def test_score_is_leave_one_out_recall_at_1_on_identity_labels(fitted, gallery, vectors):
+    identities = np.array([path.rsplit("product", 1)[1][:3] for path in gallery])
+    nearest = NearestNeighbors(n_neighbors=1, metric="cosine").fit(vectors).kneighbors()[1]
+    expected = np.mean(identities[nearest[:, 0]] == identities)
+    assert fitted.score(gallery, identities) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("faiss_index", ["flat", "hnsw"])
+def test_faiss_search_agrees_with_brute_force_and_travels_in_the_model_file(
+        tmp_path, embedder, gallery, fitted, faiss_index):
+    pytest.importorskip("faiss")
+    search = ImageNeighbors(embedder, n_neighbors=4, algorithm="faiss",
+                            faiss_index=faiss_index).fit(gallery)
+    indices = search.kneighbors(gallery[:6], return_distance=False)
+    assert_array_equal(indices, fitted.kneighbors(gallery[:6], return_distance=False))
+    assert_array_equal(search.kneighbors(return_distance=False),
+                       fitted.kneighbors(return_distance=False))
+    loaded = ImageNeighbors.load(search.save(tmp_path / "faiss.safetensors"))
+    assert type(loaded._index).__name__ == "FaissIndex"
+    assert_array_equal(loaded.kneighbors(gallery[:6], return_distance=False), indices)

@@ -3,11 +3,14 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 from sklearn.metrics import roc_auc_score
 
+from sklearn_imgpair import find_duplicates
 from sklearn_imgpair.datasets import fetch_stanford_online_products
+from sklearn_imgpair.metrics import mean_average_precision_at_r, recall_at_k
 
 from conftest import go_offline, write_sop_zip
 
@@ -89,7 +92,8 @@ def _images(X, rows):
 
 def _check_results(ns, n_figures):
     """What every run must show, whichever the data."""
-    assert n_figures == 3  # a matching pair, a non-matching pair, the ROC curve
+    # A matching pair, a non-matching pair, the ROC curve, queries and their matches.
+    assert n_figures == 4
     clf, X_test, y_test = ns["clf"], ns["X_test"], ns["y_test"]
     assert len(clf.history) == 2  # the tiny settings: two epochs
     match = clf.predict_proba(X_test)[:, list(clf.classes_).index(ns["match_label"])]
@@ -108,6 +112,28 @@ def _check_results(ns, n_figures):
         0.1, 1.0, 10.0]  # one row per candidate
     assert search.n_splits_ == cv.get_n_splits() == min(3, ns["n_groups"]) >= 2
     assert len(ns["scores"]) == cv.get_n_splits() and np.isfinite(ns["scores"]).all()
+    _check_search(ns)
+
+
+def _check_search(ns):
+    """The catalogue search: every test image once, its product, scores of its ranking."""
+    clf, test_data, catalogue = ns["clf"], ns["test_data"], ns["catalogue"]
+    assert sorted(catalogue) == sorted(set(test_data["Image1"]) | set(test_data["Image2"]))
+    products = ns["products"]
+    assert len(set(products)) < len(catalogue)  # several views of a product
+    neighbors = ns["neighbors"]
+    assert neighbors.gallery_.tolist() == list(catalogue)
+    distances, ranked = neighbors.kneighbors(n_neighbors=ns["n_neighbors"])
+    assert_allclose(ns["match_proba_ranked"], neighbors.match_proba(distances), rtol=1e-6)
+    assert (ns["ranked"] == ranked).all()
+    assert (ranked != np.arange(len(catalogue))[:, None]).all()  # each image left out
+    for k, value in ns["recall"].items():
+        assert value == recall_at_k(products, products, ranked, k=k, exclude_self=True)
+    assert 1 in ns["recall"]
+    map_at_r = mean_average_precision_at_r(products, products, ranked, exclude_self=True)
+    assert ns["map_at_r"] == map_at_r
+    expected = find_duplicates(catalogue, clf, n_neighbors=10)
+    pd.testing.assert_frame_equal(ns["duplicates"], expected)
 
 
 @pytest.mark.slow

@@ -29,4 +29,5 @@ def test_readme_example_runs(code, tmp_path, monkeypatch):
     go_offline(monkeypatch)
     namespace = {"__name__": "__main__"}  # run as a script
     exec(compile(code, str(README), "exec"), namespace)
-    assert namespace["embeddings"].shape[0] == len(namespace["test"])
+    if "embeddings" in namespace:  # the blocks that end by embedding the test images
+        assert namespace["embeddings"].shape[0] == len(namespace["test"])
