@@ -1,4 +1,4 @@
-"""ImagePairClassifier: a Siamese timm backbone fitted on pairs of image paths with skorch."""
+"""ImagePairClassifier: a Siamese timm backbone fitted on pairs of images with skorch."""
 
 import warnings
 from numbers import Integral, Real
@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
+from sklearn_imgpair._images.cells import distinct_images, distinct_paths, image_names
 from sklearn_imgpair._images.datasets import ImageDataset, PairDataset, pair_dataset
 from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
 from sklearn_imgpair._images.validation import (
@@ -24,7 +25,6 @@ from sklearn_imgpair._images.validation import (
     check_pair_features,
     check_match_labels,
     check_pairs,
-    distinct_paths,
 )
 from sklearn_imgpair._io.device import (
     RUNTIME_PARAMETER_CONSTRAINTS,
@@ -33,10 +33,17 @@ from sklearn_imgpair._io.device import (
     device_type,
     seeded,
 )
+from sklearn_imgpair._deploy.onnx_export import export_classifier
 from sklearn_imgpair._io.model_file import load_classifier, save_classifier
 from sklearn_imgpair._nn.augment import ViewAugmentation
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS, expected_image_size
-from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, score_pairs, siamese_net_kwargs
+from sklearn_imgpair._nn.siamese import (
+    SiameseNet,
+    embed_dataset,
+    pool_embeddings,
+    score_pairs,
+    siamese_net_kwargs,
+)
 from sklearn_imgpair._training.callbacks import StopTraining, TimeBudget, default_callbacks
 from sklearn_imgpair._training.frozen import FrozenBackboneMixin
 from sklearn_imgpair._training.precision import MixedPrecisionMixin
@@ -251,7 +258,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         Length of the backbone's embedding vectors.
 
     n_features_in_ : int
-        Always 2: two image-path columns.
+        Always 2: two image columns.
 
     history_ : skorch.History
         Per-epoch and per-batch training records.
@@ -268,11 +275,20 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
 
     Notes
     -----
-    Images are decoded with PIL: EXIF orientation is applied, every mode is
-    converted to RGB (transparent pixels onto white, 16-bit images rescaled),
-    and the image is resized to ``image_size`` without cropping. At
-    prediction time each distinct path in ``X`` is decoded and embedded once,
-    however many pairs share it.
+    A cell of ``X`` is an image path, an image in memory (the bytes of an
+    image file, a PIL image, a ``uint8`` array) or several images of one
+    item (a list or tuple of these, or paths joined by ``";"``); see
+    :func:`check_pairs`. Images are decoded with PIL: EXIF orientation is
+    applied, every mode is converted to RGB (transparent pixels onto white,
+    16-bit images rescaled), and the image is resized to ``image_size``
+    without cropping. At prediction time each distinct image in ``X`` (the
+    same content, for in-memory images) is decoded and embedded once,
+    however many pairs share it; a cell of several images is embedded as
+    the L2-normalised mean of its images' embeddings. In training, such a
+    cell gives one of its images, drawn at random (seeded by
+    ``random_state``) each time its pair is read: another view of the item
+    in each epoch, as an augmentation; with ``freeze_backbone=True`` it
+    gives the mean embedding, as in prediction.
 
     Examples
     --------
@@ -401,7 +417,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.string = True  # a table of path strings, not a numeric array
+        tags.input_tags.string = True  # a table of paths (or images), not a numeric array
         tags.input_tags.two_d_array = False
         tags.classifier_tags.multi_class = False
         return tags
@@ -450,7 +466,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         return params
 
     def get_dataset(self, X, y=None):
-        """Pairs of image paths as a :class:`PairDataset` (datasets pass through)."""
+        """Pairs of images as a :class:`PairDataset` (datasets pass through)."""
         if not is_dataset(X):
             X = pair_dataset(check_pairs(X), y, image_size=self.image_size_,
                              cache_size=self.cache_size, read=False)
@@ -505,12 +521,12 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
                             require_both_classes=np.unique(dataset.y).size == 2)
 
     def fit(self, X, y, **fit_params):
-        """Fit the Siamese network on labelled pairs of image paths.
+        """Fit the Siamese network on labelled pairs of images.
 
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Image paths, two per pair, taken by column position.
+            Images (see Notes), two per pair, taken by column position.
         y : array-like of shape (n_pairs,)
             Two distinct labels; ``match_label`` marks matching pairs.
         **fit_params : dict
@@ -553,7 +569,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Image paths, two per pair.
+            Images, two per pair.
         y : array-like of shape (n_pairs,)
             Labels; after the first fit they must be among ``classes_``.
         classes : array-like, default=None
@@ -606,15 +622,19 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         check_pair_features(self, X, reset=False)
         if self.on_error == "raise":
             check_files_exist(pairs)
-        unique, first, inverse = distinct_paths(pairs)
-        names = [f"X[{position // 2}, {position % 2}]" for position in first]
-        dataset = ImageDataset(unique, self.image_size_, names=names, on_error=self.on_error)
+        cells, first, inverse = distinct_paths(pairs)
+        images, image_index, offsets, image_first = distinct_images(cells)
+        names = image_names(cells, offsets, image_first,
+                            [f"X[{position // 2}, {position % 2}]" for position in first])
+        dataset = ImageDataset(images, self.image_size_, names=names, on_error=self.on_error)
         # Where the network is: ``device``, or the accelerator's (device=None).
         device = next(self.module_.parameters()).device
         embeddings, failures = embed_dataset(
             self.module_, dataset, batch_size=self.batch_size, device=device,
             precision=self.precision, num_workers=self.num_workers,
             iterator=self.iterator_valid, iterator_params=self.get_params_for("iterator_valid"))
+        # A cell of several images: the normalised mean of their embeddings.
+        embeddings = pool_embeddings(embeddings, image_index, offsets)
         # Pairs are scored in chunks: memory grows with the distinct images only.
         logits = score_pairs(self.module_, embeddings, inverse.reshape(-1, 2))
         if failures:
@@ -634,7 +654,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Image paths.
+            Images, two per pair (see Notes).
 
         Returns
         -------
@@ -649,7 +669,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Image paths.
+            Images, two per pair (see Notes).
 
         Returns
         -------
@@ -668,7 +688,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Image paths.
+            Images, two per pair (see Notes).
 
         Returns
         -------
@@ -686,7 +706,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Image paths.
+            Images, two per pair (see Notes).
         y : array-like of shape (n_pairs,)
             True labels, holding both classes.
         sample_weight : array-like of shape (n_pairs,), default=None
@@ -761,3 +781,69 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             modified, or was written by a newer version of the format.
         """
         return load_classifier(cls, path, device=device)
+
+    def export_onnx(self, path, *, opset=None, quantize=None):
+        """Export the fitted matcher to an ONNX file that runs without PyTorch.
+
+        The file holds the pair graph and its metadata, and is run by
+        :class:`sklearn_imgpair.onnx.OnnxImageMatcher` (onnxruntime, numpy and
+        PIL only) or by any ONNX runtime. The graph computes in float32,
+        whatever ``precision`` is.
+
+        * Inputs ``images1`` and ``images2``: ``uint8`` RGB images of shape
+          ``(N, 3, image_size_, image_size_)``, decoded and resized as the
+          estimator does (scaling to [0, 1] and the mean/std normalisation
+          happen inside the graph). ``N``, the number of pairs, is the one
+          dynamic axis, shared by both inputs.
+        * Outputs ``logits`` and ``probabilities`` of a match, of shape
+          ``(N,)`` (``scale * cosine + bias`` and its sigmoid, for
+          ``match_label``), and the unit-length ``embeddings1`` and
+          ``embeddings2``, of shape ``(N, embedding_dim_)``; both batches go
+          through the backbone in one call.
+        * Metadata (the model's ``metadata_props``): the format name
+          (``sklearn-imgpair-onnx``) and version, ``estimator``,
+          ``model_name``, ``image_size``, ``mean``, ``std``,
+          ``embedding_dim``, ``classes`` (``classes_`` with its dtype),
+          ``match_label``, ``threshold``, the head's ``head_scale`` and
+          ``head_bias`` (so that pairs of embeddings can be scored without
+          the graph), ``quantization``, ``opset`` and the library
+          versions. Names and kinds are stored as text, everything else
+          (labels and numbers included) as JSON.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write, by convention with a ``.onnx`` suffix; it is
+            written atomically.
+        opset : int, default=None
+            ONNX opset, 18 or later; None uses the exporter's default (20
+            with torch 2.14). onnxruntime runs opset 20 from version 1.17.
+        quantize : {"int8"}, default=None
+            ``"int8"``: dynamic quantisation of the weights (per output
+            channel) with onnxruntime, about a quarter of the file size and
+            faster on CPUs with int8 instructions; embeddings keep a cosine
+            of about 0.9998 to float32. None keeps float32.
+
+        Returns
+        -------
+        path : str
+            The absolute path written.
+
+        Raises
+        ------
+        ImportError
+            If the ``onnx`` extra (onnx, onnxscript, onnxruntime) or torch
+            >= 2.6 is missing.
+        RuntimeError
+            If the exported graph does not reproduce the network on random
+            images (checked with onnxruntime after every export).
+
+        Notes
+        -----
+        The graph is captured by torch's ``torch.export``-based exporter
+        (``dynamo=True``), which turns timm's Swin (window partition,
+        shifted windows, attention masks) into a compact graph with a named
+        dynamic batch axis; the legacy TorchScript exporter is deprecated.
+        """
+        self.check_is_fitted(["module_", "classes_"])
+        return export_classifier(self, path, opset=opset, quantize=quantize)

@@ -1,17 +1,19 @@
-"""ImageEmbedder: image paths in, L2-normalised embedding vectors out."""
+"""ImageEmbedder: images (paths or in memory) in, L2-normalised embedding vectors out."""
 
 import copy
 import os
 from numbers import Integral
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_imgpair._images.cells import distinct_images, distinct_paths, image_names
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
-from sklearn_imgpair._images.validation import check_paths, distinct_paths
+from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._io.device import (
     RUNTIME_PARAMETER_CONSTRAINTS,
     check_device,
@@ -19,10 +21,16 @@ from sklearn_imgpair._io.device import (
     resolve_device,
     seeded,
 )
-from sklearn_imgpair._io.embedding_cache import EmbeddingCache, file_key, model_fingerprint
+from sklearn_imgpair._io.embedding_cache import EmbeddingCache, image_key, model_fingerprint
+from sklearn_imgpair._deploy.onnx_export import export_embedder
 from sklearn_imgpair._io.model_file import load_embedder, save_embedder
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
-from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, siamese_net_kwargs
+from sklearn_imgpair._nn.siamese import (
+    SiameseNet,
+    embed_dataset,
+    pool_embeddings,
+    siamese_net_kwargs,
+)
 
 __all__ = ["ImageEmbedder"]
 
@@ -34,18 +42,23 @@ def _fingerprint(module, image_size, precision):
 
 
 class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    """Turn image paths into L2-normalised embedding vectors.
+    """Turn images into L2-normalised embedding vectors.
 
     The backbone is a timm model, built exactly as :class:`ImagePairClassifier`
     builds its own, or the backbone of a fitted classifier (``classifier=``),
     in which case the vectors are the ones whose cosine the classifier scores.
     ``fit`` learns nothing from the data: it builds (or copies) the network.
 
-    Each distinct path is decoded once per ``transform``, and embeddings are
-    cached by model weights and file identity (absolute path, size and
-    modification time), so that refitting clones (as ``GridSearchCV`` does)
-    or transforming the same images again costs no second pass. The cache
-    lives in process memory (``cache``) and, with ``memory``, also on disk.
+    Images are paths, or images in memory (the bytes of an image file, PIL
+    images, ``uint8`` arrays; see :func:`check_paths`), and a row may hold
+    several images of one item (a list or tuple, or paths joined by
+    ``";"``), whose vector is the L2-normalised mean of its images' vectors.
+    Each distinct image is decoded once per ``transform``, and embeddings are
+    cached by model weights and image identity (a file's absolute path, size
+    and modification time; an in-memory image's content), so that refitting
+    clones (as ``GridSearchCV`` does) or transforming the same images again
+    costs no second pass. The cache lives in process memory (``cache``) and,
+    with ``memory``, also on disk.
 
     Parameters
     ----------
@@ -98,8 +111,8 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     on_error : {"raise", "warn"}, default="raise"
         What an image that cannot be read (missing, empty, truncated, not an
         image, above PIL's pixel limit) does in ``transform``: ``"raise"``
-        raises an error naming the row and path; ``"warn"`` gives exactly the
-        rows of that image NaN vectors and issues one
+        raises an error naming the row and image; ``"warn"`` gives exactly
+        the rows of that image NaN vectors and issues one
         :class:`UnreadableImageWarning` listing them. No image is ever
         replaced silently, and NaN vectors are never cached.
 
@@ -133,7 +146,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         Length of each output vector.
 
     n_features_in_ : int
-        Always 1: one column of image paths. Defined only when ``fit`` was
+        Always 1: one column of images. Defined only when ``fit`` was
         given ``X``, as scikit-learn defines it; ``fit()`` sees no data.
 
     feature_names_in_ : ndarray of shape (1,)
@@ -147,7 +160,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     Notes
     -----
-    ``X`` is one column of paths, so the estimator tags say
+    ``X`` is one column of images, so the estimator tags say
     ``one_d_array=True``, ``string=True`` and ``two_d_array=False``, as
     :class:`~sklearn.feature_extraction.text.CountVectorizer`'s say of its
     documents; ``preserves_dtype`` is empty because the vectors are float32
@@ -248,7 +261,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         Parameters
         ----------
-        X : list, 1-D array, Series or one-column table of image paths, default=None
+        X : list, 1-D array, Series or one-column table of images, default=None
             Validated when given.
         y : None
             Ignored.
@@ -282,12 +295,14 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return EmbeddingCache(location, in_memory=self.cache)
 
     def transform(self, X):
-        """Embed images.
+        """Embed images; a row of several images gets their normalised mean vector.
 
         Parameters
         ----------
-        X : list, 1-D array, Series or one-column table of image paths
-            Each distinct path is read once.
+        X : list, 1-D array, Series or one-column table of images
+            Paths, in-memory images (bytes of an image file, PIL images,
+            ``uint8`` arrays) or several images of one item per row (see
+            :func:`check_paths`). Each distinct image is read once.
 
         Returns
         -------
@@ -295,21 +310,22 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             Unit-length rows, in the order of ``X``.
         """
         check_is_fitted(self)
-        paths = check_paths(X)
+        cells = check_paths(X)
         if hasattr(self, "n_features_in_"):  # fit saw X: compare column names
             validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
-        unique, first, inverse = distinct_paths(paths)
-        names = [f"X[{row}]" for row in first]
+        unique, first, inverse = distinct_paths(cells)
+        images, image_index, offsets, image_first = distinct_images(unique)
+        names = image_names(unique, offsets, image_first, [f"X[{row}]" for row in first])
         keys = []
-        for path, name in zip(unique, names):
+        for image, name in zip(images, names):
             try:
-                keys.append(file_key(path))
+                keys.append(image_key(image))
             except FileNotFoundError:
                 if self.on_error == "raise":
-                    raise FileNotFoundError(f"{name}: image file not found: {path!r}.") from None
+                    raise FileNotFoundError(f"{name}: image file not found: {image!r}.") from None
                 keys.append(None)  # loading it fails below, with the same message
         cache = self._embedding_cache()
-        vectors = np.empty((len(unique), self.embedding_dim_), dtype=np.float32)
+        vectors = np.empty((len(images), self.embedding_dim_), dtype=np.float32)
         missing = []
         for index, key in enumerate(keys):
             vector = None if key is None else cache.get(self._fingerprint, key)
@@ -319,7 +335,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 vectors[index] = vector
         failures = []
         if missing:
-            dataset = ImageDataset(unique[missing], self.image_size_,
+            dataset = ImageDataset(images[missing], self.image_size_,
                                    names=[names[i] for i in missing], on_error=self.on_error)
             computed, failures = embed_dataset(
                 self.module_, dataset, batch_size=self.batch_size, device=self.device,
@@ -329,6 +345,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                 vectors[index] = vector
                 if not np.isnan(vector).any():
                     cache.put(self._fingerprint, keys[index], vector)
+        vectors = pool_embeddings(torch.from_numpy(vectors), image_index, offsets).numpy()
         vectors = vectors[inverse.reshape(-1)]
         if failures:
             warn_unreadable(failures, np.flatnonzero(np.isnan(vectors).any(axis=1)),
@@ -385,3 +402,51 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             modified, or was written by a newer version of the format.
         """
         return load_embedder(cls, path, device=device)
+
+    def export_onnx(self, path, *, opset=None, quantize=None):
+        """Export the fitted embedder to an ONNX file that runs without PyTorch.
+
+        The file holds the embedding graph and its metadata, and is run by
+        :class:`sklearn_imgpair.onnx.OnnxImageMatcher` (``transform``) or by
+        any ONNX runtime. The graph computes in float32, whatever
+        ``precision`` is.
+
+        * Input ``images``: ``uint8`` RGB images of shape
+          ``(N, 3, image_size_, image_size_)``, decoded and resized as
+          ``transform`` does (scaling to [0, 1] and the mean/std
+          normalisation happen inside the graph); ``N`` is dynamic.
+        * Output ``embeddings``: unit-length vectors of shape
+          ``(N, embedding_dim_)``.
+        * Metadata (``metadata_props``): the format name
+          (``sklearn-imgpair-onnx``) and version, ``estimator``,
+          ``model_name``, ``image_size``, ``mean``, ``std``,
+          ``embedding_dim``, ``quantization``, ``opset`` and the library
+          versions.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write, by convention with a ``.onnx`` suffix; it is
+            written atomically.
+        opset : int, default=None
+            ONNX opset, 18 or later; None uses the exporter's default.
+        quantize : {"int8"}, default=None
+            ``"int8"``: dynamic quantisation of the weights with onnxruntime
+            (see :meth:`ImagePairClassifier.export_onnx`). None keeps float32.
+
+        Returns
+        -------
+        path : str
+            The absolute path written.
+
+        Raises
+        ------
+        ImportError
+            If the ``onnx`` extra (onnx, onnxscript, onnxruntime) or torch
+            >= 2.6 is missing.
+        RuntimeError
+            If the exported graph does not reproduce the network on random
+            images.
+        """
+        check_is_fitted(self)
+        return export_embedder(self, path, opset=opset, quantize=quantize)

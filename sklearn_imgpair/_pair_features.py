@@ -1,4 +1,4 @@
-"""PairFeatures: pairs of image paths into features for any scikit-learn model."""
+"""PairFeatures: pairs of images into features for any scikit-learn model."""
 
 import warnings
 
@@ -8,6 +8,7 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_imgpair._embedder import ImageEmbedder
+from sklearn_imgpair._images.cells import distinct_paths
 from sklearn_imgpair._training.mining import match_components
 from sklearn_imgpair._images.validation import (
     check_files_exist,
@@ -28,8 +29,11 @@ class PairFeatures(TransformerMixin, BaseEstimator):
 
         make_pipeline(PairFeatures(ImageEmbedder(...)), LogisticRegression())
 
-    Embeddings are cached by the embedder (by weights and file identity), so
-    a grid search over the classifier's parameters embeds each image once.
+    Embeddings are cached by the embedder (by weights and image identity),
+    so a grid search over the classifier's parameters embeds each image
+    once. Cells are those of :class:`ImagePairClassifier`: paths, in-memory
+    images or several images of one item (embedded as their normalised mean
+    vector).
 
     Parameters
     ----------
@@ -42,7 +46,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         The fitted embedder.
 
     n_features_in_ : int
-        Always 2: two image-path columns.
+        Always 2: two image columns.
 
     See Also
     --------
@@ -67,7 +71,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Image paths.
+            Images, two per pair (see :func:`check_pairs`).
         y : None
             Ignored.
 
@@ -88,7 +92,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Image paths.
+            Images, two per pair (see :func:`check_pairs`).
 
         Returns
         -------
@@ -98,7 +102,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         pairs = check_pairs(X)
         check_pair_features(self, X, reset=False)
         check_files_exist(pairs)
-        unique, inverse = np.unique(pairs.ravel(), return_inverse=True)
+        unique, _, inverse = distinct_paths(pairs)
         embeddings = self.embedder_.transform(unique)
         inverse = inverse.reshape(-1, 2)
         first, second = embeddings[inverse[:, 0]], embeddings[inverse[:, 1]]

@@ -55,3 +55,76 @@ def test_bench_fit_quick(tmp_path, capsys):
     (row,) = _summary(capsys)["fit"]
     assert row["n_pairs"] == 20
     assert row["ratio"] > 0 and row["frozen_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_search_tiny(capsys):
+    pytest.importorskip("faiss")
+    bench = _load("bench_search")
+    bench.main(["--gallery-sizes", "500", "--n-queries", "20", "--dim", "32",
+                "--methods", "sklearn", "brute", "faiss_ivf"])
+    summary = _summary(capsys)
+    assert summary["dim"] == 32 and summary["k"] == 10
+    rows = {row["method"]: row for row in summary["results"]}
+    assert sorted(rows) == ["brute", "faiss_ivf", "sklearn"]
+    for row in rows.values():
+        assert {"build_s", "search_s", "speedup_search", "speedup_total", "recall", "agreement",
+                "index_mb", "search_peak_mb", "search_working_mb"} <= set(row)
+        assert row["size"] == 500 and row["reference"] == "sklearn"
+    # Both exact searches find the same neighbours; IVF's are approximate.
+    assert rows["brute"]["recall"] == rows["brute"]["agreement"] == 1.0
+    assert 0.5 < rows["faiss_ivf"]["recall"] <= 1.0
+    assert rows["faiss_ivf"]["params"]["n_lists"] == 12
+
+
+def test_bench_retrieval_without_the_data_says_so(tmp_path, capsys):
+    bench = _load("retrieval")
+    bench.main(["--coil", str(tmp_path / "absent")])
+    summary = _summary(capsys)
+    assert summary["skipped"].startswith("COIL-100 data not found")
+
+
+@pytest.mark.slow
+def test_bench_retrieval_quick(tmp_path, capsys):
+    import pandas as pd
+
+    from conftest import COIL_DIR
+
+    if not (COIL_DIR / "splits.json").is_file():
+        pytest.skip(f"the COIL-100 photos are not in {COIL_DIR}")
+    bench = _load("retrieval")
+    train = pd.read_csv(COIL_DIR / "train.csv").head(40)  # 40 pairs: a fit of seconds
+    for column in ("Image1", "Image2"):
+        train[column] = [str(COIL_DIR / path) for path in train[column]]
+    train.to_csv(tmp_path / "train.csv", index=False)
+    bench.main(["--time-budget", "5", "--objects", "2", "--train", str(tmp_path / "train.csv"),
+                "--batch-size", "16"])
+    summary = _summary(capsys)
+    assert (summary["n_images"], summary["n_objects"], summary["n_neighbors"]) == (72, 2, 35)
+    assert sorted(summary["scores"]) == ["colour histogram", "fitted model", "raw pixels"]
+    for scores in summary["scores"].values():
+        assert all(0 <= value <= 1 for value in scores.values())
+        # Leave-one-out: every query has relevant images, so precision@1 is recall@1.
+        assert scores["precision_at_1"] == scores["recall_at_1"] <= scores["recall_at_5"]
+
+
+@pytest.mark.slow
+def test_bench_onnx_quick(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    bench = _load("bench_onnx")
+    bench.main(["--quick", "--n-images", "6", "--batch-size", "4", "--image-dir", str(tmp_path)])
+    summary = _summary(capsys)
+    rows = {row["engine"]: row for row in summary["engines"]}
+    assert sorted(rows) == sorted(["torch fp32", "torch bf16", "onnxruntime fp32",
+                                   "onnxruntime int8"])
+    for row in rows.values():
+        assert {"model", "size", "network", "network_ratio", "transform", "transform_ratio",
+                "cosine"} <= set(row)
+        assert row["network"] > 0 and row["transform"] > 0
+    assert rows["torch fp32"]["network_ratio"] == 1.0
+    assert rows["onnxruntime fp32"]["cosine"] >= 0.9999
+    assert 0.99 < rows["onnxruntime int8"]["cosine"] <= 1.0 + 1e-6
+    (sizes,) = summary["sizes"]
+    assert sizes["onnx int8 MB"] > 0 and sizes["onnx fp32 MB"] > 0
+    assert sizes["safetensors MB"] > 0

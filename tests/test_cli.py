@@ -461,13 +461,21 @@ def test_python_dash_m_exits_with_status_2_and_no_traceback(model_path, tmp_path
                              f"'{tmp_path / 'lost.png'}' does not exist.\n")
 
 
-def test_a_multi_image_cell_is_named_as_such(model_path, csv_dir, tmp_path, capsys):
+def test_a_multi_image_cell_is_the_mean_of_its_images(model_path, model, csv_dir, tmp_path,
+                                                      capsys):
     frame = _test_pairs(csv_dir)
     frame.loc[1, "Image2"] = f"{frame.loc[0, 'Image1']};{frame.loc[0, 'Image2']}"
     data = _write_csv(frame, tmp_path, "multi.csv")
+    output = tmp_path / "out.csv"
     assert main(["predict", "--model", str(model_path), "--data", str(data),
-                 "--output", str(tmp_path / "out.csv")]) == 2
-    _assert_one_line_error(capsys, "line 3, column 'Image2'", "several images joined by ';'")
+                 "--output", str(output)]) == 0
+    expected = model.predict_proba(frame[["Image1", "Image2"]].to_numpy())[:, 1]
+    assert_allclose(pd.read_csv(output)["probability"], expected, rtol=1e-5)
+    frame.loc[1, "Image2"] += ";lost.png"  # each image of the cell is checked
+    data = _write_csv(frame, tmp_path, "lost.csv")
+    assert main(["predict", "--model", str(model_path), "--data", str(data),
+                 "--output", str(output)]) == 2
+    _assert_one_line_error(capsys, "line 3, column 'Image2' (image 3 of 3)", "does not exist")
 
 
 def test_verbose_shows_a_progress_bar_and_quiet_shows_none(model_path, csv_dir, tmp_path,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from sklearn_imgpair import ImageEmbedder, check_pairs, check_paths  # noqa: E402
+from sklearn_imgpair._images.cells import InMemoryImage  # noqa: E402
 from sklearn_imgpair._images.validation import check_match_labels  # noqa: E402
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier  # noqa: E402
@@ -55,8 +56,8 @@ tables = st.one_of(
 )
 
 # Texts every container holds as they are: no NUL (numpy drops trailing ones), no
-# lone surrogate (not UTF-8, so not in Arrow).
-paths = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+# lone surrogate (not UTF-8, so not in Arrow); no ';', which joins several images.
+paths = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00;"),
                 min_size=1, max_size=8)
 PAIR_CONTAINERS = {
     "list": list,
@@ -76,6 +77,14 @@ PATH_CONTAINERS = {
 }
 
 
+def _is_cell(cell):
+    """A normalised cell: a non-empty path, an in-memory image, or a tuple of two or more."""
+    if isinstance(cell, tuple):
+        return len(cell) >= 2 and all(_is_cell(image) and not isinstance(image, tuple)
+                                      for image in cell)
+    return isinstance(cell, InMemoryImage) or (isinstance(cell, str) and bool(cell))
+
+
 def _documented(call, *args):
     """Call; an exception must be of a documented type and say something."""
     try:
@@ -91,7 +100,7 @@ def test_check_pairs_returns_path_pairs_or_a_documented_error(X):
     pairs = _documented(check_pairs, X)
     if pairs is not None:
         assert pairs.dtype == object and pairs.ndim == 2 and pairs.shape[1] == 2
-        assert len(pairs) > 0 and all(isinstance(cell, str) and cell for cell in pairs.ravel())
+        assert len(pairs) > 0 and all(_is_cell(cell) for cell in pairs.ravel())
 
 
 @SETTINGS
@@ -100,7 +109,7 @@ def test_check_paths_returns_paths_or_a_documented_error(X):
     paths = _documented(check_paths, X)
     if paths is not None:
         assert paths.ndim == 1 and len(paths) > 0
-        assert all(isinstance(cell, str) and cell for cell in paths)
+        assert all(_is_cell(cell) for cell in paths)
 
 
 @SETTINGS

@@ -1,4 +1,4 @@
-"""Tests of the speed settings: decode once, draft JPEGs, workers, chunked scoring, precision."""
+"""Tests of the speed settings: decode once, workers, chunked scoring, precision."""
 
 import collections
 import copy
@@ -59,8 +59,11 @@ def clf(image_pairs):
 # ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt, decoded_side", [("JPEG", 64), ("PNG", 512)])
-def test_load_image_decodes_jpeg_at_the_needed_scale(tmp_path, monkeypatch, fmt, decoded_side):
+# JPEG files are decoded at full scale, not in PIL's draft mode (a reduced scale that saves
+# decoding time), so that a file gives the pixels of its decoded array
+# (tests/test_in_memory_images.py).
+@pytest.mark.parametrize("fmt, decoded_side", [("JPEG", 512), ("PNG", 512)])
+def test_load_image_decodes_at_full_scale(tmp_path, monkeypatch, fmt, decoded_side):
     pixels = np.random.default_rng(0).integers(0, 256, size=(512, 512, 3), dtype=np.uint8)
     path = tmp_path / f"photo.{fmt.lower()}"
     Image.fromarray(pixels).save(path, fmt)

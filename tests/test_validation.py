@@ -89,7 +89,8 @@ def test_check_pairs_rejects_bad_shapes_and_values(X, match):
         ("a.png", "got a single str"),
         (12, "got int"),
         ([("a", 3)], r"X\[0, 1\] must be an image path .* got int 3"),
-        ([("a", b"b")], r"X\[0, 1\] must be an image path"),
+        ([("a", np.bytes_(b"b"))], r"X\[0, 1\] holds numpy bytes"),
+        ([("a", ["b", ["c"]])], r"X\[0, 1\] \(image 2 of 2\) is a list; .* not in nested"),
     ],
 )
 def test_check_pairs_rejects_bad_types(X, match):
@@ -136,11 +137,14 @@ def test_check_files_exist_names_the_first_missing_cell(tmp_path):
     check_files_exist(pairs[:1])
 
 
-def test_check_files_exist_recognises_several_images_joined_by_a_semicolon(tmp_path):
+def test_check_files_exist_checks_each_image_joined_by_a_semicolon(tmp_path):
     a, b = _pngs(tmp_path, "a.png", "b.png")
-    pairs = np.array([[a, b], [a, f"{a};{b}"]], dtype=object)
-    with pytest.raises(ValueError, match=r"X\[1, 1\]: .* holds several images joined by ';'"):
-        check_files_exist(pairs)
+    check_files_exist(np.array([[a, b], [a, f"{a};{b}"]], dtype=object))  # raw strings
+    check_files_exist(check_pairs([[a, b], [a, f"{a};{b}"]]))  # normalised cells
+    lost = str(tmp_path / "lost.png")
+    with pytest.raises(FileNotFoundError,
+                       match=r"^X\[1, 1\] \(image 2 of 2\): image '.*lost.png' does not exist"):
+        check_files_exist(np.array([[a, b], [a, f"{a};{lost}"]], dtype=object))
 
 
 # ----------------------------------------------------------------------
@@ -224,7 +228,7 @@ COMPLEX = r"^Complex data not supported; X holds complex numbers \(dtype complex
          r"sample\(s\) \(shape=\(0, 2\)\) while a minimum of 1 is required\.$"),
         (np.ones(20), ValueError, r"^X must have 2 columns; got shape \(20,\)\.$"),
         (np.full((3, 2), 7.5), TypeError,
-         r"^X\[0, 0\] must be an image path \(str or path-like\); got float64 7\.5\.$"),
+         r"^X\[0, 0\] must be an image path \(str or path-like\), .*; got float64 7\.5\.$"),
     ],
     ids=["sparse-matrix", "sparse-array", "complex", "complex-one-column", "no-column",
          "one-column", "three-columns", "no-row", "one-dimensional", "numbers"],
@@ -249,7 +253,7 @@ def test_check_pairs_errors_in_scikit_learns_words(X, error, match):
         (np.ones((10, 3)), ValueError,
          r"^X must be one column of image paths; got shape \(10, 3\)\."),
         (np.full(3, 7), TypeError,
-         r"^X\[0\] must be an image path \(str or path-like\); got int64 7\.$"),
+         r"^X\[0\] must be an image path \(str or path-like\), .*; got int64 7\.$"),
     ],
     ids=["sparse-matrix", "sparse-array", "complex", "no-column", "no-row", "three-columns",
          "numbers"],

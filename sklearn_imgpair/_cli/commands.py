@@ -15,6 +15,12 @@ from sklearn.utils import Bunch
 
 from tqdm import tqdm
 
+from sklearn_imgpair._cli.evaluation import (
+    PLOT_SUFFIXES,
+    best_accuracy_threshold,
+    plot_curves,
+    require_matplotlib,
+)
 from sklearn_imgpair._images.decode import UnreadableImageWarning
 from sklearn_imgpair._images.validation import check_files_exist
 from sklearn_imgpair._io.atomic import write_atomically
@@ -94,12 +100,30 @@ def _check_writable(path, option):
                            f"in {existing!r} ({exc.strerror or exc}).") from None
 
 
-def load_model(path, on_error="raise"):
-    """Load a classifier written by ``fit`` (no pickle, no code run), with one-line errors."""
+def _check_plot(path, labels, data):
+    """Fail before any work unless ``--plot`` can draw ``labels`` and write ``path``."""
+    if len(set(labels)) < 2:
+        raise CommandError(f"--plot needs pairs of both labels (match and non-match); the "
+                           f"evaluated pairs of {data} hold one only.")
+    if os.path.splitext(path)[1].lower() not in PLOT_SUFFIXES:
+        raise CommandError(f"--plot must end in {', '.join(PLOT_SUFFIXES[:-1])} or "
+                           f"{PLOT_SUFFIXES[-1]}; got {path!r}.")
+    try:
+        require_matplotlib()
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    _check_writable(path, "--plot")
+
+
+def load_model(path, on_error="raise", device=None):
+    """Load a classifier written by ``fit`` (no pickle, no code run), with one-line errors.
+
+    ``device`` None keeps the saved device (the CPU where that is missing).
+    """
     from sklearn_imgpair import ImagePairClassifier
 
     try:
-        clf = ImagePairClassifier.load(path)
+        clf = ImagePairClassifier.load(path, device=device)
     except FileNotFoundError:
         raise CommandError(f"model file {path!r} does not exist.") from None
     except ValueError as exc:
@@ -256,6 +280,8 @@ def run_evaluate(args):
     if unknown:
         raise CommandError(f"{args.data}, column {args.label!r} holds labels {unknown} that "
                            f"the model does not know (its labels: {classes}).")
+    if args.plot is not None:
+        _check_plot(args.plot, y, args.data)
     result = _predict_pairs(clf, frame[columns].to_numpy(dtype=object), args.data, columns,
                             args.threshold, args)
     n_unreadable = int((~result.readable).sum())
@@ -271,6 +297,17 @@ def run_evaluate(args):
     else:
         print("ROC AUC   undefined: the data hold one label only")
     print(f"accuracy  {accuracy:.4f} at threshold {result.threshold:g}")
+    if len(y):
+        threshold, best = best_accuracy_threshold(is_match, match)
+        print(f"best      {best:.4f} at threshold "
+              f"{np.format_float_positional(threshold, trim='-')}, the most accurate on these "
+              "pairs (ties: the highest)")
+    if args.plot is not None:
+        _check_plot(args.plot, y, args.data)  # unreadable images may have left one label
+        path = plot_curves(args.plot, y, match, pos_label=str(clf.match_label),
+                           name=os.path.basename(args.model),
+                           title=f"{os.path.basename(args.data)}: {len(y)} pairs")
+        print(f"Wrote the ROC and precision-recall curves to {path}")
     return 0
 
 

@@ -16,6 +16,8 @@ from sklearn_imgpair._cli.commands import (
     run_fit,
     run_predict,
 )
+from sklearn_imgpair._cli.export import run_export
+from sklearn_imgpair._cli.retrieval import run_dedup, run_search
 
 __all__ = ["build_parser", "main"]
 
@@ -47,6 +49,10 @@ examples:
   sklearn-imgpair evaluate --model model.safetensors --data test.csv
   sklearn-imgpair predict --model model.safetensors --data test.csv --output predictions.csv
   sklearn-imgpair embed --model model.safetensors --data test.csv --output embeddings.npy
+  sklearn-imgpair search --model model.safetensors --gallery catalogue/ --query photos/ \
+      --k 10 --output results.csv --plot results.png
+  sklearn-imgpair dedup --model model.safetensors --images catalogue/ --output duplicates.csv
+  sklearn-imgpair export --model model.safetensors --output model.onnx --quantize int8
 """
 
 
@@ -227,8 +233,14 @@ def _add_evaluate(commands):
         help="print ROC AUC and accuracy of a model on a labelled pairs CSV",
         description=_describe(
             "Print the ROC AUC of the match probability and the accuracy of the "
-            "predictions at a threshold, on the labelled pairs of a CSV file.",
-            "sklearn-imgpair evaluate --model model.safetensors --data test.csv"))
+            "predictions at a threshold, on the labelled pairs of a CSV file, and the "
+            "threshold with the best accuracy on them (ties: the highest). --plot draws "
+            "the ROC and precision-recall curves.",
+            "sklearn-imgpair evaluate --model model.safetensors --data test.csv "
+            "--plot curves.png"))
+    evaluate.add_argument("--plot", metavar="FILE",
+                          help="write the ROC and precision-recall curves side by side to a "
+                               ".png, .pdf or .svg file (needs matplotlib)")
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -267,6 +279,109 @@ def _add_embed(commands):
     embed.set_defaults(run=run_embed)
 
 
+def _catalogue_options(effect):
+    """Parents of ``search`` and ``dedup``: the model, how it runs, CSV columns, output."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--model", required=True, metavar="PATH",
+                        help="model file written by 'fit' (safetensors and JSON: loading it "
+                             "runs no code from it)")
+    parent.add_argument("--image-column", metavar="COLUMN",
+                        help="column of image paths of a CSV input, relative to the CSV "
+                             "file's folder (default: the file's only column)")
+    parent.add_argument("--batch-size", type=_positive(int), metavar="N",
+                        help="images per batch (default: the model's)")
+    parent.add_argument("--device", metavar="DEVICE",
+                        help="where the network runs: cpu, cuda, cuda:N or auto (default: "
+                             "where the model was saved from, else cpu)")
+    return [parent, _output_options(_PROGRESS), _error_options(effect)]
+
+
+_IMAGES = "a CSV file (one column of image paths) or a folder (every image file under it)"
+
+
+def _add_search(commands):
+    search = commands.add_parser(
+        "search", formatter_class=_Formatter,
+        parents=_catalogue_options("leave them out of the gallery, and unreadable queries "
+                                   "out of the output"),
+        help="find the most similar catalogue images of each query image",
+        description=_describe(
+            "Embed every image of a gallery (a catalogue) once, then find the --k nearest "
+            "gallery images of each query image by the cosine of their embeddings, with the "
+            "model's match probability. The output CSV has one row per query and rank: "
+            "query, rank (from 1), match, probability, distance (1 - cosine). A query that "
+            "is also in the gallery finds itself first. --plot draws the first queries and "
+            "their matches.",
+            "sklearn-imgpair search --model model.safetensors --gallery catalogue/ "
+            "--query photos/ --k 10 --output results.csv --plot results.png"))
+    search.add_argument("--gallery", required=True, metavar="CSV|FOLDER",
+                        help=f"the images searched: {_IMAGES}")
+    search.add_argument("--query", required=True, metavar="CSV|FOLDER",
+                        help=f"the images to look up: {_IMAGES}")
+    search.add_argument("--k", type=_positive(int), default=10, metavar="N",
+                        help="gallery images found per query, at most the gallery's size "
+                             "(default: %(default)s)")
+    search.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
+    search.add_argument("--plot", metavar="FILE",
+                        help="draw the queries beside their matches and probabilities to a "
+                             ".png, .pdf or .svg file (needs matplotlib)")
+    search.add_argument("--plot-queries", type=_positive(int), default=8, metavar="N",
+                        help="queries drawn by --plot, the first ones, each with its first "
+                             "10 matches at most (default: %(default)s)")
+    search.set_defaults(run=run_search)
+
+
+def _add_dedup(commands):
+    dedup = commands.add_parser(
+        "dedup", formatter_class=_Formatter,
+        parents=_catalogue_options("leave them out"),
+        help="find the pairs of images that match (duplicates) in a folder or CSV",
+        description=_describe(
+            "Find every pair of images whose match probability is above the threshold, "
+            "without scoring all pairs one by one: each image is embedded once and "
+            "candidates come from a nearest-neighbour search. The output CSV has the "
+            "columns Image1, Image2 and probability, most likely first; the command prints "
+            "how many pairs and groups (images joined by a chain of pairs) it found.",
+            "sklearn-imgpair dedup --model model.safetensors --images catalogue/ "
+            "--output duplicates.csv"))
+    dedup.add_argument("--images", required=True, metavar="CSV|FOLDER",
+                       help=f"the images: {_IMAGES}")
+    dedup.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
+    dedup.add_argument("--threshold", type=_probability, metavar="P",
+                       help="match probability above which two images are duplicates "
+                            "(default: the model's, 0.5)")
+    dedup.add_argument("--n-neighbors", type=_positive(int), metavar="K",
+                       help="look for the duplicates of an image among its K nearest images "
+                            "only: faster on large folders, but may miss some (default: "
+                            "every pair above the threshold)")
+    dedup.set_defaults(run=run_dedup)
+
+
+def _add_export(commands):
+    export = commands.add_parser(
+        "export", formatter_class=_Formatter,
+        help="export a saved model to ONNX, to run it without PyTorch",
+        description=_describe(
+            "Write the network of a saved model (an ImagePairClassifier's pair graph, or an "
+            "ImageEmbedder's embedding graph) and its settings (image size, normalisation, "
+            "labels, threshold) to an ONNX file, run by sklearn_imgpair.onnx.OnnxImageMatcher "
+            "with onnxruntime alone, or by any ONNX runtime. Needs the onnx extra: pip install "
+            "\"sklearn-imgpair[onnx]\".",
+            "sklearn-imgpair export --model model.safetensors --output model.onnx"))
+    export.add_argument("--model", required=True, metavar="PATH",
+                        help="model file written by 'fit' or an estimator's save")
+    export.add_argument("--output", required=True, metavar="PATH",
+                        help="ONNX file to write (.onnx; an existing file is replaced only "
+                             "once the new one is complete)")
+    export.add_argument("--opset", type=_positive(int), metavar="N",
+                        help="ONNX opset, 18 or later (default: the exporter's, 20)")
+    export.add_argument("--quantize", choices=["int8"],
+                        help="int8 dynamic quantisation of the weights: about a quarter of "
+                             "the size, faster on most CPUs, embeddings within a cosine of "
+                             "about 0.9998 (default: float32)")
+    export.set_defaults(run=run_export)
+
+
 def build_parser():
     """The argument parser of ``sklearn-imgpair``, with one subparser per command.
 
@@ -277,7 +392,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, epilog=_EXAMPLES,
                                      formatter_class=_Formatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_fit, _add_evaluate, _add_predict, _add_embed):
+    for add in (_add_demo, _add_fit, _add_evaluate, _add_predict, _add_embed, _add_search,
+                _add_dedup, _add_export):
         add(commands)
     return parser
 

@@ -13,16 +13,35 @@ from sklearn_imgpair._images.decode import (
 from sklearn_imgpair._images.validation import check_files_exist
 
 __all__ = ["EmbeddingPairDataset", "ImageDataset", "PairDataset", "pair_dataset",
-           "training_pairs", "unwrap_subsets"]
+           "pick_image", "training_pairs", "unwrap_subsets"]
+
+
+def pick_image(cell):
+    """One image of a cell: the image itself, or one of a multi-image cell drawn at random.
+
+    The draw comes from torch's global generator, which the estimators seed
+    with their ``random_state`` (and DataLoader workers seed per worker).
+
+    Returns
+    -------
+    image : str or InMemoryImage
+    part : int or None
+        The position of the image drawn in a multi-image cell, else None.
+    """
+    if not isinstance(cell, tuple):
+        return cell, None
+    part = int(torch.randint(len(cell), ()))
+    return cell[part], part
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images read from a list of paths, one item per path.
+    """Images read from a list of single images, one item per image.
 
     Parameters
     ----------
-    paths : sequence of str
-        Image files, in output order.
+    paths : sequence of str or InMemoryImage
+        Single images (paths, or in-memory images of :func:`check_pairs`),
+        in output order.
     image_size : int
         Side length every image is resized to.
     names : sequence of str, default=None
@@ -62,12 +81,12 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Pairs of images read from a two-column array of paths.
+    """Pairs of images read from a two-column array of cells.
 
     Parameters
     ----------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
-        Image paths as returned by :func:`check_pairs`.
+        Normalised cells as returned by :func:`check_pairs`.
     y : ndarray of shape (n_pairs,) or None
         Float match targets, or None at prediction time.
     image_size : int
@@ -81,6 +100,10 @@ class PairDataset(torch.utils.data.Dataset):
     Items are ``({"x1": image, "x2": image}, target)``; the dictionary keys
     are the argument names of :meth:`SiameseNet.forward`. An image that cannot
     be read raises an error that names its row and column in ``pairs``.
+
+    A cell of several images gives one of them, drawn at random each time
+    the pair is read (:func:`pick_image`): in training, another view of the
+    item in each epoch, an augmentation.
     """
 
     def __init__(self, pairs, y=None, *, image_size, cache=None):
@@ -92,14 +115,25 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.pairs)
 
+    def _read(self, image):
+        if self.cache is None:
+            return load_image(image, self.image_size)
+        return self.cache.get(image, self.image_size)
+
+    def read_cell(self, cell):
+        """Decode one image of ``cell`` (drawn at random from a multi-image cell)."""
+        return self._read(pick_image(cell)[0])
+
     def _load(self, row, column):
-        path = self.pairs[row, column]
+        cell = self.pairs[row, column]
+        image, part = pick_image(cell)
         try:
-            if self.cache is None:
-                return load_image(path, self.image_size)
-            return self.cache.get(path, self.image_size)
+            return self._read(image)
         except IMAGE_ERRORS as exc:
-            raise type(exc)(f"X[{row}, {column}]: {exc}") from exc
+            name = f"X[{row}, {column}]"
+            if part is not None:
+                name += f" (image {part + 1} of {len(cell)})"
+            raise type(exc)(f"{name}: {exc}") from exc
 
     def __getitem__(self, index):
         images = {"x1": self._load(index, 0), "x2": self._load(index, 1)}
@@ -113,7 +147,7 @@ class EmbeddingPairDataset(torch.utils.data.Dataset):
     Parameters
     ----------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
-        The image paths behind the pairs (kept for reference, e.g. splits).
+        The cells behind the pairs (kept for reference, e.g. splits).
     y : ndarray of shape (n_pairs,) or None
         Float match targets.
     embeddings : Tensor of shape (n_images, d)
@@ -181,15 +215,15 @@ def pair_dataset(pairs, targets, *, image_size, cache_size, on_error="raise",
                  require_both_classes=True, read=True):
     """Turn validated pairs into a :class:`PairDataset`, every image read once beforehand.
 
-    Each distinct image is decoded once, on several threads, into a
-    :class:`DecodedImageCache` of ``cache_size`` MB that the dataset keeps,
-    so the first epoch decodes nothing again and a bad image is found before
-    any training.
+    Each distinct image (every image of a multi-image cell) is decoded
+    once, on several threads, into a :class:`DecodedImageCache` of
+    ``cache_size`` MB that the dataset keeps, so the first epoch decodes
+    nothing again and a bad image is found before any training.
 
     Parameters
     ----------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
-        Validated image paths (see :func:`check_pairs`).
+        Validated cells (see :func:`check_pairs`).
     targets : ndarray of shape (n_pairs,), dtype=float32, or None
         1.0 for a match, 0.0 otherwise.
     image_size : int or None

@@ -1,4 +1,4 @@
-"""Reading images: decoding a file, keeping decoded images, and the ``on_error`` policy."""
+"""Reading images: decoding one, keeping decoded images, and the ``on_error`` policy."""
 
 import os
 import warnings
@@ -7,8 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from sklearn_imgpair._images.cells import (
+    InMemoryImage,
+    distinct_images,
+    distinct_paths,
+    image_names,
+)
 from sklearn_imgpair._images.pixels import read_pixels
-from sklearn_imgpair._images.validation import distinct_paths
 from sklearn_imgpair._io.embedding_cache import MemoryStore
 
 __all__ = ["IMAGE_ERRORS", "ON_ERROR_OPTIONS", "DecodedImageCache", "UnreadableImageWarning",
@@ -18,16 +23,19 @@ __all__ = ["IMAGE_ERRORS", "ON_ERROR_OPTIONS", "DecodedImageCache", "UnreadableI
 IMAGE_ERRORS = (FileNotFoundError, ValueError)
 
 
-def load_image(path, image_size):
-    """Decode one image file into a square ``uint8`` tensor.
+def load_image(source, image_size):
+    """Decode one image into a square ``uint8`` tensor.
 
     The pixels are those of :func:`read_pixels` (EXIF orientation, RGB from
     any mode, bicubic resize without cropping), channels first.
 
     Parameters
     ----------
-    path : str or path-like
-        Image file to read.
+    source : str, path-like, bytes, PIL.Image.Image or ndarray
+        One image: a file, the bytes of an image file (``bytes``,
+        ``bytearray``, ``memoryview``), a PIL image, a ``uint8`` array of
+        shape ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, or a normalised
+        in-memory cell of :func:`check_pairs`.
     image_size : int
         Side length of the returned image in pixels.
 
@@ -38,11 +46,16 @@ def load_image(path, image_size):
     Raises
     ------
     FileNotFoundError
-        If ``path`` does not exist.
+        If ``source`` is a path that does not exist.
     ValueError
-        If ``path`` is not a file or cannot be decoded as an image.
+        If ``source`` is not a file or cannot be decoded as an image; the
+        message says what ``source`` was.
+    TypeError
+        If ``source`` is no image of these kinds.
     """
-    return torch.from_numpy(read_pixels(path, image_size)).permute(2, 0, 1).contiguous()
+    if isinstance(source, InMemoryImage):
+        source = source.data
+    return torch.from_numpy(read_pixels(source, image_size)).permute(2, 0, 1).contiguous()
 
 
 class DecodedImageCache:
@@ -73,15 +86,17 @@ class DecodedImageCache:
         """Bytes of the images kept."""
         return self.store.n_bytes
 
-    def get(self, path, image_size):
-        """Return the image at ``path``, decoding it only if it is not cached.
+    def get(self, source, image_size):
+        """Return the decoded image ``source``, decoding it only if it is not cached.
 
-        Safe to call from several threads at once.
+        ``source`` is one image: a path or an in-memory image of
+        :func:`check_pairs` (cached by content). Safe to call from several
+        threads at once.
         """
-        image = self.store.get(path)
+        image = self.store.get(source)
         if image is None:
-            image = load_image(path, image_size)
-            self.store.put(path, image)
+            image = load_image(source, image_size)
+            self.store.put(source, image)
         return image
 
 
@@ -141,15 +156,16 @@ def decode_pair_images(pairs, load, on_error="raise", n_threads=None):
 
     Each image is read through ``load`` (a :class:`DecodedImageCache`'s
     ``get``, so the work is kept for the first epoch), on several threads:
-    PIL releases the GIL while it decodes.
+    PIL releases the GIL while it decodes. Every image of a multi-image cell
+    is read; one that cannot be read makes its cell unreadable.
 
     Parameters
     ----------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
-        Image paths.
+        Normalised cells (see :func:`check_pairs`).
     load : callable
-        ``load(path)`` returns the decoded image or raises
-        ``FileNotFoundError`` or ``ValueError``.
+        ``load(image)`` returns the decoded image (a path or in-memory
+        image) or raises ``FileNotFoundError`` or ``ValueError``.
     on_error : {"raise", "warn"}, default="raise"
         ``"raise"`` raises the error of the first unreadable image in row
         order, naming its cell; ``"warn"`` collects every failure.
@@ -163,26 +179,29 @@ def decode_pair_images(pairs, load, on_error="raise", n_threads=None):
     failures : list of str
         One message per unreadable image, naming its first cell.
     """
-    paths, first, inverse = distinct_paths(pairs)  # in row order: errors come in row order
+    cells, first, inverse = distinct_paths(pairs)  # in row order: errors come in row order
+    images, image_index, offsets, image_first = distinct_images(cells)
 
-    def read(path):
+    def read(image):
         try:
-            load(path)
+            load(image)
         except IMAGE_ERRORS as exc:
             return exc
         return None
 
     n_threads = n_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        errors = list(pool.map(read, paths))
-    failures, bad_images = [], np.zeros(len(paths), dtype=bool)
-    for index, error in enumerate(errors):
-        if error is None:
-            continue
-        row, column = divmod(int(first[index]), 2)
-        if on_error == "raise":
-            raise type(error)(f"X[{row}, {column}]: {error}") from error
-        failures.append(f"X[{row}, {column}]: {error}")
-        bad_images[index] = True
-    bad_rows = bad_images[inverse.reshape(-1, 2)].any(axis=1)
+        errors = list(pool.map(read, images))
+    bad_images = np.array([error is not None for error in errors], dtype=bool)
+    failures = []
+    if bad_images.any():
+        names = image_names(cells, offsets, image_first,
+                            [f"X[{position // 2}, {position % 2}]" for position in first])
+        for index in np.flatnonzero(bad_images):
+            error = errors[index]
+            if on_error == "raise":
+                raise type(error)(f"{names[index]}: {error}") from error
+            failures.append(f"{names[index]}: {error}")
+    bad_cells = np.logical_or.reduceat(bad_images[image_index], offsets[:-1])
+    bad_rows = bad_cells[inverse.reshape(-1, 2)].any(axis=1)
     return bad_rows, failures

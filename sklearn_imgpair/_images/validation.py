@@ -1,37 +1,42 @@
-"""Input validation for image-pair data: shapes, cell types and labels."""
+"""Input validation for image-pair data: shapes, cells and labels."""
 
 import os
 import sys
-from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from scipy import sparse
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import column_or_1d, validate_data
+
+from sklearn_imgpair._images.cells import (
+    IMAGE_SEPARATOR,
+    as_cell,
+    describe_cell,
+    distinct_images,
+    distinct_paths,
+    image_names,
+    is_missing,
+)
+from sklearn_imgpair._images.pixels import ENCODED_TYPES, describe_image
 
 __all__ = ["IMAGE_SEPARATOR", "check_classes", "check_files_exist", "check_labelled_pairs",
            "check_match_labels", "check_pair_features", "check_pairs", "check_paths",
            "distinct_paths"]
 
-#: Joins several images of one item in a cell of a pairs table (AutoMM's format).
-IMAGE_SEPARATOR = ";"
-
-_PAIRS_EXPECTED = "a 2-column table of image paths (DataFrame, array or list of pairs)"
-_PATHS_EXPECTED = "a sequence of image paths (list, 1-D array, Series or one-column table)"
+_PAIRS_EXPECTED = "a 2-column table of images (DataFrame, array or list of pairs)"
+_PATHS_EXPECTED = ("a sequence of images (list, 1-D array, Series or one-column table of "
+                   "paths or in-memory images)")
 
 
-def _describe_cell(value):
-    # A numpy scalar (from a numeric array or table) shows as its Python value: 7, not
-    # np.int64(7); its type name stays in the messages.
-    text = repr(value.item() if isinstance(value, np.generic) else value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_missing(value):
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, Real) and not isinstance(value, Integral) and np.isnan(value)
+def _single_image(X):
+    """What ``X`` is when it is one image (a path, bytes, a PIL image); None otherwise."""
+    if isinstance(X, (str, os.PathLike, *ENCODED_TYPES)):
+        return f"a single {type(X).__name__}"
+    if isinstance(X, Image.Image):
+        return "a single PIL image"
+    return None
 
 
 def _is_dataframe_column(X):
@@ -83,43 +88,20 @@ def _samples_message(values):
             "required.")
 
 
-def _as_path_string(value, cell):
-    """Return ``value`` as a path string; errors name the ``cell`` (e.g. ``"X[3, 1]"``)."""
-    if isinstance(value, (str, os.PathLike)):
-        path = os.fspath(value)
-        if isinstance(path, bytes):
-            raise TypeError(f"{cell} must be a path string; got bytes {_describe_cell(value)}.")
-        if not path:
-            raise ValueError(f"{cell} is an empty string; expected an image path.")
-        if "\x00" in path:
-            raise ValueError(f"{cell} holds a NUL character, which no file path can contain: "
-                             f"{_describe_cell(value)}.")
-        try:
-            os.fsencode(path)
-        except UnicodeError:
-            raise ValueError(f"{cell} cannot be encoded as a file path on this system: "
-                             f"{_describe_cell(value)}.") from None
-        return str(path)
-    if _is_missing(value):
-        raise ValueError(f"{cell} is missing ({_describe_cell(value)}); every cell must hold "
-                         "an image path.")
-    raise TypeError(f"{cell} must be an image path (str or path-like); got "
-                    f"{type(value).__name__} {_describe_cell(value)}.")
-
-
 def _pairs_table(X):
     """``X`` as an ndarray of any shape: what ``X`` is, before its shape and cells.
 
     Raises for a single path, sparse or complex data, a one-column container
     and ragged rows.
     """
-    if isinstance(X, (str, bytes, os.PathLike)):
-        raise TypeError(f"X must be {_PAIRS_EXPECTED}; got a single {type(X).__name__}.")
+    single = _single_image(X)
+    if single is not None:
+        raise TypeError(f"X must be {_PAIRS_EXPECTED}; got {single}.")
     if _is_dataframe_column(X):
         library = type(X).__module__.partition(".")[0]
         raise ValueError(
             f"X must have 2 columns; got a {library} {type(X).__name__} (1 column). Pass a "
-            "DataFrame with two image-path columns, e.g. df[['Image1', 'Image2']]."
+            "DataFrame with two image columns, e.g. df[['Image1', 'Image2']]."
         )
     values = _as_array(X, "X")
     if values is not None:
@@ -130,11 +112,12 @@ def _pairs_table(X):
         raise TypeError(f"X must be {_PAIRS_EXPECTED}; got {type(X).__name__}.") from None
     values = np.empty((len(rows), 2), dtype=object)
     for index, row in enumerate(rows):
-        if isinstance(row, (str, bytes, os.PathLike)) or not hasattr(row, "__len__"):
-            raise ValueError(
-                f"X must have 2 columns; row {index} is {_describe_cell(row)}, "
-                "not a pair of paths."
-            )
+        if (_single_image(row) is not None or not hasattr(row, "__len__")
+                or (isinstance(row, np.ndarray) and row.dtype == np.uint8 and row.ndim < 4)):
+            what = (describe_image(row) if isinstance(row, (np.ndarray, Image.Image))
+                    else describe_cell(row))
+            raise ValueError(f"X must have 2 columns; row {index} is {what}, not a pair of "
+                             "images.")
         if len(row) != 2:
             raise ValueError(f"X must have 2 columns; row {index} has {len(row)}.")
         values[index, 0], values[index, 1] = row[0], row[1]
@@ -142,7 +125,7 @@ def _pairs_table(X):
 
 
 def _pair_cells(values):
-    """Check the shape of an array from :func:`_pairs_table`, then turn its cells into paths."""
+    """Check the shape of an array from :func:`_pairs_table`, then normalise its cells."""
     if values.ndim != 2 or values.shape[1] != 2:
         message = f"X must have 2 columns; got shape {values.shape}."
         if values.ndim == 2 and values.shape[1] < 2:
@@ -154,67 +137,82 @@ def _pair_cells(values):
     pairs = np.empty(values.shape, dtype=object)
     for row in range(values.shape[0]):
         for column in range(2):
-            pairs[row, column] = _as_path_string(values[row, column], f"X[{row}, {column}]")
+            pairs[row, column] = as_cell(values[row, column], f"X[{row}, {column}]")
     return pairs
 
 
 def check_pairs(X):
-    """Turn image-pair input into an ``(n_pairs, 2)`` object array of path strings.
+    """Turn image-pair input into an ``(n_pairs, 2)`` object array of normalised cells.
 
     Parameters
     ----------
     X : array-like or dataframe of shape (n_pairs, 2), or sequence of pairs
-        Two columns of image paths: a two-column pandas, polars or pyarrow
+        Two columns of images: a two-column pandas, polars or pyarrow
         table, an array of shape ``(n_pairs, 2)`` or anything
         :func:`numpy.asarray` turns into one, or a list of
-        ``(path_a, path_b)`` pairs. Columns are taken by position, not by
-        name. Cells may be ``str`` or :class:`os.PathLike`.
+        ``(image_a, image_b)`` pairs (each row of a list is a pair, so a
+        multi-image cell in a list of pairs is a list or tuple inside the
+        pair). Columns are taken by position, not by name. Cells may be paths (``str`` or
+        :class:`os.PathLike`), the bytes of an image file (``bytes``,
+        ``bytearray``, ``memoryview``), PIL images, ``uint8`` arrays of
+        shape ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, or several images
+        of one item: a list or tuple of these, or paths joined by ``";"``
+        (unless the whole string names an existing file).
 
     Returns
     -------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
-        A new array of ``str``; the caller's ``X`` is never modified.
+        A new array of normalised cells (see
+        :func:`~sklearn_imgpair._images.cells.as_cell`): paths as ``str``,
+        in-memory images as ``InMemoryImage``, several images of one item as
+        a tuple of those. The caller's ``X`` is never modified.
 
     Raises
     ------
     ValueError
         If ``X`` is empty, has another number of columns than 2, holds
-        complex numbers, or a cell is missing (None, NaN), empty, or no valid
-        path (a NUL character). Messages for too few columns and for no rows
-        end with scikit-learn's ``check_array`` sentence.
+        complex numbers, or a cell is missing (None, NaN), empty (string,
+        bytes, list), no valid path (a NUL character) or an array of
+        another dtype or shape. Messages for too few columns and for no
+        rows end with scikit-learn's ``check_array`` sentence.
     TypeError
-        If ``X`` is a string or sparse, or a cell is not a path.
+        If ``X`` is a single image or sparse, or a cell is of no accepted
+        kind.
     """
     return _pair_cells(_pairs_table(X))
 
 
 def check_paths(X):
-    """Turn one column of image paths into a 1-D object array of ``str``.
+    """Turn one column of images into a 1-D object array of normalised cells.
 
     Parameters
     ----------
     X : array-like of shape (n_images,) or (n_images, 1)
-        Image paths, ``str`` or :class:`os.PathLike`: a list, a 1-D array, a
-        pandas or polars Series, a pyarrow Array or ChunkedArray, a
+        One image (or one item of several images) per row: a list, a 1-D
+        array, a pandas or polars Series, a pyarrow Array or ChunkedArray, a
         one-column array or table, or anything :func:`numpy.asarray` turns
-        into one of these.
+        into one of these. Cells are those of :func:`check_pairs`; a row
+        that is a list or tuple is one item of several images (of one
+        image, that image, as in the rows of a one-column table).
 
     Returns
     -------
-    paths : ndarray of shape (n_images,), dtype=object
-        A new array; the caller's ``X`` is never modified.
+    cells : ndarray of shape (n_images,), dtype=object
+        Normalised cells, as :func:`check_pairs` returns them. A new array;
+        the caller's ``X`` is never modified.
 
     Raises
     ------
     ValueError
         If ``X`` is empty, has more than one column, holds complex numbers,
-        or a cell is missing.
+        or a cell is missing or empty or a bad array.
     TypeError
-        If ``X`` is a single string or sparse, or a cell is not a path.
+        If ``X`` is a single image or sparse, or a cell is of no accepted
+        kind.
     """
-    if isinstance(X, (str, bytes, os.PathLike)):
-        raise TypeError(f"X must be {_PATHS_EXPECTED}; got a single {type(X).__name__}. "
-                        "Wrap it in a list.")
+    single = _single_image(X)
+    if single is not None:
+        raise TypeError(f"X must be {_PATHS_EXPECTED}; got {single}. Wrap it in a list.")
     values = _as_array(X, "X")
     if values is None:
         try:
@@ -223,13 +221,6 @@ def check_paths(X):
             raise TypeError(f"X must be {_PATHS_EXPECTED}; got {type(X).__name__}.") from None
         values = np.empty(len(items), dtype=object)
         for row, item in enumerate(items):
-            if isinstance(item, (list, tuple)):
-                if len(item) != 1:
-                    raise ValueError(
-                        f"X must be one column of image paths; row {row} has "
-                        f"{len(item)} values."
-                    )
-                item = item[0]
             values[row] = item
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
@@ -238,12 +229,16 @@ def check_paths(X):
                    "For pairs of images use ImagePairClassifier or PairFeatures.")
         if values.ndim == 2 and values.shape[1] == 0:
             message += " " + _features_message(values, minimum=1)
+        if values.dtype == np.uint8 and values.ndim >= 2:
+            message += " Images given as arrays go in a list, one array per image."
         raise ValueError(message)
     if values.shape[0] == 0:
         raise ValueError("X is empty; expected at least one image path. "
                          + _samples_message(values))
-    return np.array([_as_path_string(value, f"X[{row}]") for row, value in enumerate(values)],
-                    dtype=object)
+    cells = np.empty(len(values), dtype=object)
+    for row, value in enumerate(values):
+        cells[row] = as_cell(value, f"X[{row}]")
+    return cells
 
 
 def check_pair_features(estimator, X, *, reset):
@@ -345,7 +340,7 @@ def check_match_labels(y, match_label, n_samples=None, classes=None):
         return classes, (y == match_label).astype(np.float32)
     if n_samples is not None:
         _check_lengths(n_samples, len(y))
-    missing = [i for i, value in enumerate(y) if _is_missing(value)]
+    missing = [i for i, value in enumerate(y) if is_missing(value)]
     if missing:
         raise ValueError(f"y has missing labels at rows {missing[:10]}.")
     try:
@@ -361,7 +356,7 @@ def check_match_labels(y, match_label, n_samples=None, classes=None):
         raise ValueError(
             f"Unknown label type: {target_type}. y must hold two discrete labels (match and "
             "non-match) such as 0 and 1, True and False or two strings; got "
-            f"{kind}: {_describe_cell(y[:5].tolist())}."
+            f"{kind}: {describe_cell(y[:5].tolist())}."
         )
     if len(classes) != 2:
         noun = "class" if len(classes) == 1 else "classes"
@@ -418,58 +413,34 @@ def check_labelled_pairs(X, y, match_label, classes=None):
     return pairs, classes, targets
 
 
-def distinct_paths(paths):
-    """The distinct values of ``paths``, in the order of their first occurrence.
-
-    Parameters
-    ----------
-    paths : ndarray of str
-        Any shape; read in C order (row by row for pairs).
-
-    Returns
-    -------
-    unique : ndarray of shape (n_unique,), dtype=object
-        Each path once, in the order it first occurs: errors about them come
-        in row order.
-    first : ndarray of shape (n_unique,)
-        Flat position of each path's first occurrence (increasing).
-    inverse : ndarray of shape (paths.size,)
-        ``unique[inverse]`` rebuilds the flattened ``paths``.
-    """
-    inverse, unique = pd.factorize(np.asarray(paths, dtype=object).ravel())
-    first = np.full(len(unique), -1, dtype=np.intp)
-    positions = np.arange(len(inverse) - 1, -1, -1)
-    first[inverse[::-1]] = positions  # the last write, the earliest position, wins
-    return np.asarray(unique, dtype=object), first, inverse.astype(np.intp)
-
-
 def check_files_exist(pairs):
-    """Check that every image of every pair is a file, before any work starts.
+    """Check that every image file of every pair is a file, before any work starts.
 
-    Each distinct path is looked at once.
+    Each distinct path is looked at once; in-memory images need no file.
+    Cells may be normalised (from :func:`check_pairs`) or raw path strings
+    (a table read from a CSV file), whose ``";"``-joined paths are checked
+    one by one.
 
     Parameters
     ----------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
-        As returned by :func:`check_pairs`.
+        Pairs of cells, as returned by :func:`check_pairs`.
 
     Raises
     ------
     FileNotFoundError
-        Naming the first row and column whose path does not exist.
+        Naming the first row and column (and, for a cell of several images,
+        which of them) whose path does not exist.
     ValueError
-        Naming the first row and column whose path is not a file, or that
-        joins several existing images with ``;`` (a multi-image cell of the
-        AutoMM format; each side of a pair must be one image).
+        Naming the first row and column whose path is not a file.
     """
-    paths, first = np.unique(pairs.ravel(), return_index=True)
-    for position in np.sort(first[[not os.path.isfile(path) for path in paths]]):
-        row, column = divmod(int(position), 2)
-        path = pairs[row, column]
-        parts = path.split(IMAGE_SEPARATOR)
-        if len(parts) > 1 and all(map(os.path.isfile, parts)):
-            raise ValueError(f"X[{row}, {column}]: {path!r} holds several images joined by "
-                             "';'; each side of a pair must be one image.")
-        if os.path.exists(path):
-            raise ValueError(f"X[{row}, {column}]: image {path!r} is not a file.")
-        raise FileNotFoundError(f"X[{row}, {column}]: image {path!r} does not exist.")
+    cells, first, _ = distinct_paths(pairs)
+    images, _, offsets, image_first = distinct_images(cells)
+    for index, image in enumerate(images):  # in row order: the first bad cell is named
+        if not isinstance(image, str) or os.path.isfile(image):
+            continue
+        names = image_names(cells, offsets, image_first,
+                            [f"X[{position // 2}, {position % 2}]" for position in first])
+        if os.path.exists(image):
+            raise ValueError(f"{names[index]}: image {image!r} is not a file.")
+        raise FileNotFoundError(f"{names[index]}: image {image!r} does not exist.")

@@ -1,4 +1,4 @@
-"""Memory with a byte budget, and the embedding cache keyed by model weights and file identity."""
+"""Memory with a byte budget, and the embedding cache keyed by model weights and image identity."""
 
 import hashlib
 import os
@@ -10,7 +10,8 @@ import torch
 
 from sklearn_imgpair._io.atomic import write_atomically
 
-__all__ = ["EmbeddingCache", "MemoryStore", "file_key", "model_fingerprint", "tensors_digest"]
+__all__ = ["EmbeddingCache", "MemoryStore", "file_key", "image_key", "model_fingerprint",
+           "tensors_digest"]
 
 
 def tensors_digest(prefix, tensors):
@@ -57,6 +58,26 @@ def file_key(path):
     """
     stat = os.stat(path)
     return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def image_key(image):
+    """Identify one image: a file by :func:`file_key`, an in-memory image by its content.
+
+    Parameters
+    ----------
+    image : str or InMemoryImage
+        A path, or an in-memory image of ``check_pairs``, whose ``key`` is a
+        digest of its content: the same bytes, PIL image or array, given
+        again in another call, hits the cache.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``image`` is a path that does not exist.
+    """
+    if isinstance(image, str):
+        return file_key(image)
+    return f"content|{image.key}"
 
 
 class MemoryStore:
@@ -133,7 +154,7 @@ _PROCESS_STORE = MemoryStore(max_bytes=512 * 2**20)
 class EmbeddingCache:
     """Embeddings stored in process memory and, optionally, in a folder on disk.
 
-    Entries are keyed by :func:`model_fingerprint` and :func:`file_key`: an
+    Entries are keyed by :func:`model_fingerprint` and :func:`image_key`: an
     edited image file or different weights miss the cache. Disk entries are
     one ``.npy`` file each, written atomically, so several processes can
     share a folder.

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sklearn_imgpair._images.cells import distinct_images, distinct_paths
 from sklearn_imgpair._images.datasets import EmbeddingPairDataset
-from sklearn_imgpair._images.validation import distinct_paths
 from sklearn_imgpair._io.device import autocast, loader_kwargs, resolve_device, to_device
 from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 
 __all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images",
-           "embed_pair_dataset", "score_pairs", "siamese_net_kwargs"]
+           "embed_pair_dataset", "pool_embeddings", "score_pairs", "siamese_net_kwargs"]
 
 # Pairs scored per step of score_pairs: 8192 pairs of 768-d float32 vectors
 # gather 50 MB, whatever the number of pairs.
@@ -204,6 +204,37 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
         return embed_images(module, iterator(dataset, **params), device)
 
 
+def pool_embeddings(embeddings, image_index, offsets):
+    """One unit vector per cell: the L2-normalised mean of its images' embeddings.
+
+    Parameters
+    ----------
+    embeddings : Tensor of shape (n_images, d)
+        Unit vectors of the distinct images (NaN rows for unreadable ones).
+    image_index, offsets : ndarray
+        Each cell's images, as :func:`distinct_images` gives them: cell
+        ``i`` has the rows ``image_index[offsets[i]:offsets[i + 1]]``.
+
+    Returns
+    -------
+    pooled : Tensor of shape (n_cells, d)
+        A cell of one image gets its image's vector unchanged (bit for bit);
+        a cell of several images the normalised mean of theirs, NaN when one
+        of them is NaN.
+    """
+    counts = np.diff(offsets)
+    starts = torch.as_tensor(image_index[offsets[:-1]], device=embeddings.device)
+    if (counts == 1).all():
+        return embeddings[starts]
+    owners = torch.as_tensor(np.repeat(np.arange(len(counts)), counts), device=embeddings.device)
+    rows = torch.as_tensor(image_index, device=embeddings.device)
+    sums = torch.zeros((len(counts), embeddings.shape[1]), dtype=embeddings.dtype,
+                       device=embeddings.device).index_add_(0, owners, embeddings[rows])
+    single = torch.as_tensor(counts == 1, device=embeddings.device)
+    # The mean's direction is the sum's; F.normalize keeps NaN rows NaN.
+    return torch.where(single[:, None], embeddings[starts], F.normalize(sums, dim=-1))
+
+
 def score_pairs(module, embeddings, index, chunk_size=None):
     """Match logits of pairs of rows of ``embeddings``, a chunk of pairs at a time.
 
@@ -236,19 +267,24 @@ def embed_pair_dataset(module, dataset, *, batch_size, device, precision="fp32")
     """Embed each distinct image of a :class:`PairDataset` once, for a frozen backbone.
 
     The images come from the dataset's cache, filled when they were read
-    before training; the embeddings replace them.
+    before training; the embeddings replace them. A cell of several images
+    gets the normalised mean of their embeddings (:func:`pool_embeddings`),
+    as at prediction time: without augmentation there is nothing to gain
+    from drawing one of them.
 
     Returns
     -------
     dataset : EmbeddingPairDataset
         The same pairs and targets, as rows of an embedding matrix.
     """
-    unique, _, inverse = distinct_paths(dataset.pairs)
-    batches = ((torch.stack([dataset.cache.get(path, dataset.image_size)
-                             for path in unique[start:start + batch_size]]), None)
-               for start in range(0, len(unique), batch_size))
+    cells, _, inverse = distinct_paths(dataset.pairs)
+    images, image_index, offsets, _ = distinct_images(cells)
+    batches = ((torch.stack([dataset.cache.get(image, dataset.image_size)
+                             for image in images[start:start + batch_size]]), None)
+               for start in range(0, len(images), batch_size))
     device = resolve_device(device)
     with autocast(precision, device):
         embeddings, _ = embed_images(module, batches, device)
+    embeddings = pool_embeddings(embeddings, image_index, offsets)
     return EmbeddingPairDataset(dataset.pairs, dataset.y, embeddings=embeddings.cpu(),
                                 index=inverse.reshape(-1, 2))

@@ -1,4 +1,4 @@
-"""import_optional(): the optional dependencies of the ``distributed`` extra, imported on demand."""
+"""import_optional(): the dependencies of the optional extras, imported on demand."""
 
 import importlib
 
@@ -7,7 +7,7 @@ __all__ = ["DISTRIBUTED_EXTRA_HINT", "import_optional"]
 DISTRIBUTED_EXTRA_HINT = 'pip install "sklearn-imgpair[distributed]"'
 
 
-def import_optional(name, feature):
+def import_optional(name, feature, *, extra="distributed"):
     """Import module ``name`` for ``feature``, or say how to install it.
 
     Parameters
@@ -16,6 +16,8 @@ def import_optional(name, feature):
         Module to import, e.g. ``"dask.distributed"``.
     feature : str
         What needs it, for the error message, e.g. ``"embed_dask"``.
+    extra : str, default="distributed"
+        The extra of ``setup.cfg`` that installs it, for the error message.
 
     Returns
     -------
@@ -32,5 +34,5 @@ def import_optional(name, feature):
     except ImportError as exc:
         raise ImportError(
             f"{feature} needs {name!r}, which is not installed ({exc}). Install the "
-            f"distributed extra: {DISTRIBUTED_EXTRA_HINT}"
+            f'{extra} extra: pip install "sklearn-imgpair[{extra}]"'
         ) from exc

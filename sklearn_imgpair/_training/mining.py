@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import torch
 
+from sklearn_imgpair._images.cells import cell_sort_key
 from sklearn_imgpair._images.datasets import training_pairs, unwrap_subsets
-from sklearn_imgpair._images.decode import load_image
 
 __all__ = [
     "IdentityBatches",
@@ -37,8 +37,17 @@ def _find(parent, node):
 
 
 def _components(pairs, is_match):
-    """Distinct images, each pair cell's index into them, and each image's component."""
-    images, inverse = np.unique(np.asarray(pairs, dtype=object).ravel(), return_inverse=True)
+    """Distinct images, each pair cell's index into them, and each image's component.
+
+    An image is a cell: a multi-image cell is one node. Images are sorted
+    (paths by name, after in-memory and multi-image cells, see
+    :func:`cell_sort_key`).
+    """
+    cells = np.asarray(pairs, dtype=object).ravel()
+    keys = np.empty(len(cells), dtype=object)
+    keys[:] = [cell_sort_key(cell) for cell in cells]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    images = cells[first]
     inverse = inverse.reshape(-1, 2)
     parent = list(range(len(images)))
     for (a, b), match in zip(inverse.tolist(), np.asarray(is_match).tolist()):
@@ -87,7 +96,7 @@ def image_identities(pairs, is_match):
     Returns
     -------
     images : ndarray of shape (n_images,)
-        The distinct paths, sorted.
+        The distinct cells, sorted (see :func:`cell_sort_key`).
     identities : ndarray of shape (n_images,), dtype=int
         Identity label of each image.
     """
@@ -214,7 +223,8 @@ class IdentityBatches:
     sampler : IdentitySampler
         Draws the identity batches.
     load : callable
-        ``load(path)`` returns the decoded uint8 image tensor of ``path``.
+        ``load(cell)`` returns the decoded uint8 image tensor of a cell (one
+        image of a multi-image cell).
     device : str or torch.device, default=None
         Where the identity batches are sent; None leaves them on the CPU.
     """
@@ -281,13 +291,8 @@ def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0):
             UserWarning, stacklevel=3)
         return iterator
     dataset, _ = unwrap_subsets(dataset)
-    if dataset.cache is None:
-        def load(path):
-            return load_image(path, dataset.image_size)
-    else:
-        def load(path):
-            return dataset.cache.get(path, dataset.image_size)
-    return IdentityBatches(iterator, sampler, load, device=device)
+    # One image of a multi-image cell, drawn at random, as the pairs read them.
+    return IdentityBatches(iterator, sampler, dataset.read_cell, device=device)
 
 
 class IdentityMiningMixin:

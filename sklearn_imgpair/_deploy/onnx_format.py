@@ -1,0 +1,189 @@
+"""The ONNX file's contract: its graph's inputs and outputs and the metadata that describe them.
+
+:mod:`~sklearn_imgpair._deploy.onnx_export` writes files to this contract
+(with torch) and :mod:`~sklearn_imgpair._deploy.onnx_runtime` reads them
+(without): this module imports neither torch nor the ``onnx`` package.
+
+The metadata are the ONNX model's ``metadata_props``, string keys and string
+values: the text fields as they are, the others (numbers, labels, lists,
+mappings) as JSON.
+"""
+
+import json
+from numbers import Real
+
+import numpy as np
+
+__all__ = ["GRAPH_NAMES", "MIN_OPSET", "ONNX_FORMAT", "ONNX_FORMAT_VERSION", "check_graph",
+           "encode_metadata", "read_metadata"]
+
+ONNX_FORMAT = "sklearn-imgpair-onnx"
+ONNX_FORMAT_VERSION = 1
+#: The lowest opset the exporter writes (torch's exporter implements opset 18 and later).
+MIN_OPSET = 18
+
+#: The inputs and outputs of the graph of each estimator's file.
+GRAPH_NAMES = {
+    "ImageEmbedder": (("images",), ("embeddings",)),
+    "ImagePairClassifier": (("images1", "images2"),
+                            ("logits", "probabilities", "embeddings1", "embeddings2")),
+}
+
+# Every file's fields and their types; text fields are stored as they are, the others as JSON.
+_COMMON_FIELDS = {
+    "format": str, "format_version": int, "estimator": str, "model_name": str,
+    "image_size": int, "mean": list, "std": list, "embedding_dim": int,
+    "quantization": str, "opset": int, "versions": dict,
+}
+_CLASSIFIER_FIELDS = {
+    "classes": dict, "match_label": (bool, int, float, str), "threshold": Real,
+    "head_scale": Real, "head_bias": Real,
+}
+_TEXT_FIELDS = {key for key, kind in {**_COMMON_FIELDS, **_CLASSIFIER_FIELDS}.items()
+                if kind is str}
+
+
+def encode_metadata(fields):
+    """Turn metadata values into the strings that ``metadata_props`` holds.
+
+    Parameters
+    ----------
+    fields : dict of str
+        The text fields (``format``, ``estimator``, ``model_name``,
+        ``quantization``) stay as they are; every other value, a string
+        ``match_label`` included, becomes JSON.
+
+    Returns
+    -------
+    props : dict of str to str
+    """
+    return {key: value if key in _TEXT_FIELDS else json.dumps(value)
+            for key, value in fields.items()}
+
+
+def _decode_labels(encoded, path):
+    """The ``classes_`` array of ``{"dtype": ..., "values": [...]}``, the model file's form."""
+    try:
+        dtype, values = encoded["dtype"], encoded["values"]
+        if dtype == "object":
+            labels = np.empty(len(values), dtype=object)
+            labels[:] = values
+        elif np.dtype(dtype).kind in "biufU":
+            labels = np.asarray(values, dtype=np.dtype(dtype))
+        else:
+            raise TypeError(dtype)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: bad class labels "
+                         f"{encoded!r}.") from None
+    if labels.shape != (2,):
+        raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: {len(labels)} class "
+                         "labels instead of 2.")
+    return labels
+
+
+def _field(props, key, kind, path):
+    if key not in props:
+        raise ValueError(f"{path!r} has incomplete sklearn-imgpair metadata: no {key!r}.")
+    text = props[key]
+    try:
+        value = text if kind is str else json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: {key}={text!r}.")
+    return value
+
+
+def read_metadata(props, path):
+    """Read and check the metadata of an ONNX file written by the exporter.
+
+    Parameters
+    ----------
+    props : dict of str to str
+        The model's ``metadata_props`` (onnxruntime's ``custom_metadata_map``).
+    path : str
+        The file, for messages.
+
+    Returns
+    -------
+    metadata : dict
+        Every field decoded; for a classifier's file, ``classes`` is the
+        ``classes_`` array and ``match_column`` the position of
+        ``match_label`` in it.
+
+    Raises
+    ------
+    ValueError
+        If the file has no metadata of this library (an ONNX file exported
+        by other means), was written in a newer format version, or its
+        metadata are incomplete or inconsistent.
+    """
+    if props.get("format") != ONNX_FORMAT:
+        raise ValueError(
+            f"{path!r} is an ONNX model without sklearn-imgpair metadata (exported by other "
+            "means?). Export a fitted estimator with its export_onnx method or with "
+            "'sklearn-imgpair export'.")
+    version = _field(props, "format_version", int, path)
+    if version > ONNX_FORMAT_VERSION:
+        raise ValueError(
+            f"{path!r} was written in sklearn-imgpair ONNX format {version} by a newer "
+            f"sklearn-imgpair; this version reads formats up to {ONNX_FORMAT_VERSION}. "
+            "Upgrade sklearn-imgpair.")
+    metadata = {key: _field(props, key, kind, path) for key, kind in _COMMON_FIELDS.items()}
+    estimator = metadata["estimator"]
+    if estimator not in GRAPH_NAMES:
+        raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: unknown estimator "
+                         f"{estimator!r}; expected one of {sorted(GRAPH_NAMES)}.")
+    if estimator == "ImagePairClassifier":
+        metadata.update({key: _field(props, key, kind, path)
+                         for key, kind in _CLASSIFIER_FIELDS.items()})
+        metadata["classes"] = _decode_labels(metadata["classes"], path)
+        columns = np.flatnonzero(metadata["classes"] == metadata["match_label"])
+        if len(columns) != 1:
+            raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: match_label "
+                             f"{metadata['match_label']!r} is not one of the classes "
+                             f"{metadata['classes'].tolist()}.")
+        metadata["match_column"] = int(columns[0])
+    return metadata
+
+
+def check_graph(inputs, outputs, metadata, path):
+    """Check that a graph's inputs and outputs are those its metadata promise.
+
+    Parameters
+    ----------
+    inputs, outputs : list of onnxruntime.NodeArg
+        The session's ``get_inputs()`` and ``get_outputs()``: each has a
+        ``name``, a ``type`` such as ``"tensor(uint8)"`` and a ``shape``
+        whose entries are ints (fixed) or names (dynamic).
+    metadata : dict
+        As returned by :func:`read_metadata`.
+    path : str
+        The file, for messages.
+
+    Raises
+    ------
+    ValueError
+        If the inputs or outputs have other names, or an input is not a
+        ``uint8`` batch of ``3 x image_size x image_size`` images.
+    """
+    input_names, output_names = GRAPH_NAMES[metadata["estimator"]]
+    found = [node.name for node in inputs]
+    missing = set(output_names) - {node.name for node in outputs}
+    if found != list(input_names) or missing:
+        raise ValueError(
+            f"{path!r} does not match its sklearn-imgpair metadata: an "
+            f"{metadata['estimator']} graph has inputs {list(input_names)} and outputs "
+            f"{list(output_names)}; this one has inputs {found} and outputs "
+            f"{[node.name for node in outputs]}.")
+    size = metadata["image_size"]
+    for node in inputs:
+        shape = list(node.shape)
+        # Dimensions given as names (or None) are dynamic and take any size.
+        if node.type != "tensor(uint8)" or len(shape) != 4 or any(
+                isinstance(dim, int) and dim != want
+                for dim, want in zip(shape[1:], (3, size, size))):
+            raise ValueError(
+                f"{path!r} does not match its sklearn-imgpair metadata: input {node.name!r} "
+                f"takes {node.type} of shape {shape}, but the metadata say uint8 images of "
+                f"shape [N, 3, {size}, {size}] (image_size={size}).")
