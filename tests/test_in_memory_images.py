@@ -46,8 +46,8 @@ KINDS = {
 def _photo(seed, shape=(96, 128, 3)):
     """Smooth colours (and alpha) plus noise.
 
-    The default size is three times the network's side, so that JPEG's
-    reduced-scale (draft) decoding would change the pixels.
+    The default size is three times the network's side, so that JPEG files
+    are decoded at reduced scale (draft mode).
     """
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:shape[0], 0:shape[1]]
@@ -108,10 +108,10 @@ def clf(image_pairs):
 # ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("fmt, shape", [("PNG", (96, 128, 3)), ("JPEG", (40, 60, 3))])
 def test_path_bytes_pil_image_and_array_give_identical_pixels_and_embeddings(
-        tmp_path, embedder, fmt):
-    path = _save(_photo(0), tmp_path / f"photo.{fmt.lower()}", fmt)
+        tmp_path, embedder, fmt, shape):
+    path = _save(_photo(0, shape=shape), tmp_path / f"photo.{fmt.lower()}", fmt)
     pixels = {kind: read_pixels(make(path), SIZE) for kind, make in KINDS.items()}
     vectors = {kind: embedder.transform([make(path)]) for kind, make in KINDS.items()}
     for kind in KINDS:
@@ -119,15 +119,30 @@ def test_path_bytes_pil_image_and_array_give_identical_pixels_and_embeddings(
         assert_array_equal(vectors[kind], vectors["path"], err_msg=kind)  # bit for bit
 
 
+def test_a_large_jpeg_file_and_its_bytes_are_decoded_at_reduced_scale(tmp_path, embedder):
+    # Three times the network's side: files and bytes are decoded in PIL's draft
+    # mode (here at 1/2 scale), decoded pixels cannot be: close, not identical.
+    path = _save(_photo(0), tmp_path / "photo.jpg", "JPEG")
+    pixels = {kind: read_pixels(make(path), SIZE) for kind, make in KINDS.items()}
+    vectors = {kind: embedder.transform([make(path)]) for kind, make in KINDS.items()}
+    assert_array_equal(pixels["bytes"], pixels["path"])
+    assert_array_equal(vectors["bytes"], vectors["path"])
+    assert_array_equal(pixels["array"], pixels["PIL image"])
+    assert not np.array_equal(pixels["array"], pixels["path"])
+    assert float((vectors["array"] * vectors["path"]).sum()) > 0.999
+
+
 def test_bytes_and_pil_images_are_turned_upright_by_their_exif_orientation(tmp_path):
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6  # rotated 90 degrees
-    path = _save(_photo(1), tmp_path / "rotated.jpg", "JPEG", exif=exif.tobytes())
+    # Under twice the network's side: no reduced-scale decoding.
+    path = _save(_photo(1, shape=(48, 60, 3)), tmp_path / "rotated.jpg", "JPEG",
+                 exif=exif.tobytes())
     expected = read_pixels(path, SIZE)
     image = Image.open(path)
     assert_array_equal(read_pixels(Path(path).read_bytes(), SIZE), expected)
     assert_array_equal(read_pixels(image, SIZE), expected)
-    assert image.size == (128, 96) and image.getexif()[ExifTags.Base.Orientation] == 6  # as given
+    assert image.size == (60, 48) and image.getexif()[ExifTags.Base.Orientation] == 6  # as given
     # An array carries no EXIF: it is taken as it is, so give it upright.
     upright = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
     assert_array_equal(read_pixels(upright, SIZE), expected)

@@ -59,11 +59,8 @@ def clf(image_pairs):
 # ----------------------------------------------------------------------
 
 
-# JPEG files are decoded at full scale, not in PIL's draft mode (a reduced scale that saves
-# decoding time), so that a file gives the pixels of its decoded array
-# (tests/test_in_memory_images.py).
-@pytest.mark.parametrize("fmt, decoded_side", [("JPEG", 512), ("PNG", 512)])
-def test_load_image_decodes_at_full_scale(tmp_path, monkeypatch, fmt, decoded_side):
+@pytest.mark.parametrize("fmt, decoded_side", [("JPEG", 64), ("PNG", 512)])
+def test_load_image_decodes_jpeg_at_the_needed_scale(tmp_path, monkeypatch, fmt, decoded_side):
     pixels = np.random.default_rng(0).integers(0, 256, size=(512, 512, 3), dtype=np.uint8)
     path = tmp_path / f"photo.{fmt.lower()}"
     Image.fromarray(pixels).save(path, fmt)
@@ -77,6 +74,9 @@ def test_load_image_decodes_at_full_scale(tmp_path, monkeypatch, fmt, decoded_si
     monkeypatch.setattr(_pixels, "_to_rgb", recording_to_rgb)
     image = load_image(path, 64)
     assert image.shape == (3, 64, 64)
+    assert sizes == [(decoded_side, decoded_side)]
+    sizes.clear()
+    load_image(path.read_bytes(), 64)  # the bytes of the file: the same
     assert sizes == [(decoded_side, decoded_side)]
 
 
