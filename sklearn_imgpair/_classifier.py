@@ -8,6 +8,7 @@ import torch
 from skorch import NeuralNetBinaryClassifier
 from skorch.dataset import ValidSplit
 from skorch.utils import is_dataset
+from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import roc_auc_score
 from sklearn.utils._param_validation import (
     Interval,
@@ -847,3 +848,30 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         """
         self.check_is_fitted(["module_", "classes_"])
         return export_classifier(self, path, opset=opset, quantize=quantize)
+
+
+def fitted_classifier(classifier):
+    """The fitted :class:`ImagePairClassifier` in ``classifier``, out of a FrozenEstimator.
+
+    A :class:`~sklearn.frozen.FrozenEstimator` keeps a fitted classifier
+    fitted through :func:`~sklearn.base.clone`; other wrappers
+    (``CalibratedClassifierCV``, ``TunedThresholdClassifierCV``) change the
+    probabilities or the threshold, which a search over embeddings cannot
+    apply, so they are refused rather than silently bypassed.
+
+    Raises
+    ------
+    TypeError
+        If ``classifier`` is not an ImagePairClassifier, frozen or not.
+    sklearn.exceptions.NotFittedError
+        If it is not fitted.
+    """
+    inner = classifier.estimator if isinstance(classifier, FrozenEstimator) else classifier
+    if not isinstance(inner, ImagePairClassifier):
+        raise TypeError(
+            "classifier must be a fitted ImagePairClassifier, or one in a FrozenEstimator; got "
+            f"{type(classifier).__name__}. Wrappers that recalibrate probabilities or tune the "
+            "threshold cannot be applied to embeddings: set a tuned threshold on the "
+            "classifier itself (clf.set_params(threshold=...)).")
+    inner.check_is_fitted()
+    return inner

@@ -77,10 +77,10 @@ def _fit_neighbors(X, classifier, on_error, chunk_size):
     unique, _, inverse = distinct_paths(paths)
     neighbors = ImageNeighbors(classifier=classifier, on_error=on_error,
                                chunk_size=chunk_size).fit(unique)
-    # Rows of unreadable images (left out of the gallery) map to -1.
-    row_of = {image: row for row, image in enumerate(neighbors.gallery_)}
-    image_rows = np.array([row_of.get(image, -1) for image in unique])[inverse.reshape(-1)]
-    return neighbors, image_rows
+    # Gallery row of each distinct image; -1 for those left out (unreadable).
+    gallery_row = np.full(len(unique), -1, dtype=np.int64)
+    gallery_row[neighbors._gallery_rows] = np.arange(neighbors.n_samples_fit_)
+    return neighbors, gallery_row[inverse.reshape(-1)]
 
 
 def _threshold(threshold, neighbors):
@@ -249,6 +249,7 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         Parameters
         ----------
         X : list, 1-D array, Series or one-column table of image paths
+            The images to group; a path given twice is one image.
         y : None
             Ignored.
 

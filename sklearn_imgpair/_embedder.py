@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_imgpair._classifier import fitted_classifier
 from sklearn_imgpair._images.cells import distinct_images, distinct_paths, image_names
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
@@ -221,8 +222,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """Return the network, its input size and the architecture that rebuilds it."""
         if self.classifier is not None:
             # A FrozenEstimator keeps a fitted classifier fitted through clone().
-            classifier = getattr(self.classifier, "estimator", self.classifier)
-            classifier.check_is_fitted()
+            classifier = fitted_classifier(self.classifier)
             architecture = {"model_name": classifier.model_name,
                             "model_kwargs": classifier.model_kwargs,
                             "image_size": classifier.image_size_}
@@ -306,7 +306,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
         Returns
         -------
-        embeddings : ndarray of shape (n_images, embedding_dim_), dtype=float32
+        embeddings : ndarray of shape (n_images, embedding_dim), dtype=float32
             Unit-length rows, in the order of ``X``.
         """
         check_is_fitted(self)

@@ -9,22 +9,18 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_imgpair._classifier import fitted_classifier
 from sklearn_imgpair._embedder import ImageEmbedder
+from sklearn_imgpair._images.cells import public_cell
 from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, UnreadableImageWarning
 from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._io.neighbors_file import load_neighbors, save_neighbors
+from sklearn_imgpair._search.faiss_index import FaissIndex, import_faiss, resolve_params
 from sklearn_imgpair._search.vector_index import BruteForceIndex
 
 __all__ = ["ImageNeighbors"]
-
-
-def _fitted_classifier(classifier):
-    """The classifier itself, out of a :class:`~sklearn.frozen.FrozenEstimator` if need be."""
-    classifier = getattr(classifier, "estimator", classifier)
-    classifier.check_is_fitted()
-    return classifier
 
 
 def _has_match_head(self):
@@ -106,15 +102,21 @@ class ImageNeighbors(BaseEstimator):
         the gallery (one :class:`UnreadableImageWarning` names them all) and
         gives an unreadable query NaN distances and index -1.
 
+    random_state : int, RandomState instance or None, default=None
+        Seeds the training of an ``"ivf"`` FAISS index (its k-means); pass an
+        int for the same index on every fit.
+
     Attributes
     ----------
     embedder_ : ImageEmbedder
         The fitted embedder.
 
-    gallery_ : ndarray of shape (n_samples_fit_,), dtype=object
-        The gallery images; neighbour indices are rows of it.
+    gallery_ : ndarray of shape (n_samples_fit,), dtype=object
+        The gallery images as given (paths, or the caller's in-memory images,
+        which are referred to, not copied; a tuple for an item of several
+        images); neighbour indices are rows of it.
 
-    embeddings_ : ndarray of shape (n_samples_fit_, embedding_dim_), dtype=float32
+    embeddings_ : ndarray of shape (n_samples_fit, embedding_dim), dtype=float32
         Their unit-length embeddings.
 
     n_samples_fit_ : int
@@ -128,6 +130,10 @@ class ImageNeighbors(BaseEstimator):
 
     n_features_in_ : int
         Always 1: one column of images.
+
+    feature_names_in_ : ndarray of shape (1,)
+        The column name, when ``X`` in ``fit`` was a DataFrame with string
+        column names.
 
     See Also
     --------
@@ -161,11 +167,12 @@ class ImageNeighbors(BaseEstimator):
         "faiss_params": [dict, None],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
         "on_error": [StrOptions(ON_ERROR_OPTIONS)],
+        "random_state": ["random_state"],
     }
 
     def __init__(self, embedder=None, *, classifier=None, n_neighbors=5, radius=1.0,
                  algorithm="brute", faiss_index="flat", faiss_params=None, chunk_size=None,
-                 on_error="raise"):
+                 on_error="raise", random_state=None):
         self.embedder = embedder
         self.classifier = classifier
         self.n_neighbors = n_neighbors
@@ -175,6 +182,7 @@ class ImageNeighbors(BaseEstimator):
         self.faiss_params = faiss_params
         self.chunk_size = chunk_size
         self.on_error = on_error
+        self.random_state = random_state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -191,7 +199,7 @@ class ImageNeighbors(BaseEstimator):
         if self.classifier is not None:
             if self.embedder is not None:
                 raise ValueError("Give ImageNeighbors an embedder or a classifier, not both.")
-            classifier = _fitted_classifier(self.classifier)
+            classifier = fitted_classifier(self.classifier)
             embedder = ImageEmbedder(
                 classifier=classifier, batch_size=classifier.batch_size,
                 device=str(next(classifier.module_.parameters()).device),
@@ -217,7 +225,32 @@ class ImageNeighbors(BaseEstimator):
         self._validate_params()
         gallery = check_paths(X)
         embedder, threshold = self._build_embedder()
+        if self.algorithm == "faiss":  # settings and package checked before any embedding
+            import_faiss()
+            resolve_params(self.faiss_index, self.faiss_params, len(gallery))
         embedder.set_params(on_error=self.on_error).fit()
+        embeddings, unreadable = self._embed_gallery(embedder, gallery)
+        embeddings = np.ascontiguousarray(embeddings[~unreadable])
+        index = self._build_index(embeddings, embedder)
+        # Nothing is set before everything has worked: a failed fit leaves the
+        # estimator as it was.
+        self.embedder_ = embedder
+        self.gallery_ = np.array([None] * len(embeddings), dtype=object)
+        self.gallery_[:] = [public_cell(cell) for cell in gallery[~unreadable]]
+        self.embeddings_ = embeddings
+        self.n_samples_fit_ = len(embeddings)
+        self.embedding_dim_ = embeddings.shape[1]
+        self.match_threshold_ = threshold
+        # Sets or deletes feature_names_in_, as the embedder does; ensure_2d=False:
+        # scikit-learn counts no features in a 1-D list of strings, so we set the count.
+        validate_data(self, X, skip_check_array=True, ensure_2d=False)
+        self.n_features_in_ = 1
+        self._index = index
+        self._gallery_rows = np.flatnonzero(~unreadable)  # rows of X kept in the gallery
+        return self
+
+    def _embed_gallery(self, embedder, gallery):
+        """Embeddings of the gallery and which rows could not be read (one warning)."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnreadableImageWarning)
             embeddings = embedder.transform(gallery)
@@ -232,32 +265,22 @@ class ImageNeighbors(BaseEstimator):
                 warnings.warn(UnreadableImageWarning(
                     f"{len(failures)} gallery image(s) could not be read and are left out of "
                     f"the gallery ({len(rows)} row(s) of X; the warning's .failures and .rows "
-                    f"list them): {'; '.join(failures[:10])}", failures, rows), stacklevel=2)
+                    f"list them): {'; '.join(failures[:10])}", failures, rows), stacklevel=3)
             else:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                        warning.lineno)
-        self.embedder_ = embedder
-        self.gallery_ = gallery[~unreadable]
-        self.embeddings_ = np.ascontiguousarray(embeddings[~unreadable])
-        self.n_samples_fit_ = len(self.gallery_)
-        self.embedding_dim_ = self.embeddings_.shape[1]
-        self.match_threshold_ = threshold
-        self.n_features_in_ = 1
-        self._index = self._build_index()
-        return self
+        return embeddings, unreadable
 
-    def _build_index(self, faiss_bytes=None):
-        """The search structure over ``embeddings_`` (a saved FAISS index when given)."""
+    def _build_index(self, embeddings, embedder, faiss_bytes=None):
+        """The search structure over ``embeddings`` (a saved FAISS index when given)."""
         if self.algorithm == "faiss":
-            from sklearn_imgpair._search.faiss_index import FaissIndex
-
             if faiss_bytes is not None:
                 return FaissIndex.from_bytes(faiss_bytes, index=self.faiss_index,
                                              params=self.faiss_params)
-            return FaissIndex(self.embeddings_, index=self.faiss_index,
-                              params=self.faiss_params)
-        device = next(self.embedder_.module_.parameters()).device
-        return BruteForceIndex(self.embeddings_, chunk_size=self.chunk_size, device=device)
+            return FaissIndex(embeddings, index=self.faiss_index, params=self.faiss_params,
+                              random_state=self.random_state)
+        device = next(embedder.module_.parameters()).device
+        return BruteForceIndex(embeddings, chunk_size=self.chunk_size, device=device)
 
     # ------------------------------------------------------------------
     # search
@@ -269,13 +292,16 @@ class ImageNeighbors(BaseEstimator):
         Parameters
         ----------
         X : list, 1-D array, Series or one-column table of image paths
+            The images to embed.
 
         Returns
         -------
-        embeddings : ndarray of shape (n_images, embedding_dim_), dtype=float32
+        embeddings : ndarray of shape (n_images, embedding_dim), dtype=float32
             Unit rows; NaN rows for unreadable images with ``on_error="warn"``.
         """
         check_is_fitted(self)
+        # A table's column name must be the one fit saw, as in scikit-learn.
+        validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
         return self.embedder_.transform(X)
 
     def _queries(self, X, n_wanted, what):
@@ -387,12 +413,18 @@ class ImageNeighbors(BaseEstimator):
     def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
         """Sparse graph of each query's ``n_neighbors`` nearest gallery images.
 
-        Parameters are those of :meth:`kneighbors`; ``mode`` is
-        ``"connectivity"`` (ones) or ``"distance"`` (cosine distances).
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths, default=None
+            Query images, as in :meth:`kneighbors`.
+        n_neighbors : int, default=None
+            Neighbours per query; None uses ``self.n_neighbors``.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            ``"connectivity"`` (ones) or ``"distance"`` (cosine distances).
 
         Returns
         -------
-        graph : sparse matrix of shape (n_queries, n_samples_fit_)
+        graph : sparse matrix of shape (n_queries, n_samples_fit)
             In CSR format.
         """
         distances, indices = self.kneighbors(X, n_neighbors)
@@ -402,11 +434,20 @@ class ImageNeighbors(BaseEstimator):
                                sort_results=False):
         """Sparse graph of the gallery images within ``radius`` of each query.
 
-        Parameters are those of :meth:`radius_neighbors`.
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths, default=None
+            Query images, as in :meth:`radius_neighbors`.
+        radius : float, default=None
+            Cosine distance; None uses ``self.radius``.
+        mode : {"connectivity", "distance"}, default="connectivity"
+            ``"connectivity"`` (ones) or ``"distance"`` (cosine distances).
+        sort_results : bool, default=False
+            Accepted for scikit-learn compatibility, as in :meth:`radius_neighbors`.
 
         Returns
         -------
-        graph : sparse matrix of shape (n_queries, n_samples_fit_)
+        graph : sparse matrix of shape (n_queries, n_samples_fit)
             In CSR format.
         """
         distances, indices = self.radius_neighbors(X, radius)

@@ -110,7 +110,18 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         return np.hstack([cosine, np.abs(first - second), first * second]).astype(np.float32)
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the output columns: ``cosine``, ``absdiff<i>``, ``product<i>``."""
+        """Names of the output columns: ``cosine``, ``absdiff<i>``, ``product<i>``.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Ignored: the names do not depend on the input columns.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``1 + 2 * embedding_dim`` names.
+        """
         check_is_fitted(self)
         dim = self.embedder_.embedding_dim_
         names = (["cosine"] + [f"absdiff{i}" for i in range(dim)]

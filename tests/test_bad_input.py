@@ -280,6 +280,7 @@ def test_bad_labels_fail_before_training(case, image_pairs):
     ([], ValueError, "empty"),
     ("a.png", TypeError, "single str"),
     (np.array([["a.png", "b.png"]]), ValueError, "one column"),
+    ([["a.png", "b.png"]], ValueError, r"one column of image paths; row 0 has 2 values.*tuple"),
     ([None], ValueError, r"X\[0\] is missing"),
     ([3.5], TypeError, "must be an image path"),
 ])

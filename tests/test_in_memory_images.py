@@ -253,9 +253,12 @@ def test_rules_for_several_images_of_one_item(tmp_path):
                for seed, name in enumerate("abc"))
     joined_file = _save(_photo(9), tmp_path / "x;y.png")
     data = Path(a).read_bytes()
-    column = check_paths([[a, b], (c,), f"{a};{b}", joined_file, [data, f"{b};{c}"]])
-    assert column.tolist() == [(a, b), c, (a, b), joined_file,
+    column = check_paths([(a, b), (c,), [c], f"{a};{b}", joined_file, (data, f"{b};{c}")])
+    assert column.tolist() == [(a, b), c, c, (a, b), joined_file,
                                (check_paths([data])[0], b, c)]  # ';' parts are flattened
+    # In a list of rows, a list of several values is a second column, not an item.
+    with pytest.raises(ValueError, match="row 0 has 2 values.*as a tuple"):
+        check_paths([[a, b], c])
     # A list of pairs is read as pairs; a list or tuple inside a pair is one item.
     pairs = check_pairs([(a, b), ([a, b], c), ((c,), f"{a};{c}")])
     assert pairs.tolist() == [[a, b], [(a, b), c], [c, (a, c)]]
@@ -366,7 +369,7 @@ def test_an_item_of_several_images_is_the_normalised_mean_of_their_embeddings(
     mean = single[0] + single[1]
     mean /= np.linalg.norm(mean)
     counts = _count_decodes(monkeypatch)
-    items = [[a, b], (Path(a).read_bytes(), b), f"{a};{b}", [a], c]
+    items = [(a, b), (Path(a).read_bytes(), b), f"{a};{b}", [a], c]
     vectors = embedder.transform(items)
     for row in range(3):
         assert_allclose(vectors[row], mean, rtol=1e-5, atol=1e-6)
@@ -502,7 +505,7 @@ def test_decoding_workers_get_in_memory_images(embedder, image_pairs):
 def test_warn_gives_nan_to_exactly_the_rows_of_corrupt_bytes(embedder, clf, image_pairs):
     X, _ = image_pairs
     corrupt = _encoded(_photo(15))[:300]
-    column = [X[0, 0], corrupt, [X[1, 0], corrupt], X[2, 0]]
+    column = [X[0, 0], corrupt, (X[1, 0], corrupt), X[2, 0]]
     warning_embedder = ImageEmbedder(pretrained=False, image_size=SIZE, cache=False,
                                      model_kwargs=dict(TINY_SWIN), on_error="warn").fit()
     with pytest.warns(UnreadableImageWarning, match=r"X\[1\]: Cannot read image from bytes "

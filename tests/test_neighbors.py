@@ -248,3 +248,81 @@ def test_faiss_search_agrees_with_brute_force_and_travels_in_the_model_file(
     loaded = ImageNeighbors.load(search.save(tmp_path / "faiss.safetensors"))
     assert type(loaded._index).__name__ == "FaissIndex"
     assert_array_equal(loaded.kneighbors(gallery[:6], return_distance=False), indices)
+
+
+def test_many_copies_tie_in_index_order_whatever_the_chunk(tmp_path, gallery, embedder):
+    # More copies of one image than the candidates re-ranked per query.
+    vectors = embedder.transform(gallery[:3])
+    copies = np.repeat(vectors[:1], 40, axis=0)
+    index_rows = np.vstack([vectors[1:], copies])
+    from sklearn_imgpair._search.vector_index import BruteForceIndex
+
+    for chunk_size in (1, 7, None):
+        search = BruteForceIndex(index_rows, chunk_size=chunk_size)
+        distances, indices = search.kneighbors(vectors[:1], 3)
+        assert_array_equal(indices[0], [2, 3, 4])
+        assert (distances >= 0).all()
+        own = search.kneighbors(index_rows, 3, exclude_self=True)[1]
+        assert_array_equal(own[2], [3, 4, 5])
+        assert_array_equal(own[41], [2, 3, 4])
+
+
+def test_a_failed_fit_leaves_the_estimator_as_it_was(embedder, gallery, fitted):
+    pytest.importorskip("faiss")
+    search = ImageNeighbors(embedder, algorithm="faiss", faiss_params={"bogus": 1})
+    with pytest.raises(ValueError, match="bogus"):
+        search.fit(gallery)
+    assert not hasattr(search, "gallery_")
+    refit = clone(fitted).fit(gallery[:6])
+    with pytest.raises(ValueError, match="bogus"):
+        refit.set_params(algorithm="faiss", faiss_params={"bogus": 1}).fit(gallery[6:])
+    assert_array_equal(refit.gallery_, gallery[:6])
+    assert refit.kneighbors(gallery[:1], n_neighbors=1, return_distance=False)[0, 0] == 0
+
+
+def test_wrappers_that_change_probabilities_are_refused(classifier, gallery, image_pairs):
+    from sklearn.calibration import CalibratedClassifierCV
+
+    calibrated = CalibratedClassifierCV(FrozenEstimator(classifier)).fit(*image_pairs)
+    with pytest.raises(TypeError, match="CalibratedClassifierCV.*set_params\\(threshold"):
+        ImageNeighbors(classifier=calibrated).fit(gallery)
+    with pytest.raises(TypeError, match="ImagePairClassifier"):
+        ImageEmbedder(classifier=calibrated).fit()
+
+
+def test_in_memory_and_multi_image_galleries(tmp_path, embedder, gallery):
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(path).convert("RGB")) for path in gallery[:4]]
+    search = ImageNeighbors(embedder, n_neighbors=1).fit(_object_column(arrays))
+    # The caller's image, referred to (a read-only view), not copied.
+    assert np.shares_memory(search.gallery_[2], arrays[2])
+    assert search.kneighbors([gallery[2]], return_distance=False)[0, 0] == 2
+    with pytest.raises(ValueError, match=r"gallery_\[0\] holds an image in memory"):
+        search.save(tmp_path / "memory.safetensors")
+    items = _object_column([(gallery[0], gallery[1]), gallery[2], (gallery[3], gallery[4])])
+    search = ImageNeighbors(embedder, n_neighbors=1).fit(items)
+    loaded = ImageNeighbors.load(search.save(tmp_path / "items.safetensors"))
+    assert loaded.gallery_[0] == (gallery[0], gallery[1]) and loaded.gallery_[1] == gallery[2]
+    assert_allclose(loaded.embeddings_, search.embeddings_)
+
+
+def test_load_refuses_a_faiss_index_of_another_gallery(tmp_path, embedder, gallery):
+    pytest.importorskip("faiss")
+    small = ImageNeighbors(embedder, algorithm="faiss").fit(gallery[:5])
+    large = ImageNeighbors(embedder, algorithm="faiss").fit(gallery[:9])
+    _, small_tensors = read_model_file(small.save(tmp_path / "small.safetensors"),
+                                       "ImageNeighbors")
+    path = large.save(tmp_path / "large.safetensors")
+    content, tensors = read_model_file(path, "ImageNeighbors")
+    tensors["faiss_index"] = small_tensors["faiss_index"]
+    write_model_file(path, "ImageNeighbors", {k: v for k, v in content.items()
+                                              if k not in ("estimator", "versions")}, tensors)
+    with pytest.raises(ValueError, match="FAISS index of 5 vectors"):
+        ImageNeighbors.load(path)
+
+
+def _object_column(items):
+    column = np.empty(len(items), dtype=object)
+    column[:] = items
+    return column

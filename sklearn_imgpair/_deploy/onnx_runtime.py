@@ -84,12 +84,12 @@ def _has_match_head(matcher):
 class OnnxImageMatcher:
     """Match and embed images with an exported ONNX model, without PyTorch.
 
-    Loads a file written by :meth:`ImagePairClassifier.export_onnx` or
-    :meth:`ImageEmbedder.export_onnx` (or ``sklearn-imgpair export``) into an
+    Loads a file written by :meth:`~sklearn_imgpair.ImagePairClassifier.export_onnx` or
+    :meth:`~sklearn_imgpair.ImageEmbedder.export_onnx` (or ``sklearn-imgpair export``) into an
     :class:`onnxruntime.InferenceSession` and offers the estimator's
     prediction methods on the same inputs: paths, the bytes of image files,
     PIL images, ``uint8`` arrays and cells of several images (see
-    :func:`check_pairs`). Images are read by the estimators' own decoder;
+    :func:`~sklearn_imgpair.check_pairs`). Images are read by the estimators' own decoder;
     each distinct image (the same content, for in-memory ones) is decoded and
     embedded once per call, however many pairs share it, and a cell of
     several images gets the normalised mean of their embeddings. Pairs are
@@ -144,8 +144,8 @@ class OnnxImageMatcher:
 
     See Also
     --------
-    ImagePairClassifier.export_onnx : Writes the classifier's file.
-    ImageEmbedder.export_onnx : Writes the embedder's file.
+    sklearn_imgpair.ImagePairClassifier.export_onnx : Writes the classifier's file.
+    sklearn_imgpair.ImageEmbedder.export_onnx : Writes the embedder's file.
 
     Notes
     -----
@@ -247,12 +247,12 @@ class OnnxImageMatcher:
         Parameters
         ----------
         X : list, 1-D array, Series or one-column table of images
-            Paths or in-memory images, as :meth:`ImageEmbedder.transform`
+            Paths or in-memory images, as :meth:`~sklearn_imgpair.ImageEmbedder.transform`
             takes them.
 
         Returns
         -------
-        embeddings : ndarray of shape (n_images, embedding_dim_), dtype=float32
+        embeddings : ndarray of shape (n_images, embedding_dim), dtype=float32
             Unit-length rows, in the order of ``X``.
         """
         cells, first, inverse = distinct_paths(check_paths(X))
@@ -286,7 +286,7 @@ class OnnxImageMatcher:
         Parameters
         ----------
         X : DataFrame, ndarray of shape (n_pairs, 2) or list of pairs
-            Images, two per pair, as :meth:`ImagePairClassifier.predict_proba`
+            Images, two per pair, as :meth:`~sklearn_imgpair.ImagePairClassifier.predict_proba`
             takes them.
 
         Returns

@@ -28,7 +28,7 @@ from sklearn_imgpair._images.pixels import ENCODED_TYPES, array_problem, describ
 
 __all__ = ["IMAGE_SEPARATOR", "InMemoryImage", "as_cell", "cell_images", "cell_sort_key",
            "describe_cell", "distinct_images", "distinct_paths", "image_names", "is_missing",
-           "split_joined"]
+           "public_cell", "split_joined"]
 
 #: Joins several images of one item in a cell of a pairs table (AutoMM's format).
 IMAGE_SEPARATOR = ";"
@@ -170,7 +170,7 @@ def _in_memory(value, name):
                                        np.ascontiguousarray(value)))
 
 
-def _several(value, name):
+def _several(value, name, memo):
     """The images of a list or tuple: one image, or a tuple of two or more."""
     kind = type(value).__name__
     if len(value) == 0:
@@ -182,11 +182,11 @@ def _several(value, name):
         if isinstance(part, (list, tuple)):
             raise TypeError(f"{part_name} is a {type(part).__name__}; the images of one item "
                             "are listed once, not in nested lists.")
-        images.extend(cell_images(as_cell(part, part_name)))
+        images.extend(cell_images(as_cell(part, part_name, memo)))
     return images[0] if len(images) == 1 else tuple(images)
 
 
-def as_cell(value, name):
+def as_cell(value, name, memo=None):
     """Normalise one cell of ``X``: a path ``str``, an :class:`InMemoryImage` or a tuple of them.
 
     Parameters
@@ -201,6 +201,10 @@ def as_cell(value, name):
         tuple of one image is that image). Normalised cells pass unchanged.
     name : str
         How errors refer to the cell, e.g. ``"X[3, 1]"``.
+    memo : dict, default=None
+        In-memory images already normalised in this call, by ``id``: one
+        image object in many cells (a query paired with every gallery image)
+        is hashed once. Valid only while the caller holds ``X``.
 
     Returns
     -------
@@ -230,9 +234,13 @@ def as_cell(value, name):
         return tuple(_check_path(part, f"{name} (image {index + 1} of {len(parts)})")
                      for index, part in enumerate(parts))
     if isinstance(value, (*ENCODED_TYPES, Image.Image, np.ndarray)):
-        return _in_memory(value, name)
+        if memo is None:
+            return _in_memory(value, name)
+        if id(value) not in memo:
+            memo[id(value)] = _in_memory(value, name)
+        return memo[id(value)]
     if isinstance(value, (list, tuple)):
-        return _several(value, name)
+        return _several(value, name, memo)
     if is_missing(value):
         raise ValueError(f"{name} is missing ({describe_cell(value)}); every cell must hold "
                          "an image.")
@@ -251,6 +259,13 @@ def cell_images(cell):
     if isinstance(cell, str):
         return split_joined(cell)
     return (cell,)
+
+
+def public_cell(cell):
+    """A normalised cell as the caller gave it: paths, in-memory images, tuples of them."""
+    if isinstance(cell, tuple):
+        return tuple(public_cell(part) for part in cell)
+    return cell.data if isinstance(cell, InMemoryImage) else cell
 
 
 def cell_sort_key(cell):

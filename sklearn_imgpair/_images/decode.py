@@ -26,7 +26,7 @@ IMAGE_ERRORS = (FileNotFoundError, ValueError)
 def load_image(source, image_size):
     """Decode one image into a square ``uint8`` tensor.
 
-    The pixels are those of :func:`read_pixels` (EXIF orientation, RGB from
+    The pixels are those of ``read_pixels`` (EXIF orientation, RGB from
     any mode, bicubic resize without cropping), channels first.
 
     Parameters

@@ -135,9 +135,10 @@ def _pair_cells(values):
         raise ValueError("X is empty; expected at least one pair of image paths. "
                          + _samples_message(values))
     pairs = np.empty(values.shape, dtype=object)
+    memo = {}  # one image object in many cells is hashed once
     for row in range(values.shape[0]):
         for column in range(2):
-            pairs[row, column] = as_cell(values[row, column], f"X[{row}, {column}]")
+            pairs[row, column] = as_cell(values[row, column], f"X[{row}, {column}]", memo)
     return pairs
 
 
@@ -163,7 +164,7 @@ def check_pairs(X):
     -------
     pairs : ndarray of shape (n_pairs, 2), dtype=object
         A new array of normalised cells (see
-        :func:`~sklearn_imgpair._images.cells.as_cell`): paths as ``str``,
+        ``as_cell``): paths as ``str``,
         in-memory images as ``InMemoryImage``, several images of one item as
         a tuple of those. The caller's ``X`` is never modified.
 
@@ -191,9 +192,11 @@ def check_paths(X):
         One image (or one item of several images) per row: a list, a 1-D
         array, a pandas or polars Series, a pyarrow Array or ChunkedArray, a
         one-column array or table, or anything :func:`numpy.asarray` turns
-        into one of these. Cells are those of :func:`check_pairs`; a row
-        that is a list or tuple is one item of several images (of one
-        image, that image, as in the rows of a one-column table).
+        into one of these. Cells are those of :func:`check_pairs`; a tuple
+        is one item of several images (of one image, that image). In a
+        Python list of rows, a list of one value is that value (a row of a
+        one-column table) and a list of several is refused as a table of
+        several columns; in an array or Series, a list cell is an item.
 
     Returns
     -------
@@ -221,6 +224,10 @@ def check_paths(X):
             raise TypeError(f"X must be {_PATHS_EXPECTED}; got {type(X).__name__}.") from None
         values = np.empty(len(items), dtype=object)
         for row, item in enumerate(items):
+            if isinstance(item, list) and len(item) > 1:  # a row of a table, not an item
+                raise ValueError(
+                    f"X must be one column of image paths; row {row} has {len(item)} values. "
+                    "Give the images of one item as a tuple, e.g. (path_a, path_b).")
             values[row] = item
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
@@ -236,8 +243,9 @@ def check_paths(X):
         raise ValueError("X is empty; expected at least one image path. "
                          + _samples_message(values))
     cells = np.empty(len(values), dtype=object)
+    memo = {}  # one image object in many cells is hashed once
     for row, value in enumerate(values):
-        cells[row] = as_cell(value, f"X[{row}]")
+        cells[row] = as_cell(value, f"X[{row}]", memo)
     return cells
 
 

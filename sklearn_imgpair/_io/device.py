@@ -3,6 +3,8 @@
 import contextlib
 import math
 import os
+import queue
+import threading
 import warnings
 from numbers import Integral
 
@@ -26,6 +28,7 @@ __all__ = [
     "loadable_device",
     "loadable_precision",
     "loader_kwargs",
+    "prefetch",
     "resolve_device",
     "seeded",
     "to_device",
@@ -181,6 +184,64 @@ def loader_kwargs(device, num_workers, n_items, batch_size):
         n_batches = math.ceil(n_items / batch_size)
         num_workers = min(default_num_workers(device), max(n_batches - 1, 0))
     return {"num_workers": num_workers, "pin_memory": device_type(device) == "cuda"}
+
+
+def prefetch(batches):
+    """Iterate over ``batches`` with the next one read in a background thread.
+
+    With no loader workers, a :class:`~torch.utils.data.DataLoader` decodes
+    each batch in the thread that asks for it, so the network waits for the
+    decoding. Asking for the next batch from a second thread while the
+    network runs overlaps the two: PIL's decoding and resizing release the
+    GIL. Errors of the reading thread are raised here, in order.
+
+    Parameters
+    ----------
+    batches : iterable
+        Typically a DataLoader with ``num_workers=0``.
+
+    Yields
+    ------
+    batch
+        The items of ``batches``, in order.
+    """
+    slots = queue.Queue(maxsize=1)  # one batch ahead: memory of one extra batch
+    stop = threading.Event()
+    done = object()
+
+    def read():
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put((batch, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put((None, exc))
+
+    reader = threading.Thread(target=read, name="sklearn-imgpair-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            batch, error = slots.get()
+            if error is not None:
+                raise error
+            if batch is done:
+                return
+            yield batch
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full slot
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                pass
+            reader.join(timeout=0.05)
 
 
 def to_device(x, device):

@@ -20,17 +20,19 @@ __all__ = ["load_neighbors", "save_neighbors"]
 _EMBEDDER = "embedder."
 
 
-def _gallery_strings(gallery):
-    """The gallery as JSON strings: only images that are files can travel in the file."""
-    strings = []
+def _gallery_json(gallery):
+    """The gallery as JSON: paths, and lists of paths for items of several images."""
+    entries = []
     for row, image in enumerate(gallery):
-        if not isinstance(image, str):
+        parts = image if isinstance(image, tuple) else (image,)
+        if not all(isinstance(part, str) for part in parts):
             raise ValueError(
-                f"gallery_[{row}] is an image in memory ({type(image).__name__}); a model "
-                "file keeps the gallery's paths, so only a gallery of image files can be "
-                "saved. Write the images to files and fit on their paths.")
-        strings.append(image)
-    return strings
+                f"gallery_[{row}] holds an image in memory "
+                f"({', '.join(type(part).__name__ for part in parts)}); a model file keeps the "
+                "gallery's paths, so only a gallery of image files can be saved. Write the "
+                "images to files and fit on their paths.")
+        entries.append(list(parts) if isinstance(image, tuple) else image)
+    return entries
 
 
 def save_neighbors(neighbors, path):
@@ -44,7 +46,7 @@ def save_neighbors(neighbors, path):
         "params": persisted_params(neighbors, constructor_defaults(type(neighbors)),
                                    overrides={"embedder": None, "classifier": None}),
         "embedder": embedder,
-        "fitted": {"gallery_": _gallery_strings(neighbors.gallery_),
+        "fitted": {"gallery_": _gallery_json(neighbors.gallery_),
                    "match_threshold_": neighbors.match_threshold_,
                    "embedding_dim_": int(neighbors.embedding_dim_)},
     }
@@ -59,12 +61,17 @@ def load_neighbors(cls, path, *, device=None):
     try:
         fitted = content["fitted"]
         params = decode_params(content["params"])
-        gallery = np.array(fitted["gallery_"], dtype=object).reshape(-1)
+        gallery = np.empty(len(fitted["gallery_"]), dtype=object)
+        gallery[:] = [tuple(entry) if isinstance(entry, list) else entry
+                      for entry in fitted["gallery_"]]
         embeddings = tensors.pop("embeddings_").numpy()
         index_bytes = tensors.pop("faiss_index", None)
         state = {name[len(_EMBEDDER):]: tensor for name, tensor in tensors.items()
                  if name.startswith(_EMBEDDER)}
         embedder_document = content["embedder"]
+        threshold = fitted.get("match_threshold_")
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"match_threshold_ {threshold!r} is not a probability")
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{os.fspath(path)!r} holds an ImageNeighbors that cannot be rebuilt: "
                          f"{type(exc).__name__}: {exc}") from None
@@ -77,16 +84,24 @@ def load_neighbors(cls, path, *, device=None):
         raise ValueError(
             f"{os.fspath(path)!r} holds mismatched embeddings: dimensions "
             f"{', '.join(f'{name} {value}' for name, value in dims.items())}; "
-            f"{embeddings.shape[0]} vectors for {len(gallery)} gallery images.")
+            f"{embeddings.shape[0] if embeddings.ndim else 0} vectors for {len(gallery)} "
+            "gallery images.")
     neighbors = cls(**params)
     neighbors._validate_params()
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    index = neighbors._build_index(embeddings, embedder,
+                                   None if index_bytes is None else index_bytes.numpy())
+    if neighbors.algorithm == "faiss" and (index.n_samples, index.n_features) != embeddings.shape:
+        raise ValueError(
+            f"{os.fspath(path)!r} holds a FAISS index of {index.n_samples} vectors of "
+            f"dimension {index.n_features}, not the gallery's {embeddings.shape[0]} of "
+            f"dimension {embeddings.shape[1]}.")
     neighbors.embedder_ = embedder
     neighbors.gallery_ = gallery
-    neighbors.embeddings_ = np.ascontiguousarray(embeddings, dtype=np.float32)
+    neighbors.embeddings_ = embeddings
     neighbors.n_samples_fit_ = len(gallery)
     neighbors.embedding_dim_ = int(embeddings.shape[1])
-    neighbors.match_threshold_ = fitted.get("match_threshold_")
+    neighbors.match_threshold_ = None if threshold is None else float(threshold)
     neighbors.n_features_in_ = 1
-    neighbors._index = neighbors._build_index(
-        None if index_bytes is None else index_bytes.numpy())
+    neighbors._index = index
     return neighbors

@@ -14,7 +14,13 @@ from torch.utils.data import DataLoader
 
 from sklearn_imgpair._images.cells import distinct_images, distinct_paths
 from sklearn_imgpair._images.datasets import EmbeddingPairDataset
-from sklearn_imgpair._io.device import autocast, loader_kwargs, resolve_device, to_device
+from sklearn_imgpair._io.device import (
+    autocast,
+    loader_kwargs,
+    prefetch,
+    resolve_device,
+    to_device,
+)
 from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 
 __all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images",
@@ -71,7 +77,7 @@ class SiameseNet(nn.Module):
     -----
     Images enter as ``uint8`` tensors of shape ``(n, 3, h, w)``; scaling to
     ``[0, 1]``, augmentation and normalisation happen here, on the device.
-    :meth:`forward` returns match logits of shape ``(n,)``, whose sigmoid is
+    ``forward`` returns match logits of shape ``(n,)``, whose sigmoid is
     the match probability when trained with binary cross-entropy. Given
     ``views`` as well (the identity batches of graph mining, see
     :class:`ImagePairClassifier`'s ``pair_mining``), it returns the logits and
@@ -87,7 +93,18 @@ class SiameseNet(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def embed(self, images):
-        """Return L2-normalised embeddings of shape ``(n, d)`` for uint8 images."""
+        """Return L2-normalised embeddings of shape ``(n, d)`` for uint8 images.
+
+        Parameters
+        ----------
+        images : torch.Tensor of shape (n, 3, image_size, image_size), dtype=uint8
+            RGB images; the module scales and normalises them.
+
+        Returns
+        -------
+        embeddings : torch.Tensor of shape (n, d), dtype=float32
+            Unit-length rows.
+        """
         x = images.to(self.mean.dtype) / 255.0
         if self.augment is not None:
             x = self.augment(x)
@@ -97,7 +114,18 @@ class SiameseNet(nn.Module):
         return F.normalize(self.backbone(x).float(), dim=-1)
 
     def similarity(self, embeddings_1, embeddings_2):
-        """Return match logits for two aligned batches of embeddings."""
+        """Return match logits for two aligned batches of embeddings.
+
+        Parameters
+        ----------
+        embeddings_1, embeddings_2 : torch.Tensor of shape (n, d)
+            Unit-length embeddings of the first and second images of each pair.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n,)
+            ``scale * cosine + bias``.
+        """
         return self.head((embeddings_1 * embeddings_2).sum(dim=-1))
 
     def forward(self, x1, x2, views=None):
@@ -200,8 +228,11 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
     if params["batch_size"] == -1:
         params["batch_size"] = len(dataset)
     params = {**loader_kwargs(device, num_workers, len(dataset), params["batch_size"]), **params}
+    batches = iterator(dataset, **params)
+    if not params["num_workers"]:
+        batches = prefetch(batches)  # decode the next batch while the network runs
     with autocast(precision, device):
-        return embed_images(module, iterator(dataset, **params), device)
+        return embed_images(module, batches, device)
 
 
 def pool_embeddings(embeddings, image_index, offsets):

@@ -38,11 +38,6 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
     device : None, default=None
         Leave device placement to the accelerator.
 
-    precision : "fp32", default="fp32"
-        Mixed precision is the accelerator's
-        (``Accelerator(mixed_precision="bf16")``); other values raise a
-        ``ValueError`` in ``fit``.
-
     unwrap_after_train : bool, default=True
         Unwrap the network after training (skorch's parameter). Keep it True
         to predict in several processes, to pickle, or to hand the network on.
@@ -52,7 +47,10 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         process only.
 
     **kwargs
-        Every parameter of :class:`ImagePairClassifier` and of skorch.
+        Every parameter of :class:`ImagePairClassifier` and of skorch, but
+        ``precision`` must stay ``"fp32"``: mixed precision is the
+        accelerator's (``Accelerator(mixed_precision="bf16")``), and other
+        values raise a ``ValueError`` in ``fit``.
 
     Attributes
     ----------
@@ -128,6 +126,18 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
 
         Load it with :meth:`ImagePairClassifier.load`; it predicts anywhere,
         with or without Accelerate.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The model file.
+        device : str, default=None
+            Ignored.
+
+        Raises
+        ------
+        TypeError
+            Always.
         """
         raise TypeError(f"{cls.__name__}.save writes a plain ImagePairClassifier file; load "
                         "it with ImagePairClassifier.load(path).")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from sklearn_imgpair._search.vector_index import sort_neighbors
+from sklearn_imgpair._search.vector_index import SIMILARITY_SLACK, sort_neighbors
 
 __all__ = ["FAISS_PARAMS", "FaissIndex", "faiss_threads", "import_faiss", "resolve_params"]
 
@@ -26,9 +26,6 @@ _MIN_POINTS_PER_LIST = 39
 # subsample): k-means time grows with rows times lists, and more rows per
 # centroid barely move the centroids.
 _MAX_POINTS_PER_LIST = 64
-# Slack on the similarity threshold given to FAISS's range search; the exact
-# test ``distance <= radius`` is made afterwards on the distances returned.
-_RADIUS_SLACK = 1e-5
 
 
 def import_faiss():
@@ -368,7 +365,8 @@ class FaissIndex:
         queries = self._check_queries(queries, exclude_self)
         if not isinstance(radius, Real) or not radius >= 0:
             raise ValueError(f"radius must be a non-negative cosine distance; got {radius!r}.")
-        threshold = 1.0 - float(radius) - _RADIUS_SLACK
+        # The slack keeps rounding from losing a vector; distance <= radius decides below.
+        threshold = 1.0 - float(radius) - SIMILARITY_SLACK
         with faiss_threads(faiss):
             limits, similarities, found = self.faiss_index.range_search(queries, threshold)
         all_distances = np.clip(1.0 - similarities, 0.0, 2.0, dtype=np.float32)

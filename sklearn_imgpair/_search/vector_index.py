@@ -4,28 +4,33 @@ import numpy as np
 import sklearn
 import torch
 
-__all__ = ["BruteForceIndex", "chunk_rows", "sort_neighbors"]
-
 # Candidates kept per query beyond the k asked for, re-ranked in float64: enough
 # that float32 rounding of the similarity (about 1e-7) cannot push a true
-# neighbour out of the list unless more than this many vectors tie with it.
-_RERANK_MARGIN = 8
-# Slack on the radius for the float32 pass; the float64 pass decides.
-_RADIUS_SLACK = 1e-5
+# neighbour out of the list. Rows with more near-ties than that take every
+# tied column (see BruteForceIndex.kneighbors).
+RERANK_MARGIN = 8
+# Slack on similarities for the float32 pass (ties, radius); the float64 pass decides.
+SIMILARITY_SLACK = 1e-5
+
+__all__ = ["BruteForceIndex", "RERANK_MARGIN", "SIMILARITY_SLACK", "chunk_rows",
+           "cosine_distances", "sort_neighbors"]
 
 
-def chunk_rows(n_columns, chunk_size=None):
-    """Queries per chunk so that a chunk of similarities fits the working memory.
+def chunk_rows(n_columns, chunk_size=None, *, row_bytes=0):
+    """Queries per chunk so that a chunk's work fits the working memory.
 
     Parameters
     ----------
     n_columns : int
         Gallery vectors each query is compared with.
     chunk_size : int or None, default=None
-        Queries per chunk; None fits a float32 block of ``chunk_size *
-        n_columns`` similarities (and its top-k work) into scikit-learn's
-        ``working_memory`` (:func:`sklearn.set_config`, 1024 MB by default),
-        as :func:`sklearn.metrics.pairwise_distances_chunked` does.
+        Queries per chunk; None fits a chunk's float32 similarities (and a
+        boolean mask of the same shape) plus ``row_bytes`` per query into
+        scikit-learn's ``working_memory`` (:func:`sklearn.set_config`,
+        1024 MB by default), as
+        :func:`sklearn.metrics.pairwise_distances_chunked` does.
+    row_bytes : int, default=0
+        Further bytes per query (the float64 re-ranking of candidates).
 
     Returns
     -------
@@ -34,8 +39,18 @@ def chunk_rows(n_columns, chunk_size=None):
     if chunk_size is not None:
         return int(chunk_size)
     budget = sklearn.get_config()["working_memory"] * 2**20
-    # The similarities and a boolean mask of the same shape (tie checks).
-    return max(1, int(budget // (max(n_columns, 1) * 5)))
+    return max(1, int(budget // (max(n_columns, 1) * 5 + row_bytes)))
+
+
+def cosine_distances(queries, gallery):
+    """float64 ``1 - cos`` of unit rows, clipped to [0, 2] as scikit-learn clips.
+
+    ``gallery`` is ``(n, k, d)`` for ``queries`` of shape ``(n, d)``: one set
+    of candidates per query.
+    """
+    similarities = np.einsum("qd,qkd->qk", queries.astype(np.float64),
+                             gallery.astype(np.float64))
+    return np.clip(1.0 - similarities, 0.0, 2.0)
 
 
 def sort_neighbors(distances, indices):
@@ -79,10 +94,10 @@ class BruteForceIndex:
     def __len__(self):
         return len(self.embeddings)
 
-    def _chunks(self, queries, exclude_self):
+    def _chunks(self, queries, exclude_self, row_bytes=0):
         """Yield ``(start, stop, similarities)`` float32 blocks, self-matches at -inf."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        rows = chunk_rows(len(self), self.chunk_size)
+        rows = chunk_rows(len(self), self.chunk_size, row_bytes=row_bytes)
         with torch.no_grad():
             for start in range(0, len(queries), rows):
                 block = torch.from_numpy(queries[start:start + rows]).to(self.device)
@@ -92,10 +107,11 @@ class BruteForceIndex:
                     similarities[torch.arange(len(block), device=self.device), own] = -np.inf
                 yield start, start + len(block), similarities
 
-    def _exact_distances(self, queries, indices):
-        """float64 cosine distances between ``queries[i]`` and ``gallery[indices[i]]``."""
-        gallery = self.embeddings[indices].astype(np.float64)
-        return 1.0 - np.einsum("qd,qkd->qk", queries.astype(np.float64), gallery)
+    def _rerank(self, query, columns, n_neighbors):
+        """The ``n_neighbors`` best of ``columns`` for one query, by float64 distance."""
+        distances = cosine_distances(query[None], self.embeddings[columns][None])[0]
+        order = np.lexsort((columns, distances))[:n_neighbors]
+        return distances[order], columns[order]
 
     def kneighbors(self, queries, n_neighbors, *, exclude_self=False):
         """The ``n_neighbors`` nearest gallery vectors of each query.
@@ -114,20 +130,38 @@ class BruteForceIndex:
         Returns
         -------
         distances : ndarray of shape (n_queries, n_neighbors), dtype=float64
-            Cosine distances ``1 - cos``, ascending.
+            Cosine distances ``1 - cos``, ascending, in [0, 2].
         indices : ndarray of shape (n_queries, n_neighbors), dtype=int64
             Gallery rows; equal distances in increasing index order.
+
+        Notes
+        -----
+        The float32 pass keeps the best ``n_neighbors + 8`` columns of each
+        query; a query with more columns than that within float32 rounding of
+        its k-th similarity (copies of one image, say) takes all of them, so
+        that ties are always broken by the smaller index, whatever the chunk.
         """
         queries = np.asarray(queries, dtype=np.float32)
-        n_candidates = min(n_neighbors + _RERANK_MARGIN, len(self) - int(exclude_self))
+        n_candidates = min(n_neighbors + RERANK_MARGIN, len(self) - int(exclude_self))
+        dim = self.embeddings.shape[1]
         distances = np.empty((len(queries), n_neighbors))
         indices = np.empty((len(queries), n_neighbors), dtype=np.int64)
-        for start, stop, similarities in self._chunks(queries, exclude_self):
-            top = similarities.topk(n_candidates, dim=1).indices.cpu().numpy()
-            exact = self._exact_distances(queries[start:stop], top)
+        chunks = self._chunks(queries, exclude_self, row_bytes=n_candidates * dim * 16)
+        for start, stop, similarities in chunks:
+            values, top = similarities.topk(n_candidates, dim=1)
+            # Rows whose k-th similarity ties with columns beyond the candidates.
+            floor = values[:, n_neighbors - 1:n_neighbors] - SIMILARITY_SLACK
+            crowded = ((similarities >= floor).sum(dim=1) > n_candidates).cpu().numpy()
+            top = top.cpu().numpy()
+            exact = cosine_distances(queries[start:stop], self.embeddings[top])
             exact, top = sort_neighbors(exact, top)
             distances[start:stop] = exact[:, :n_neighbors]
             indices[start:stop] = top[:, :n_neighbors]
+            for offset in np.flatnonzero(crowded):
+                columns = torch.nonzero(similarities[offset] >= floor[offset]).cpu().numpy()
+                row = start + offset
+                distances[row], indices[row] = self._rerank(
+                    queries[row], columns[:, 0].astype(np.int64), n_neighbors)
         return distances, indices
 
     def radius_neighbors(self, queries, radius, *, exclude_self=False):
@@ -142,13 +176,16 @@ class BruteForceIndex:
         queries = np.asarray(queries, dtype=np.float32)
         distances = np.empty(len(queries), dtype=object)
         indices = np.empty(len(queries), dtype=object)
-        for start, stop, similarities in self._chunks(queries, exclude_self):
-            hits = torch.nonzero(similarities >= 1.0 - radius - _RADIUS_SLACK).cpu().numpy()
+        # torch.nonzero takes 16 bytes per hit, and every column may be one.
+        for start, stop, similarities in self._chunks(queries, exclude_self,
+                                                      row_bytes=len(self) * 16):
+            hits = torch.nonzero(similarities >= 1.0 - radius - SIMILARITY_SLACK).cpu().numpy()
             bounds = np.searchsorted(hits[:, 0], np.arange(stop - start + 1))
             for offset in range(stop - start):
                 columns = hits[bounds[offset]:bounds[offset + 1], 1].astype(np.int64)
                 query = queries[start + offset].astype(np.float64)
-                exact = 1.0 - self.embeddings[columns].astype(np.float64) @ query
+                exact = np.clip(1.0 - self.embeddings[columns].astype(np.float64) @ query,
+                                0.0, 2.0)
                 keep = exact <= radius
                 order = np.lexsort((columns[keep], exact[keep]))
                 distances[start + offset] = exact[keep][order]

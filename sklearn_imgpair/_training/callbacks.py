@@ -45,7 +45,7 @@ class TimeBudget:
     seconds : float or None
         The budget; None means no limit.
     clock : callable, default=None
-        Returns the current time in seconds; None uses :attr:`clock`, the
+        Returns the current time in seconds; None uses ``clock``, the
         class's default (:func:`time.monotonic`).
 
     Attributes
@@ -70,7 +70,18 @@ class TimeBudget:
         return f"{type(self).__name__}(seconds={self.seconds!r})"
 
     def spent(self, now=None):
-        """Seconds spent since the budget started (at ``now``, by default the clock's)."""
+        """Seconds spent since the budget started.
+
+        Parameters
+        ----------
+        now : float, default=None
+            A time of the clock; None reads the clock.
+
+        Returns
+        -------
+        seconds : float
+            ``now`` minus ``started``.
+        """
         return (self.clock() if now is None else now) - self.started
 
     def fraction_spent(self):
@@ -213,7 +224,18 @@ class CosineSchedule(Callback):
         self.floor = floor
 
     def factor(self, progress):
-        """Multiplier of the base rates at ``progress`` in [0, 1]."""
+        """Multiplier of the base rates at a point of the schedule.
+
+        Parameters
+        ----------
+        progress : float
+            Fraction of the schedule done, in [0, 1].
+
+        Returns
+        -------
+        factor : float
+            What the base learning rates are multiplied by.
+        """
         progress = min(max(progress, 0.0), 1.0)
         if progress < self.warmup:
             return max(progress / self.warmup, 1e-3)

@@ -84,6 +84,19 @@ class SkorchEstimatorMixin:
     virtual_params_ = _skorch_state("virtual_params_")
 
     def get_params(self, deep=True):
+        """Get the parameters of this estimator, as scikit-learn's ``get_params``.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of contained objects (skorch's
+            ``callbacks__<name>__<parameter>``).
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
         params = super().get_params(deep=deep)
         if deep:
             params.update(super().get_params(deep=False))

@@ -16,7 +16,7 @@ class IdentityValidSplit:
     """Split pairs for validation so that validation images are new identities.
 
     Images joined by matching pairs form one identity (see
-    :func:`match_components`). Whole identities, drawn at random, are held
+    ``match_components``). Whole identities, drawn at random, are held
     out until their pairs make up ``test_size`` of all pairs; every pair that
     touches a held-out identity goes to validation. The validation score then
     measures matching of objects never seen in training, as on a real test

@@ -151,7 +151,7 @@ def read_pairs_csv(path, *, image_columns=("Image1", "Image2"), base_folder=None
     ValueError
         If the file cannot be parsed as CSV, a column of ``image_columns``
         is missing (the message lists the columns present), or an image cell
-        is empty (the message names its line, see :func:`csv_location`).
+        is empty (the message names its line, see ``csv_location``).
 
     See Also
     --------
