@@ -254,7 +254,7 @@ def test_k_larger_than_the_gallery_fails_with_a_clear_message(model_path, catalo
     ("empty_csv", "Cannot read --gallery"),
     ("missing", "does not exist; give a CSV file or a folder of images"),
     ("empty_folder", "holds no image file"),
-    ("bad_plot", "--plot must end in .png, .pdf, .svg"),
+    ("bad_plot", "--plot must end in .png, .pdf or .svg"),
     ("bad_output", "--output must end in .csv"),
     ("bad_device", "--device: device='bogus' is not a torch device"),
 ])

@@ -105,6 +105,11 @@ def _check_plot(path, labels, data):
     if len(set(labels)) < 2:
         raise CommandError(f"--plot needs pairs of both labels (match and non-match); the "
                            f"evaluated pairs of {data} hold one only.")
+    check_plot_path(path)
+
+
+def check_plot_path(path):
+    """Fail before any work unless matplotlib can write a picture to ``path`` (``--plot``)."""
     if os.path.splitext(path)[1].lower() not in PLOT_SUFFIXES:
         raise CommandError(f"--plot must end in {', '.join(PLOT_SUFFIXES[:-1])} or "
                            f"{PLOT_SUFFIXES[-1]}; got {path!r}.")

@@ -3,6 +3,7 @@
 import os
 
 from sklearn_imgpair._cli.commands import CommandError, _check_writable
+from sklearn_imgpair._io.model_file import stored_estimator
 
 __all__ = ["load_estimator", "run_export"]
 
@@ -14,15 +15,11 @@ def load_estimator(path):
     from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
 
     try:
-        return ImagePairClassifier.load(path, device="cpu")
+        # The model file names the estimator it holds; an embedder's is loaded as one.
+        kind = ImageEmbedder if stored_estimator(path) == "ImageEmbedder" else ImagePairClassifier
+        return kind.load(path, device="cpu")
     except FileNotFoundError:
         raise CommandError(f"model file {path!r} does not exist.") from None
-    except ValueError as exc:
-        # The model file names the estimator it holds; an embedder's is loaded as one.
-        if "holds a 'ImageEmbedder'" not in str(exc):
-            raise CommandError(f"{exc} {_GIVE}") from None
-    try:
-        return ImageEmbedder.load(path, device="cpu")
     except ValueError as exc:
         raise CommandError(f"{exc} {_GIVE}") from None
 

@@ -20,9 +20,10 @@ from sklearn_imgpair._cli.commands import (
     _progress,
     _report_unreadable,
     _set_batch_size,
+    check_plot_path,
     load_model,
 )
-from sklearn_imgpair._cli.evaluation import PLOT_SUFFIXES, require_matplotlib
+from sklearn_imgpair._cli.evaluation import require_matplotlib
 from sklearn_imgpair._images.decode import UnreadableImageWarning
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.device import check_device, device_type
@@ -187,16 +188,6 @@ def _load(args):
 # ----------------------------------------------------------------------
 
 
-def _check_plot(path):
-    if os.path.splitext(path)[1].lower() not in PLOT_SUFFIXES:
-        raise CommandError(f"--plot must end in {', '.join(PLOT_SUFFIXES)}; got {path!r}.")
-    try:
-        require_matplotlib()
-    except ImportError as exc:
-        raise CommandError(str(exc)) from None
-    _check_writable(path, "--plot")
-
-
 def _check_k(k, n_gallery, gallery):
     if k > n_gallery:
         raise CommandError(f"--k {k} is more than the {n_gallery} images of the gallery "
@@ -229,7 +220,7 @@ def run_search(args):
     queries = read_images(args.query, args.image_column, "--query", check_files=check_files)
     _check_k(args.k, len(gallery.paths), args.gallery)
     if args.plot is not None:
-        _check_plot(args.plot)
+        check_plot_path(args.plot)
     clf = _load(args)
     _check_writable(args.output, "--output")
     print(f"Embedding the {len(gallery.paths)} gallery images of {args.gallery}", flush=True)

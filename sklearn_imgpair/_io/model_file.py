@@ -38,7 +38,7 @@ from sklearn_imgpair._version import __version__
 
 __all__ = ["FORMAT_VERSION", "embedder_content", "embedder_from_content", "load_classifier",
            "load_embedder", "read_model_file", "save_classifier", "save_embedder",
-           "write_model_file"]
+           "stored_estimator", "write_model_file"]
 
 FORMAT_NAME = "sklearn-imgpair"
 FORMAT_VERSION = 1
@@ -296,6 +296,30 @@ def _read_metadata(data, path):
                          "without the library's metadata, such as bare weights?). Bare "
                          "backbone weights go to the weights_path parameter.")
     return metadata
+
+
+def stored_estimator(path):
+    """The class name of the estimator a model file holds; only its header is read.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If it is not a model file of this library.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model file not found: {path!r}.")
+    with open(path, "rb") as file:
+        head = file.read(8)
+        size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        data = head + file.read(min(size, _MAX_HEADER_BYTES))
+    metadata = _read_metadata(data, path)
+    try:
+        return json.loads(metadata.get("content", ""))["estimator"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path!r} is corrupt: its content names no estimator.") from None
 
 
 def read_model_file(path, estimator_name):
