@@ -9,6 +9,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
+from sklearn.utils.validation import validate_data
 
 from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths, distinct_paths
@@ -207,6 +208,10 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         Number of groups.
     neighbors_ : ImageNeighbors
         The search over the distinct images.
+    n_features_in_ : int
+        Always 1: one column of images.
+    feature_names_in_ : ndarray of shape (1,)
+        The column name, when ``X`` was a DataFrame with string column names.
 
     Examples
     --------
@@ -278,5 +283,8 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         self.labels_ = labels
         self.n_clusters_ = len(first_seen)
         self.neighbors_ = neighbors
+        # Sets or deletes feature_names_in_; scikit-learn counts no features in
+        # a 1-D list of strings (ensure_2d=False), so we set the count.
+        validate_data(self, X, skip_check_array=True, ensure_2d=False)
         self.n_features_in_ = 1
         return self

@@ -4,6 +4,7 @@ import itertools
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.sparse import coo_matrix
@@ -118,3 +119,11 @@ def test_a_classifier_is_required(images):
         ImageMatchClustering().fit(images)
     with pytest.raises(ValueError, match="linkage"):
         ImageMatchClustering(linkage="ward").fit(images)
+
+
+def test_a_column_name_seen_in_fit_is_kept(classifier, images):
+    clustering = ImageMatchClustering(classifier).fit(pd.DataFrame({"image": images}))
+    assert_array_equal(clustering.feature_names_in_, ["image"])
+    assert clustering.n_features_in_ == 1
+    assert_array_equal(clustering.labels_, ImageMatchClustering(classifier).fit_predict(images))
+    assert not hasattr(clustering.fit(images), "feature_names_in_")

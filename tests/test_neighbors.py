@@ -5,6 +5,7 @@ import shutil
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
@@ -326,3 +327,28 @@ def _object_column(items):
     column = np.empty(len(items), dtype=object)
     column[:] = items
     return column
+
+
+def test_a_column_name_seen_in_fit_is_kept_and_required_of_queries(embedder, gallery):
+    frame = pd.DataFrame({"image": gallery})
+    search = ImageNeighbors(embedder, n_neighbors=2).fit(frame)
+    assert_array_equal(search.feature_names_in_, ["image"])
+    assert search.n_features_in_ == 1
+    plain = ImageNeighbors(embedder, n_neighbors=2).fit(gallery)
+    assert_array_equal(search.kneighbors(frame[:3])[1], plain.kneighbors(gallery[:3])[1])
+    with pytest.raises(ValueError, match="feature names should match"):
+        search.kneighbors(pd.DataFrame({"query": gallery[:3]}))
+    # A refit on an array forgets the name.
+    assert not hasattr(search.fit(gallery), "feature_names_in_")
+
+
+def test_the_column_name_seen_in_fit_travels_in_the_model_file(tmp_path, embedder, gallery):
+    frame = pd.DataFrame({"image": gallery[:5]})
+    search = ImageNeighbors(embedder, n_neighbors=1).fit(frame)
+    loaded = ImageNeighbors.load(search.save(tmp_path / "named.safetensors"))
+    assert_array_equal(loaded.feature_names_in_, ["image"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.kneighbors(frame.iloc[:2])
+    with pytest.raises(ValueError, match="feature names"):
+        loaded.kneighbors(pd.DataFrame({"other": gallery[:2]}))

@@ -48,6 +48,8 @@ def save_neighbors(neighbors, path):
         "embedder": embedder,
         "fitted": {"gallery_": _gallery_json(neighbors.gallery_),
                    "match_threshold_": neighbors.match_threshold_,
+                   "feature_names_in_": [str(name) for name in
+                                         getattr(neighbors, "feature_names_in_", [])],
                    "embedding_dim_": int(neighbors.embedding_dim_)},
     }
     return write_model_file(path, type(neighbors).__name__, content, tensors)
@@ -103,5 +105,7 @@ def load_neighbors(cls, path, *, device=None):
     neighbors.embedding_dim_ = int(embeddings.shape[1])
     neighbors.match_threshold_ = None if threshold is None else float(threshold)
     neighbors.n_features_in_ = 1
+    if fitted.get("feature_names_in_"):
+        neighbors.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
     neighbors._index = index
     return neighbors
