@@ -50,6 +50,8 @@ from _common import (
     describe_machine,
     format_table,
     median,
+    memory_mb,
+    reset_peak_memory,
     reusing_pairs,
     timed,
     write_photos,
@@ -157,28 +159,6 @@ def bench_model(name, args, paths, device):
     return rows, pair_rows, agreement
 
 
-def _memory_mb():
-    """Resident memory now and its peak, in MB: VmRSS and VmHWM on Linux, else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as status:
-            fields = dict(line.split(":", 1) for line in status if ":" in line)
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-    except (OSError, KeyError, ValueError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak /= 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
-        return peak, peak
-
-
-def _reset_peak_memory():
-    """Reset the peak resident memory (Linux 4.0+); return whether it worked."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def memory_child(args):
     """Run in a subprocess: predict_proba on n pairs over the images in a folder, print RSS."""
     paths = np.array(sorted(os.path.join(args.memory_dir, name)
@@ -193,10 +173,10 @@ def memory_child(args):
     clf = pretend_fitted(MODELS["tiny"], 32, 256, "cpu", "fp32", 0)
     # The process's peak so far is that of importing torch (and ru_maxrss can even
     # hold the parent's, inherited through fork): measure the call's own peak.
-    before, _ = _memory_mb()
-    reset = _reset_peak_memory()
+    before, _ = memory_mb()
+    reset = reset_peak_memory()
     proba = clf.predict_proba(pairs)
-    _, peak = _memory_mb()
+    _, peak = memory_mb()
     print(json.dumps(dict(n_pairs=len(pairs), n_images=len(np.unique(pairs)),
                           rss_before_mb=before, rss_peak_mb=peak, peak_of_call=reset,
                           ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -146,14 +146,23 @@ def _unreadable_images(found, path, locate):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnreadableImageWarning)
         yield
+    collect_unreadable(caught, found, lambda failure: str(_in_csv_terms(failure, path, locate)))
+
+
+def collect_unreadable(caught, found, describe):
+    """Store the failures of the caught :class:`UnreadableImageWarning` in ``found``.
+
+    Keyed by image and reason, so an image met again in a later chunk counts
+    once; ``describe(failure)`` words each in the input's terms. Other caught
+    warnings are shown again.
+    """
     for warning in caught:
         if not issubclass(warning.category, UnreadableImageWarning):
             warnings.showwarning(warning.message, warning.category, warning.filename,
                                  warning.lineno)
             continue
         for failure in warning.message.failures:
-            key = _LIBRARY_CELL.sub("", failure, count=1)
-            found.setdefault(key, str(_in_csv_terms(failure, path, locate)))
+            found.setdefault(_LIBRARY_CELL.sub("", failure, count=1), describe(failure))
 
 
 def _report_unreadable(found, outcome):

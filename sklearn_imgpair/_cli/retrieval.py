@@ -21,6 +21,7 @@ from sklearn_imgpair._cli.commands import (
     _report_unreadable,
     _set_batch_size,
     check_plot_path,
+    collect_unreadable,
     load_model,
 )
 from sklearn_imgpair._cli.evaluation import require_matplotlib
@@ -153,14 +154,7 @@ def _reading(images, found, offset=0):
             yield
         except (ValueError, FileNotFoundError) as exc:
             raise CommandError(_located(exc, images, offset)) from None
-    for warning in caught:
-        if not issubclass(warning.category, UnreadableImageWarning):
-            warnings.showwarning(warning.message, warning.category, warning.filename,
-                                 warning.lineno)
-            continue
-        for failure in warning.message.failures:
-            key = _LIBRARY_CELL.sub("", failure, count=1)
-            found.setdefault(key, _located(failure, images, offset))
+    collect_unreadable(caught, found, lambda failure: _located(failure, images, offset))
 
 
 def _check_device(device):
