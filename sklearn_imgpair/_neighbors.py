@@ -83,7 +83,7 @@ class ImageNeighbors(BaseEstimator):
     faiss_params : dict, default=None
         Settings of the FAISS index (for ``"ivf"``: ``n_lists``,
         ``n_probe``; for ``"hnsw"``: ``m``, ``ef_construction``,
-        ``ef_search``). None uses defaults that reach a recall@10 of 1.0
+        ``ef_search``). None uses defaults that reach a ``recall@10`` of 1.0
         against exact search on clustered vectors (views of identities, as
         image embeddings are) of 10,000 and 100,000 rows, but only 0.19 to
         0.79 on vectors spread uniformly over the sphere: measure the recall
