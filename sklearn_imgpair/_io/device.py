@@ -236,7 +236,8 @@ def prefetch(batches):
             yield batch
     finally:
         stop.set()
-        while reader.is_alive():  # unblock a reader waiting on a full slot
+        # (A generator collected on the reader thread itself cannot join it; it stops.)
+        while reader.is_alive() and threading.current_thread() is not reader:
             try:
                 slots.get_nowait()
             except queue.Empty:

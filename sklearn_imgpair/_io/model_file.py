@@ -309,8 +309,10 @@ def stored_estimator(path):
         If it is not a model file of this library.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"Model file not found: {path!r}.")
+    if not os.path.isfile(path):
+        raise ValueError(f"Model path is not a file: {path!r}.")
     with open(path, "rb") as file:
         head = file.read(8)
         size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0

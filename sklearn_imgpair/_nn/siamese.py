@@ -4,6 +4,7 @@ Besides the network, the steps every estimator takes with it: building it from
 a timm backbone, embedding a dataset of images, scoring pairs of embeddings.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -229,9 +230,11 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
         params["batch_size"] = len(dataset)
     params = {**loader_kwargs(device, num_workers, len(dataset), params["batch_size"]), **params}
     batches = iterator(dataset, **params)
-    if not params["num_workers"]:
-        batches = prefetch(batches)  # decode the next batch while the network runs
-    with autocast(precision, device):
+    if params["num_workers"]:
+        reading = contextlib.nullcontext(batches)
+    else:  # decode the next batch while the network runs; closed (thread joined) on error
+        reading = contextlib.closing(prefetch(batches))
+    with reading as batches, autocast(precision, device):
         return embed_images(module, batches, device)
 
 
