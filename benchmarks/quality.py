@@ -3,14 +3,22 @@
 Fits on a pairs CSV (AutoMM tutorial format: Image1, Image2, Label; image paths
 relative to the CSV's folder) and prints, for every test CSV, the ROC AUC of
 the fitted matcher beside two baselines computed in the same run (cosine
-similarity of raw 32x32 pixels and of 8x8x8 colour histograms), plus the
+similarity of raw 32x32 pixels and of 8x8x8 colour histograms), the
 accuracy of ``predict`` at the default threshold and the best-threshold
-accuracy. The last line is a JSON object with every figure.
+accuracy, and the reliability of the probabilities: expected calibration
+error over 10 equal-count bins (ECE), the Brier score, a reliability table
+and the probability of each test image paired with itself. Every figure of
+the matcher is given without and with test-time flips (``_tta``), from the
+same fit. The last line is a JSON object with every figure.
 
 Usage::
 
     python benchmarks/quality.py                      # COIL-100 hard pairs, 900 s
     python benchmarks/quality.py --time-budget 120 --train my/train.csv --test my/test.csv
+    # the two-fold object split (train on 30 objects, test on the other 30):
+    python benchmarks/quality.py --train ../shared/data/coil-100/half_a_hard.csv \
+        --test ../shared/data/coil-100/half_b_hard.csv ../shared/data/coil-100/half_b.csv
+    python benchmarks/quality.py --evaluate model.pkl   # a model saved with --save
 """
 
 import argparse
@@ -30,7 +38,12 @@ from sklearn.metrics import roc_auc_score
 
 from skorch.dataset import ValidSplit
 
-from sklearn_imgpair import IdentityValidSplit, ImagePairClassifier, ViewAugmentation
+from sklearn_imgpair import (
+    IdentityValidSplit,
+    ImagePairClassifier,
+    ViewAugmentation,
+    WeightAveraging,
+)
 
 COIL = Path(__file__).resolve().parents[2] / "shared" / "data" / "coil-100"
 
@@ -93,6 +106,46 @@ def best_threshold_accuracy(y_true, score):
     return float(((true_pos + true_neg) / len(y_true)).max())
 
 
+def reliability(y_true, proba, n_bins=10):
+    """Per equal-count bin of ``proba``: pairs, mean predicted probability, match rate.
+
+    Returns
+    -------
+    bins : list of (int, float, float)
+    ece : float
+        Expected calibration error: the pair-weighted mean of
+        ``|mean predicted - match rate|`` over the bins.
+    """
+    order = np.argsort(proba, kind="stable")
+    bins = [(len(part), float(proba[part].mean()), float(y_true[part].mean()))
+            for part in np.array_split(order, n_bins) if len(part)]
+    ece = sum(n * abs(predicted - observed) for n, predicted, observed in bins) / len(proba)
+    return bins, float(ece)
+
+
+def evaluate(clf, X_test, y_match, prefix=""):
+    """ROC AUC, accuracies and reliability of ``clf`` on one test file."""
+    started = time.perf_counter()
+    proba = clf.predict_proba(X_test)[:, 1].astype(np.float64)
+    seconds = time.perf_counter() - started
+    bins, ece = reliability(y_match, proba)
+    images = np.unique(X_test.to_numpy().ravel())
+    self_pairs = pd.DataFrame({column: images for column in X_test.columns})
+    self_proba = clf.predict_proba(self_pairs)[:, 1]
+    return {
+        prefix + "roc_auc": float(roc_auc_score(y_match, proba)),
+        prefix + "accuracy_default_threshold": float(((proba > 0.5) == y_match).mean()),
+        prefix + "accuracy_best_threshold": best_threshold_accuracy(y_match, proba),
+        prefix + "predicted_match_rate": float((proba > 0.5).mean()),
+        prefix + "ece": ece,
+        prefix + "brier": float(np.mean((proba - y_match) ** 2)),
+        prefix + "reliability": [[n, round(p, 4), round(o, 4)] for n, p, o in bins],
+        prefix + "self_pair_min_proba": float(self_proba.min()),
+        prefix + "self_pair_median_proba": float(np.median(self_proba)),
+        prefix + "predict_pairs_per_s": float(len(y_match) / seconds),
+    }
+
+
 def add_fit_arguments(parser):
     """The options of the fit (time budget, model, training), shared with retrieval.py."""
     parser.add_argument("--time-budget", type=float, default=900.0,
@@ -113,6 +166,20 @@ def add_fit_arguments(parser):
     parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="default",
                         help="augmentation of training images (default: ViewAugmentation())")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="autocast precision of the backbone, in training and prediction")
+    parser.add_argument("--weights-path",
+                        help="start from these backbone weights (e.g. pretrain_synthetic.py's)")
+    parser.add_argument("--head-link", choices=["atanh", "linear"], default="linear",
+                        help="link of the match head in training (SiameseNet's head_link)")
+    parser.add_argument("--calibration-link", choices=["atanh", "linear"], default="atanh",
+                        help="link of the head after calibration (HeadCalibration's link)")
+    parser.add_argument("--drop-path", type=float, default=0.0,
+                        help="stochastic depth rate of the Swin blocks (timm's drop_path_rate)")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="decay of a WeightAveraging callback (0: none)")
+    parser.add_argument("--hard-identities", type=float, default=0.0,
+                        help="share of each identity batch drawn as nearest look-alikes")
 
 
 def make_classifier(args):
@@ -122,13 +189,17 @@ def make_classifier(args):
     else:
         train_split = ValidSplit(args.valid_size, stratified=True)
     return ImagePairClassifier(
-        pretrained=False, model_kwargs=SMALL_SWIN, image_size=args.image_size,
+        pretrained=False, weights_path=args.weights_path, image_size=args.image_size,
+        model_kwargs={**SMALL_SWIN, **({"drop_path_rate": args.drop_path} if args.drop_path else {})},
         time_limit=args.time_budget, max_epochs=10_000, lr=args.lr,
         batch_size=args.batch_size, random_state=args.seed, verbose=1,
         optimizer__weight_decay=0.05, callbacks__early_stopping__patience=args.patience,
         pair_mining=args.pair_mining, views_per_identity=args.views_per_identity,
         mining_weight=args.mining_weight, mining_temperature=args.mining_temperature,
         augment=AUGMENTATIONS[args.augment], train_split=train_split,
+        precision=args.precision, hard_identities=args.hard_identities,
+        module__head_link=args.head_link, callbacks__calibration__link=args.calibration_link,
+        callbacks=[("weight_averaging", WeightAveraging(args.ema))] if args.ema else None,
     )
 
 
@@ -142,7 +213,39 @@ def fit_config(args, clf):
             "mining_temperature": args.mining_temperature,
             "augment": args.augment, "valid_split": args.valid_split,
             "valid_size": args.valid_size,
+            "precision": args.precision, "head_link": args.head_link,
+            "calibration_link": args.calibration_link, "ema": args.ema,
+            "drop_path": args.drop_path, "weights_path": args.weights_path,
+            "hard_identities": args.hard_identities,
             "parameters": sum(p.numel() for p in clf.module_.parameters())}
+
+
+def fit(args):
+    """Fit the classifier on ``args.train``; return it and the fit's figures."""
+    X_train, y_train = read_pairs(args.train)
+    print(f"train: {args.train} ({len(y_train)} pairs)  torch threads: "
+          f"{torch.get_num_threads()}  {platform.processor() or platform.machine()}")
+    clf = make_classifier(args)
+    started = time.perf_counter()
+    clf.fit(X_train, y_train)
+    fit_seconds = time.perf_counter() - started
+    if args.save:
+        with open(args.save, "wb") as file:
+            pickle.dump(clf, file)
+    print(f"\nfit: {fit_seconds:.1f} s for a {args.time_budget:.0f} s budget "
+          f"(ratio {fit_seconds / args.time_budget:.3f}), {len(clf.history)} epochs, "
+          f"{sum(p.numel() for p in clf.module_.parameters())} parameters")
+    return clf, {
+        "config": fit_config(args, clf),
+        "train": args.train,
+        "time_budget_s": args.time_budget,
+        "fit_s": round(fit_seconds, 2),
+        "fit_over_budget": round(fit_seconds / args.time_budget, 4),
+        "epochs": len(clf.history),
+        "steps": sum("train_loss" in batch for row in clf.history for batch in row["batches"]),
+        "best_epoch": int(dict(clf.callbacks_)["early_stopping"].best_epoch_),
+        "calibration": dict(clf.callbacks_)["calibration"].calibration_,
+    }
 
 
 def main(argv=None):
@@ -152,64 +255,50 @@ def main(argv=None):
                         default=[str(COIL / "test.csv"), str(COIL / "test_hard.csv")])
     add_fit_arguments(parser)
     parser.add_argument("--save", help="pickle the fitted classifier to this file")
+    parser.add_argument("--evaluate", metavar="PICKLE",
+                        help="evaluate a classifier saved with --save instead of fitting one")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    for path in [args.train, *args.test]:
+    for path in [*([] if args.evaluate else [args.train]), *args.test]:
         if not os.path.isfile(path):
             sys.exit(f"error: pairs file not found: {path}")
 
-    X_train, y_train = read_pairs(args.train)
-    print(f"train: {args.train} ({len(y_train)} pairs)  torch threads: "
-          f"{torch.get_num_threads()}  {platform.processor() or platform.machine()}")
-    clf = make_classifier(args)
-    started = time.perf_counter()
-    clf.fit(X_train, y_train)
-    fit_seconds = time.perf_counter() - started
-    n_params = sum(p.numel() for p in clf.module_.parameters())
-    if args.save:
-        with open(args.save, "wb") as file:
-            pickle.dump(clf, file)
-    results = {
-        "config": fit_config(args, clf),
-        "train": args.train,
-        "time_budget_s": args.time_budget,
-        "fit_s": round(fit_seconds, 2),
-        "fit_over_budget": round(fit_seconds / args.time_budget, 4),
-        "epochs": len(clf.history),
-        "best_epoch": int(dict(clf.callbacks_)["early_stopping"].best_epoch_),
-        "calibration": dict(clf.callbacks_)["calibration"].calibration_,
-        "tests": {},
-    }
-    print(f"\nfit: {fit_seconds:.1f} s for a {args.time_budget:.0f} s budget "
-          f"(ratio {fit_seconds / args.time_budget:.3f}), {len(clf.history)} epochs, "
-          f"{n_params} parameters")
-
-    header = f"{'test':<16}{'pairs':>7}{'AUC':>8}{'pixels':>8}{'colour':>8}{'acc@0.5':>9}{'best acc':>9}{'pairs/s':>9}"
+    if args.evaluate:
+        with open(args.evaluate, "rb") as file:
+            clf = pickle.load(file)  # a file this script wrote (--save): trusted
+        results = {"evaluated": args.evaluate}
+    else:
+        clf, results = fit(args)
+    results["tests"] = {}
+    module = clf.module_
+    header = (f"{'test':<16}{'TTA':>4}{'pairs':>6}{'AUC':>8}{'pixels':>8}{'colour':>8}"
+              f"{'acc@0.5':>8}{'best':>7}{'ECE':>7}{'Brier':>7}{'self':>7}{'pairs/s':>8}")
     print("\n" + header + "\n" + "-" * len(header))
     for test_path in args.test:
         X_test, y_test = read_pairs(test_path)
-        started = time.perf_counter()
-        proba = clf.predict_proba(X_test)[:, 1]
-        predict_seconds = time.perf_counter() - started
         y_match = (y_test == 1).astype(int)
         figures = {
             "pairs": int(len(y_test)),
-            "roc_auc": float(roc_auc_score(y_match, proba)),
             "pixel_baseline_auc": baseline_auc(X_test, y_match, _pixels),
             "colour_histogram_baseline_auc": baseline_auc(X_test, y_match, _histogram),
-            "accuracy_default_threshold": float(((proba > 0.5) == y_match).mean()),
-            "accuracy_best_threshold": best_threshold_accuracy(y_match, proba),
-            "predicted_match_rate": float((proba > 0.5).mean()),
-            "predict_pairs_per_s": float(len(y_test) / predict_seconds),
         }
+        for prefix, flip in [("", False), ("tta_", True)]:
+            module.test_time_flip = flip
+            figures.update(evaluate(clf, X_test, y_match, prefix))
+            print(f"{Path(test_path).name:<16}{'yes' if flip else 'no':>4}{figures['pairs']:>6}"
+                  f"{figures[prefix + 'roc_auc']:>8.4f}{figures['pixel_baseline_auc']:>8.4f}"
+                  f"{figures['colour_histogram_baseline_auc']:>8.4f}"
+                  f"{figures[prefix + 'accuracy_default_threshold']:>8.4f}"
+                  f"{figures[prefix + 'accuracy_best_threshold']:>7.4f}"
+                  f"{figures[prefix + 'ece']:>7.4f}{figures[prefix + 'brier']:>7.4f}"
+                  f"{figures[prefix + 'self_pair_min_proba']:>7.3f}"
+                  f"{figures[prefix + 'predict_pairs_per_s']:>8.0f}")
+        module.test_time_flip = False
+        reliability_row = "  ".join(f"{p:.2f}->{o:.2f}" for _, p, o in figures["reliability"])
+        print(f"  reliability (mean predicted -> match rate, 10 equal bins): {reliability_row}")
         results["tests"][Path(test_path).name] = figures
-        print(f"{Path(test_path).name:<16}{figures['pairs']:>7}{figures['roc_auc']:>8.4f}"
-              f"{figures['pixel_baseline_auc']:>8.4f}"
-              f"{figures['colour_histogram_baseline_auc']:>8.4f}"
-              f"{figures['accuracy_default_threshold']:>9.4f}"
-              f"{figures['accuracy_best_threshold']:>9.4f}{figures['predict_pairs_per_s']:>9.0f}")
     print(json.dumps(results))
 
 

@@ -71,9 +71,12 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
     Both images of a pair go through one backbone (one set of weights). Their
     L2-normalised embeddings give a cosine similarity, and a learnable head
     turns it into a match logit ``scale * cosine + bias``. Training uses
-    binary cross-entropy on the labelled pairs, so ``predict_proba`` is a
-    calibrated match probability and the default threshold of 0.5 is a
-    sensible decision rule.
+    binary cross-entropy on the labelled pairs; after training the head is
+    refitted on the validation pairs in Fisher's z of the cosine,
+    ``scale * atanh(cosine) + bias`` (:class:`HeadCalibration`), so that
+    ``predict_proba`` is a calibrated match probability, the default
+    threshold of 0.5 a sensible decision rule, and an image paired with
+    itself gets a probability near 1.
 
     This is a :class:`skorch.NeuralNetBinaryClassifier`: every skorch
     parameter (``lr``, ``max_epochs``, ``batch_size``, ``optimizer``,
@@ -153,6 +156,14 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
     views_per_identity : int, default=4
         Images of each identity in a mined batch (K). Identities with fewer
         images repeat them, differently augmented.
+
+    hard_identities : float, default=0.0
+        Share of the identities of each mined batch that are not drawn at
+        random but are the nearest look-alikes of the drawn ones in the
+        embedding being learned (running centroids of the identities' views,
+        updated after every step at no extra forward pass), so that the
+        identity loss spends its batch on look-alikes rather than on
+        identities already far apart.
 
     mining_weight : float, default=1.0
         Weight of the identity loss beside the pairs' cross-entropy.
@@ -313,6 +324,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         "cache_size": [Interval(Real, 0, None, closed="left")],
         "pair_mining": [StrOptions({"graph", "none"})],
         "views_per_identity": [Interval(Integral, 2, None, closed="left")],
+        "hard_identities": [Interval(Real, 0, 1, closed="both")],
         "mining_weight": [Interval(Real, 0, None, closed="left")],
         "mining_temperature": [Interval(Real, 0, None, closed="neither")],
         "on_error": [StrOptions(ON_ERROR_OPTIONS)],
@@ -336,6 +348,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         cache_size=1024,
         pair_mining="graph",
         views_per_identity=4,
+        hard_identities=0.0,
         mining_weight=1.0,
         mining_temperature=0.1,
         on_error="raise",
@@ -368,6 +381,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         self.cache_size = cache_size
         self.pair_mining = pair_mining
         self.views_per_identity = views_per_identity
+        self.hard_identities = hard_identities
         self.mining_weight = mining_weight
         self.mining_temperature = mining_temperature
         self.on_error = on_error
@@ -650,7 +664,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         """Match logits, signed for ``classes_[1]`` as scikit-learn expects.
 
         With the usual labels (``match_label`` is the larger label, e.g. 1 in
-        {0, 1}) this is ``scale * cosine + bias``; otherwise its negation.
+        {0, 1}) this is ``scale * link(cosine) + bias`` (``link`` is
+        ``atanh`` once the head is calibrated, see :class:`HeadCalibration`);
+        otherwise its negation.
 
         Parameters
         ----------
@@ -797,7 +813,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
           happen inside the graph). ``N``, the number of pairs, is the one
           dynamic axis, shared by both inputs.
         * Outputs ``logits`` and ``probabilities`` of a match, of shape
-          ``(N,)`` (``scale * cosine + bias`` and its sigmoid, for
+          ``(N,)`` (``scale * link(cosine) + bias`` and its sigmoid, for
           ``match_label``), and the unit-length ``embeddings1`` and
           ``embeddings2``, of shape ``(N, embedding_dim_)``; both batches go
           through the backbone in one call.
@@ -805,8 +821,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
           (``sklearn-imgpair-onnx``) and version, ``estimator``,
           ``model_name``, ``image_size``, ``mean``, ``std``,
           ``embedding_dim``, ``classes`` (``classes_`` with its dtype),
-          ``match_label``, ``threshold``, the head's ``head_scale`` and
-          ``head_bias`` (so that pairs of embeddings can be scored without
+          ``match_label``, ``threshold``, the head's ``head_scale``,
+          ``head_bias`` and ``head_link`` (``"atanh"`` or ``"linear"``; so
+          that pairs of embeddings can be scored without
           the graph), ``quantization``, ``opset`` and the library
           versions. Names and kinds are stored as text, everything else
           (labels and numbers included) as JSON.

@@ -21,15 +21,16 @@ __all__ = ["ImageMatchClustering", "find_duplicates"]
 def _cosine_radius(neighbors, threshold):
     """The cosine distance below which the classifier's probability can pass ``threshold``.
 
-    ``sigmoid(scale * cos + bias) > threshold`` holds exactly when ``cos >
-    (logit(threshold) - bias) / scale``; a little slack keeps float rounding
-    from losing a pair at the boundary (the probability itself decides).
+    The head's probability increases with the cosine, so it exceeds
+    ``threshold`` exactly above the cosine whose logit is ``logit(threshold)``
+    (``CosineMatchHead.inverse``); a little slack keeps float rounding from
+    losing a pair at the boundary (the probability itself decides).
     """
     if threshold >= 1.0:
         return None  # no probability exceeds 1
     head = neighbors.embedder_.module_.head
     logit = -math.inf if threshold <= 0.0 else math.log(threshold / (1.0 - threshold))
-    cosine = (logit - head.bias.item()) / head.scale.item()
+    cosine = head.inverse(logit)
     return min(max(1.0 - cosine + 1e-6, 0.0), 2.0)
 
 

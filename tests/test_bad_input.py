@@ -156,7 +156,9 @@ def test_warn_gives_nan_to_exactly_the_rows_of_unreadable_images(bad_images, fit
     assert all(path in str(warning) for path in broken.values())
     assert np.isnan(proba[bad_rows]).all() and np.isnan(decision[bad_rows]).all()
     good = np.setdiff1d(np.arange(len(X)), bad_rows)
-    np.testing.assert_array_equal(proba[good], expected[good])  # the others are unaffected
+    # The others are unaffected (up to float rounding: the batches differ, and the
+    # calibrated head's atanh amplifies the last bits of cosines near 1).
+    np.testing.assert_allclose(proba[good], expected[good], rtol=0, atol=1e-5)
     assert (predicted[bad_rows] == 0).all()  # NaN is not above the threshold
 
 

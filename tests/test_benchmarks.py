@@ -128,3 +128,47 @@ def test_bench_onnx_quick(tmp_path, capsys):
     (sizes,) = summary["sizes"]
     assert sizes["onnx int8 MB"] > 0 and sizes["onnx fp32 MB"] > 0
     assert sizes["safetensors MB"] > 0
+
+
+@pytest.mark.slow
+def test_quality_and_synthetic_pretraining_quick(tmp_path, capsys):
+    from sklearn_imgpair.datasets import make_image_pairs
+
+    pretrain = _load("pretrain_synthetic")
+    weights = tmp_path / "synthetic.safetensors"
+    pretrain.main(["--products", "6", "--views", "3", "--pairs", "40", "--time-budget", "4",
+                   "--batch-size", "8", "--output", str(weights)])
+    assert _summary(capsys)["products"] == 6 and weights.is_file()
+
+    train, test = make_image_pairs(tmp_path / "images", n_products=8, n_views=3, n_pairs=60)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    quality = _load("quality")
+    model = tmp_path / "model.pkl"
+    quality.main(["--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
+                  "--time-budget", "4", "--batch-size", "8", "--weights-path", str(weights),
+                  "--save", str(model)])
+    summary = _summary(capsys)
+    assert summary["config"]["weights_path"] == str(weights)
+    figures = summary["tests"]["test.csv"]
+    for prefix in ("", "tta_"):
+        assert 0 <= figures[prefix + "ece"] <= 1 and 0 <= figures[prefix + "brier"] <= 1
+        assert sum(n for n, _, _ in figures[prefix + "reliability"]) == figures["pairs"]
+        assert 0 <= figures[prefix + "self_pair_min_proba"] <= 1
+    # A saved model is evaluated again without fitting: the same figures.
+    quality.main(["--evaluate", str(model), "--test", str(tmp_path / "test.csv")])
+    again = _summary(capsys)["tests"]["test.csv"]
+    assert again["roc_auc"] == figures["roc_auc"] and again["ece"] == figures["ece"]
+
+
+def test_reliability_bins_and_ece_by_hand():
+    import numpy as np
+
+    quality = _load("quality")
+    y = np.array([0, 0, 1, 1, 0, 1])
+    proba = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    bins, ece = quality.reliability(y, proba, n_bins=3)
+    assert [n for n, _, _ in bins] == [2, 2, 2]
+    assert bins[1] == (2, pytest.approx(0.45), 1.0)  # 0.3 and 0.6, both matches
+    expected = (abs(0.15 - 0.0) * 2 + abs(0.45 - 1.0) * 2 + abs(0.8 - 0.5) * 2) / 6
+    assert ece == pytest.approx(expected)

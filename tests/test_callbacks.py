@@ -234,7 +234,7 @@ def _run_validated_epochs(net, callbacks, epochs):
 def _net_with_head():
     net = _HistoryNet()
     net.module_ = torch.nn.Module()
-    net.module_.head = CosineMatchHead(init_scale=10.0, init_bias=-5.0)
+    net.module_.head = CosineMatchHead(init_scale=10.0, init_bias=-5.0, link="linear")
     return net
 
 
@@ -252,17 +252,42 @@ BEST_FIRST = [
 ]
 
 
+def _best_cosines():
+    # The cosines behind the best epoch's logits, through the head 10 * cos - 5.
+    return (np.array([0.5, 2.0, -1.0, 3.0]) + 5.0) / 10.0
+
+
 def test_head_calibration_calibrates_the_head_on_the_restored_epoch():
     net = _net_with_head()
     calibration = HeadCalibration(sink=lambda *a: None)
     early_stopping = AucEarlyStopping(patience=10, sink=lambda *a: None)
     _run_validated_epochs(net, [early_stopping, calibration], BEST_FIRST)
     assert net.history[-1, "restored_epoch"] == 1
-    a, b = _platt([0.5, 2.0, -1.0, 3.0], [0, 1, 0, 1])
+    # Platt scaling on Fisher's z of the cosines; the head takes the atanh link.
+    a, b = _platt(np.arctanh(_best_cosines()), [0, 1, 0, 1])
     assert calibration.calibration_ == pytest.approx((a, b))
+    assert net.module_.head.link == "atanh"
+    cosine = torch.tensor([0.2, 0.7, 1.0])
+    expected = a * torch.atanh(cosine.clamp(max=1 - 1e-6)) + b
+    torch.testing.assert_close(net.module_.head(cosine), expected.float(), rtol=1e-5, atol=1e-4)
+    assert torch.sigmoid(net.module_.head(torch.tensor(1.0))) > 0.99  # identical images
+
+
+def test_linear_head_calibration_is_platt_scaling_of_the_logits():
+    net = _net_with_head()
+    calibration = HeadCalibration(link="linear", sink=lambda *a: None)
+    logits, targets = [0.5, 2.0, 1.0, -1.0, 3.0, 0.0], [0.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    _run_validated_epochs(net, [AucEarlyStopping(patience=10, sink=lambda *a: None),
+                                calibration], [(logits, targets, 0.8, 0.5)])
     cosine = torch.tensor([0.2, 0.7])
-    expected = a * (10.0 * cosine - 5.0) + b
-    torch.testing.assert_close(net.module_.head(cosine), expected.float(), rtol=1e-5, atol=1e-5)
+    a, b = _platt((np.array(logits) + 5.0) / 10.0, targets)  # on the cosines
+    assert calibration.calibration_ == pytest.approx((a, b))
+    assert net.module_.head.link == "linear"
+    torch.testing.assert_close(net.module_.head(cosine), (a * cosine + b).float())
+    # The same as Platt scaling of the logits, up to the fit's tiny regularisation.
+    a, b = _platt(logits, targets)
+    torch.testing.assert_close(net.module_.head(cosine), (a * (10.0 * cosine - 5.0) + b).float(),
+                               rtol=0.02, atol=0.02)
 
 
 @pytest.mark.parametrize("early_stopping", [
@@ -288,7 +313,8 @@ def test_head_calibration_after_a_stop_by_patience_uses_the_best_epoch():
     for callback in (early_stopping, calibration):  # skorch still ends training
         callback.on_train_end(net)
     assert net.history[-1, "restored_epoch"] == 1
-    assert calibration.calibration_ == pytest.approx(_platt([0.5, 2.0, -1.0, 3.0], [0, 1, 0, 1]))
+    assert calibration.calibration_ == pytest.approx(_platt(np.arctanh(_best_cosines()),
+                                                            [0, 1, 0, 1]))
 
 
 def test_early_stopping_alone_leaves_the_head():

@@ -57,7 +57,8 @@ def test_embeddings_equal_the_classifiers_own(fitted_clf, image_pairs):
     cosine = torch.from_numpy((first * second).sum(axis=1))
     logits = fitted_clf.module_.head(cosine).detach().numpy()
     expected = fitted_clf.decision_function(X)
-    assert_allclose(logits, expected, atol=1e-5)
+    # atanh(cosine) turns float rounding of cosines near 1 into larger logit differences.
+    assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
     assert embedder.embedding_dim_ == fitted_clf.embedding_dim_
 
 

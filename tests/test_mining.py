@@ -97,30 +97,43 @@ def _sampler(n_views=2, seed=0):
     return sampler, _truth(images, identities)
 
 
+def _assert_blocks(labels, sizes):
+    """The labels come in consecutive blocks of these sizes, one distinct identity each."""
+    starts = np.cumsum([0, *sizes[:-1]])
+    assert len(labels) == sum(sizes)
+    for start, size in zip(starts, sizes):
+        assert (labels[start:start + size] == labels[start]).all()
+    assert len(set(labels[starts].tolist())) == len(sizes)
+
+
 def test_sampler_draws_p_identities_with_k_views():
     sampler, truth = _sampler(n_views=2)
     assert sampler.n_eligible == 3  # x has no second view
+    seen_orders = set()
     for _ in range(50):
         paths, labels = sampler.sample(6)
         assert len(paths) == len(labels) == 6
-        assert_array_equal(labels, [0, 0, 1, 1, 2, 2])
+        _assert_blocks(labels, [2, 2, 2])
+        assert set(labels.tolist()) == {0, 1, 2}  # indices of the eligible identities
+        seen_orders.add(tuple(labels[::2].tolist()))
         assert "x" not in paths.tolist()
         for label in range(3):
             members = paths[labels == label]
             assert len({truth[path] for path in members}) == 1
             assert len(set(members.tolist())) == 2  # distinct views: every identity has >= 2
+    assert len(seen_orders) > 1  # identities are drawn in random order
 
 
 def test_sampler_fills_batches_beyond_the_number_of_identities():
     sampler, truth = _sampler(n_views=2)
     paths, labels = sampler.sample(9)  # 3 identities only: 3 views each
-    assert_array_equal(labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    _assert_blocks(labels, [3, 3, 3])
     for label in range(3):
         members = paths[labels == label].tolist()
         assert len({truth[path] for path in members}) == 1
         assert len(set(members)) >= 2
     paths, labels = sampler.sample(5)  # the last identity gets fewer views
-    assert_array_equal(labels, [0, 0, 1, 1, 2])
+    _assert_blocks(labels, [2, 2, 1])
 
 
 def test_no_positive_pair_is_ever_a_negative():
@@ -141,6 +154,61 @@ def test_sampler_is_reproducible():
     second, _ = _sampler(seed=3)
     for _ in range(5):
         assert_array_equal(first.sample(4)[0], second.sample(4)[0])
+
+
+def _six_identities(hard_identities, seed=0):
+    images = np.array([f"{identity}-{view}" for identity in range(6) for view in range(3)])
+    identities = np.repeat(np.arange(6), 3)
+    return IdentitySampler(images, identities, n_views=2, hard_identities=hard_identities,
+                           random_state=np.random.RandomState(seed))
+
+
+def _look_alike_embeddings():
+    # Identities 0 and 1, 2 and 3, 4 and 5 are look-alikes: 10 degrees apart,
+    # while the three groups are 120 degrees apart.
+    angles = np.radians([0, 10, 120, 130, 240, 250])
+    return np.column_stack([np.cos(angles), np.sin(angles)]).astype(np.float32)
+
+
+def test_hard_identities_bring_the_nearest_look_alike_of_each_drawn_identity():
+    sampler = _six_identities(hard_identities=0.5)
+    partner = {0: 1, 1: 0, 2: 3, 3: 2, 4: 5, 5: 4}
+    first_batch = sampler.sample(4)[1]  # no centroids yet: drawn at random
+    assert sampler.centroids_ is None and len(set(first_batch.tolist())) == 2
+    sampler.observe(np.arange(6), _look_alike_embeddings())
+    for _ in range(30):
+        paths, labels = sampler.sample(4)  # P = 2: one drawn, one its look-alike
+        drawn, brought = labels[0], labels[2]
+        assert brought == partner[drawn]
+        assert all(path.startswith(f"{label}-") for path, label in zip(paths, labels))
+    for _ in range(30):  # P = 3 from 6 identities: two drawn, one brought
+        labels = sampler.sample(6)[1][::2]
+        if labels[1] != partner[labels[0]]:  # else the look-alike was drawn already
+            assert labels[2] == partner[labels[0]]
+        assert len(set(labels.tolist())) == 3
+
+
+def test_random_identities_ignore_the_centroids():
+    sampler = _six_identities(hard_identities=0.0)
+    sampler.observe(np.arange(6), _look_alike_embeddings())
+    partner = {0: 1, 1: 0, 2: 3, 3: 2, 4: 5, 5: 4}
+    pairs = [sampler.sample(4)[1][::2] for _ in range(60)]
+    assert any(b != partner[a] for a, b in pairs)
+
+
+def test_observe_moves_centroids_with_momentum():
+    sampler = _six_identities(hard_identities=0.5)
+    views = _look_alike_embeddings()
+    sampler.observe(np.array([0, 0, 2]), np.stack([views[0], views[1], views[2]]))
+    mean = (views[0] + views[1]) / np.linalg.norm(views[0] + views[1])
+    np.testing.assert_allclose(sampler.centroids_[0], mean, rtol=1e-6)
+    np.testing.assert_allclose(sampler.centroids_[2], views[2], rtol=1e-6)
+    assert not sampler.centroids_[1].any()  # unseen identities stay zero
+    sampler.observe(torch.tensor([0]), torch.from_numpy(views[3:4]))  # tensors accepted
+    moved = 0.9 * mean + 0.1 * views[3]
+    np.testing.assert_allclose(sampler.centroids_[0], moved / np.linalg.norm(moved), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(sampler.centroids_[[0, 2]], axis=1), 1.0,
+                               rtol=1e-6)
 
 
 def _pair_dataset(image_pairs):
@@ -287,3 +355,34 @@ def test_graph_mining_with_worker_processes(make_clf, image_pairs):
     clf.fit(X, y)
     assert all("identity_loss" in batch for batch in _train_batches(clf))
     assert clf.predict_proba(X).shape == (len(X), 2)
+
+
+def test_classifier_hard_identities_keep_one_sampler_per_fit(make_clf, image_pairs, monkeypatch):
+    X, y = image_pairs
+    import sklearn_imgpair._training.mining as module
+
+    samplers, observed = [], []
+    original_init, original_observe = module.IdentitySampler.__init__, module.IdentitySampler.observe
+
+    def spy_init(self, *args, **kwargs):
+        samplers.append(self)
+        original_init(self, *args, **kwargs)
+
+    def spy_observe(self, labels, embeddings):
+        observed.append(self)
+        original_observe(self, labels, embeddings)
+
+    monkeypatch.setattr(module.IdentitySampler, "__init__", spy_init)
+    monkeypatch.setattr(module.IdentitySampler, "observe", spy_observe)
+    clf = make_clf(pair_mining="graph", hard_identities=0.5, max_epochs=3).fit(X, y)
+    # One sampler for all three epochs, fed after every training step.
+    assert len(samplers) == 1 and samplers[0].hard_identities == 0.5
+    assert len(observed) == len(_train_batches(clf)) and set(observed) == {samplers[0]}
+    assert samplers[0].centroids_ is not None
+    assert "_identity_sampler" not in vars(clf)  # dropped when training ends
+    clf.fit(X, y)
+    assert len(samplers) == 2  # a new fit, a new sampler
+    # Without hard identities nothing is observed.
+    observed.clear()
+    make_clf(pair_mining="graph", max_epochs=1).fit(X, y)
+    assert observed == []

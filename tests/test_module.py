@@ -20,15 +20,47 @@ def _flat(colour, size=4):
     return torch.tensor(colour, dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, size, size)
 
 
-def _net():
-    return SiameseNet(_MeanColour(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+def _net(**kwargs):
+    return SiameseNet(_MeanColour(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kwargs)
 
 
-def test_head_computes_scale_times_cosine_plus_bias():
-    head = CosineMatchHead(init_scale=4.0, init_bias=-1.5)
+def test_linear_head_computes_scale_times_cosine_plus_bias():
+    head = CosineMatchHead(init_scale=4.0, init_bias=-1.5, link="linear")
     torch.testing.assert_close(head.scale, torch.tensor(4.0))
     logits = head(torch.tensor([1.0, 0.0, -0.5]))
     torch.testing.assert_close(logits, torch.tensor([2.5, -1.5, -3.5]))
+
+
+def test_atanh_head_computes_scale_times_fisher_z_plus_bias():
+    assert CosineMatchHead().link == "linear"  # training's link
+    head = CosineMatchHead(init_scale=4.0, init_bias=-1.5, link="atanh")
+    cosine = torch.tensor([0.0, -0.5, 0.5, 0.9])
+    expected = 4.0 * 0.5 * torch.log((1 + cosine) / (1 - cosine)) - 1.5
+    torch.testing.assert_close(head(cosine), expected)
+    # Identical images (cosine 1, or a hair above from rounding) get probability ~1,
+    # opposite ones ~0, whatever the scale: the logit is finite but large.
+    extremes = head(torch.tensor([1.0, 1.0 + 1e-7, -1.0]))
+    assert torch.isfinite(extremes).all()
+    assert torch.sigmoid(extremes[:2]).min() > 0.999999 and torch.sigmoid(extremes[2]) < 1e-6
+    flat = CosineMatchHead(init_scale=1.0, init_bias=-2.0, link="atanh")
+    assert torch.sigmoid(flat(torch.tensor(1.0))) > 0.99  # a linear head would give 0.27
+
+
+@pytest.mark.parametrize("link", ["atanh", "linear"])
+def test_head_inverse_gives_the_cosine_of_a_logit(link):
+    head = CosineMatchHead(init_scale=3.0, init_bias=-1.0, link=link)
+    cosine = torch.tensor([-0.8, 0.0, 0.3, 0.95])
+    for value, logit in zip(cosine.tolist(), head(cosine).tolist()):
+        assert head.inverse(logit) == pytest.approx(value, abs=1e-5)
+    assert head.inverse(-math.inf) == -math.inf if link == "linear" else -1.0
+
+
+def test_head_defaults_put_probability_half_at_cosine_half():
+    for link in ["atanh", "linear"]:
+        head = CosineMatchHead(link=link)
+        assert head(torch.tensor(0.5)).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="link must be one of"):
+        CosineMatchHead(link="cubic")
 
 
 def test_forward_matches_cosine_computed_by_hand():
@@ -39,6 +71,26 @@ def test_forward_matches_cosine_computed_by_hand():
     # cos(a, a) = 1, cos(a, b) = 1/sqrt(2), cos(b, c) = 0; default head 10 * cos - 5.
     expected = torch.tensor([10 * 1.0 - 5, 10 / math.sqrt(2) - 5, -5.0])
     torch.testing.assert_close(net(x1, x2), expected)
+    # The atanh link: 10 * atanh(cos) + bias, with P = 0.5 at cos = 0.5.
+    net = _net(head_link="atanh")
+    cosine = torch.tensor([1.0 - 1e-6, 1 / math.sqrt(2), 0.0])
+    expected = 10 * (torch.atanh(cosine) - math.atanh(0.5))
+    torch.testing.assert_close(net(x1, x2), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_test_time_flip_averages_an_image_and_its_mirror_in_eval_only():
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    net = SiameseNet(backbone, mean=(0,) * 3, std=(1,) * 3, test_time_flip=True)
+    images = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8)
+    x = images.float() / 255.0
+    expected = torch.nn.functional.normalize(backbone(x) + backbone(x.flip(-1)), dim=-1)
+    net.eval()
+    torch.testing.assert_close(net.embed(images), expected)
+    # A mirror image gets the same embedding; in training the flip is not applied.
+    torch.testing.assert_close(net.embed(images.flip(-1)), expected)
+    net.train()
+    torch.testing.assert_close(net.embed(images),
+                               torch.nn.functional.normalize(backbone(x), dim=-1))
 
 
 def test_embeddings_are_unit_length_and_normalised_with_mean_std():

@@ -113,7 +113,9 @@ def test_kneighbors_proba_is_the_classifiers_predict_proba(classifier, gallery):
     probabilities, indices = search.kneighbors_proba(gallery[:6])
     pairs = np.column_stack([np.repeat(gallery[:6], 3), gallery[indices.ravel()]])
     expected = classifier.predict_proba(pairs)[:, 1].reshape(6, 3)
-    assert_allclose(probabilities, expected, atol=1e-6)
+    # Cosines from distances (float64) and from embeddings (float32) differ in their last
+    # bits, which the calibrated atanh head amplifies near cosine 1.
+    assert_allclose(probabilities, expected, atol=1e-4)
     # Nearest first is most likely first: the head is increasing in the cosine.
     assert (np.diff(probabilities, axis=1) <= 1e-7).all()
     assert search.match_threshold_ == classifier.threshold

@@ -115,6 +115,23 @@ def test_pairs_match_the_classifier(fitted_clf, clf_onnx, image_pairs, n_pairs):
 
 
 @pytest.mark.slow
+def test_a_linear_head_exports_and_scores_as_the_classifier(fitted_clf, image_pairs, tmp_path):
+    # A head linear in the cosine (uncalibrated, or from an older model file):
+    # the graph and the runtime's scoring of embeddings both follow the link.
+    clf = pickle.loads(pickle.dumps(fitted_clf))
+    clf.module_.head.link = "linear"
+    path = clf.export_onnx(tmp_path / "linear.onnx")
+    matcher = OnnxImageMatcher(path)
+    assert matcher.metadata_["head_link"] == "linear"
+    X = image_pairs[0][:7]
+    assert_allclose(matcher.predict_proba(X), clf.predict_proba(X), atol=1e-4)
+    assert not np.allclose(clf.predict_proba(X), fitted_clf.predict_proba(X), atol=1e-3)
+    # A file of the format before head_link (no such key) is read as linear.
+    old = _rewrite_metadata(path, tmp_path / "old.onnx", head_link=None)
+    assert_allclose(OnnxImageMatcher(old).predict_proba(X), clf.predict_proba(X), atol=1e-4)
+
+
+@pytest.mark.slow
 def test_classifier_file_embeds_as_the_classifier_backbone(fitted_clf, clf_onnx, image_pairs):
     X, _ = image_pairs
     paths = X[:9, 0]  # odd: the second input of the pair graph is padded
@@ -230,6 +247,7 @@ def test_metadata_record_preprocessing_labels_and_versions(fitted_clf, clf_onnx)
     assert matcher.classes_.dtype == fitted_clf.classes_.dtype
     assert matcher.match_label == 1 and matcher.threshold == 0.5
     assert metadata["head_scale"] == pytest.approx(fitted_clf.module_.head.scale.item())
+    assert metadata["head_link"] == fitted_clf.module_.head.link == "atanh"  # calibrated
     assert metadata["quantization"] == "none" and metadata["opset"] >= 18
     assert {"sklearn_imgpair", "torch", "timm", "onnx", "onnxruntime"} <= set(
         metadata["versions"])
@@ -360,6 +378,13 @@ def test_metadata_reading_finds_the_match_column():
     metadata = read_metadata(props, "m.onnx")
     assert metadata["match_column"] == 0
     assert metadata["classes"].dtype == np.dtype("<U3")
+    # Files written before the head had a link were linear in the cosine.
+    assert metadata["head_link"] == "linear"
+    props["head_link"] = "atanh"
+    assert read_metadata(props, "m.onnx")["head_link"] == "atanh"
+    props["head_link"] = "cubic"
+    with pytest.raises(ValueError, match="unknown head_link 'cubic'"):
+        read_metadata(props, "m.onnx")
 
 
 def test_missing_extra_says_how_to_install_it():

@@ -72,7 +72,8 @@ def test_pair_features_with_a_frozen_fitted_classifier(fitted_clf, image_pairs):
     features = PairFeatures(ImageEmbedder(classifier=FrozenEstimator(fitted_clf)))
     cosine = clone(features).fit(X).transform(X)[:, 0]
     logits = fitted_clf.module_.head(torch.from_numpy(cosine)).detach().numpy()
-    assert_allclose(logits, fitted_clf.decision_function(X), atol=1e-5)
+    # atanh(cosine) turns float rounding of cosines near 1 into larger logit differences.
+    assert_allclose(logits, fitted_clf.decision_function(X), rtol=1e-4, atol=1e-4)
 
 
 def test_pair_features_tags_say_strings_in_float32_out():

@@ -297,3 +297,52 @@ def test_a_model_file_holds_public_parameters_only(saved):
     header, _ = _header(saved)
     params = json.loads(header["__metadata__"]["content"])["params"]
     assert params and not [name for name in params if name.startswith("_")]
+
+
+def _rewrite_content(saved, path, edit, drop=()):
+    """Copy the model file ``saved`` to ``path`` with its JSON content edited (and re-signed)."""
+    header, _ = _header(saved)
+    content = json.loads(header["__metadata__"]["content"])
+    edit(content)
+    text = json.dumps(content, sort_keys=True)
+    tensors = {name: value for name, value in safetensors.torch.load_file(saved).items()
+               if name not in drop}
+    metadata = dict(header["__metadata__"], content=text, sha256=tensors_digest(text, tensors))
+    safetensors.torch.save_file(tensors, path, metadata=metadata)
+    return path
+
+
+def test_network_settings_round_trip_and_older_files_keep_the_linear_head(
+        saved, fitted_clf, tmp_path, image_pairs):
+    X, _ = image_pairs
+    assert json.loads(_header(saved)[0]["__metadata__"]["content"])["network"] == {
+        "test_time_flip": False}
+    assert fitted_clf.module_.head.link == "atanh"  # calibrated; the link is a buffer
+    assert safetensors.torch.load_file(saved)["head.link_atanh"] == 1.0
+    flipped = pickle.loads(pickle.dumps(fitted_clf))
+    flipped.module_.test_time_flip = True
+    loaded = ImagePairClassifier.load(flipped.save(tmp_path / "flip.safetensors"))
+    assert loaded.module_.test_time_flip and loaded.module_.head.link == "atanh"
+    assert_array_equal(loaded.predict_proba(X), flipped.predict_proba(X))
+    assert not np.allclose(loaded.predict_proba(X), fitted_clf.predict_proba(X))
+    # A file written before the link and settings were saved had a linear head.
+    old = _rewrite_content(saved, tmp_path / "old.safetensors",
+                           lambda content: content.pop("network"),
+                           drop=("head.link_atanh",))
+    head = ImagePairClassifier.load(old).module_.head
+    assert head.link == "linear" and not ImagePairClassifier.load(old).module_.test_time_flip
+    bad = _rewrite_content(saved, tmp_path / "bad.safetensors",
+                           lambda content: content["network"].update(head_link="cubic"))
+    with pytest.raises(ValueError, match="cannot be rebuilt.*unknown network settings"):
+        ImagePairClassifier.load(bad)
+
+
+def test_an_embedder_of_a_classifier_keeps_its_network_settings(fitted_clf, tmp_path,
+                                                                image_pairs):
+    clf = pickle.loads(pickle.dumps(fitted_clf))
+    clf.module_.test_time_flip = True
+    embedder = ImageEmbedder(classifier=clf).fit()
+    loaded = ImageEmbedder.load(embedder.save(tmp_path / "embedder.safetensors"))
+    assert loaded.module_.test_time_flip and loaded.module_.head.link == "atanh"
+    paths = image_pairs[0][:4, 0]
+    assert_array_equal(loaded.transform(paths), embedder.transform(paths))

@@ -67,7 +67,7 @@ class EmbeddingGraph(nn.Module):
 class PairGraph(nn.Module):
     """The classifier's graph: two aligned batches of images in, match scores out.
 
-    Returns ``logits`` (``scale * cosine + bias``), ``probabilities`` (their
+    Returns ``logits`` (``scale * link(cosine) + bias``), ``probabilities`` (their
     sigmoid) and the two batches' ``embeddings1`` and ``embeddings2``.
     """
 
@@ -249,7 +249,8 @@ def export_classifier(clf, path, *, opset=None, quantize=None):
               "match_label": classes["values"][clf._match_column()],
               "threshold": float(clf.threshold),
               "head_scale": float(net.head.scale.detach().float().cpu()),
-              "head_bias": float(net.head.bias.detach().float().cpu())}
+              "head_bias": float(net.head.bias.detach().float().cpu()),
+              "head_link": net.head.link}
     return _export(net, path, estimator_name="ImagePairClassifier", fields=fields, opset=opset,
                    quantize=quantize, model_name=clf.model_name)
 

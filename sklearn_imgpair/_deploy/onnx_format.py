@@ -39,8 +39,10 @@ _CLASSIFIER_FIELDS = {
     "classes": dict, "match_label": (bool, int, float, str), "threshold": Real,
     "head_scale": Real, "head_bias": Real,
 }
+# Classifier fields that files of an earlier version lack, with the value they meant.
+_OPTIONAL_CLASSIFIER_FIELDS = {"head_link": (str, "linear")}
 _TEXT_FIELDS = {key for key, kind in {**_COMMON_FIELDS, **_CLASSIFIER_FIELDS}.items()
-                if kind is str}
+                if kind is str} | {"head_link"}
 
 
 def encode_metadata(fields):
@@ -137,6 +139,11 @@ def read_metadata(props, path):
     if estimator == "ImagePairClassifier":
         metadata.update({key: _field(props, key, kind, path)
                          for key, kind in _CLASSIFIER_FIELDS.items()})
+        for key, (kind, before) in _OPTIONAL_CLASSIFIER_FIELDS.items():
+            metadata[key] = _field(props, key, kind, path) if key in props else before
+        if metadata["head_link"] not in ("atanh", "linear"):
+            raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: unknown "
+                             f"head_link {metadata['head_link']!r}.")
         metadata["classes"] = _decode_labels(metadata["classes"], path)
         columns = np.flatnonzero(metadata["classes"] == metadata["match_label"])
         if len(columns) != 1:

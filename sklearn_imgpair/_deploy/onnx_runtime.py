@@ -30,6 +30,8 @@ __all__ = ["OnnxImageMatcher"]
 
 # Pairs scored per step: memory beyond the embeddings is proportional to this.
 _SCORE_CHUNK_SIZE = 2**13
+# CosineMatchHead clips cosines to this magnitude before its atanh link.
+_COSINE_LIMIT = np.float32(1.0 - 1e-6)
 _PARAMETER_CONSTRAINTS = {
     "path": [str, os.PathLike],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -93,8 +95,9 @@ class OnnxImageMatcher:
     each distinct image (the same content, for in-memory ones) is decoded and
     embedded once per call, however many pairs share it, and a cell of
     several images gets the normalised mean of their embeddings. Pairs are
-    scored with the classifier's head, ``scale * cosine + bias``, from the
-    file's metadata. Needs the ``onnx`` extra (``onnxruntime``), not PyTorch.
+    scored with the classifier's head, ``scale * link(cosine) + bias``, from
+    the file's metadata (``link`` is ``atanh``, or the identity in files
+    written before the metadata had ``head_link``). Needs the ``onnx`` extra (``onnxruntime``), not PyTorch.
 
     Parameters
     ----------
@@ -272,10 +275,13 @@ class OnnxImageMatcher:
         index = inverse.reshape(-1, 2)
         scale = np.float32(self.metadata_["head_scale"])
         bias = np.float32(self.metadata_["head_bias"])
+        atanh = self.metadata_["head_link"] == "atanh"  # else linear in the cosine
         logits = np.empty(len(index), dtype=np.float32)
         for start in range(0, len(index), _SCORE_CHUNK_SIZE):
             rows = index[start:start + _SCORE_CHUNK_SIZE]
             cosine = np.einsum("ij,ij->i", vectors[rows[:, 0]], vectors[rows[:, 1]])
+            if atanh:  # as CosineMatchHead: Fisher's z of the clipped cosine
+                cosine = np.arctanh(np.clip(cosine, -_COSINE_LIMIT, _COSINE_LIMIT))
             logits[start:start + len(rows)] = scale * cosine + bias
         return logits
 

@@ -437,6 +437,28 @@ def _json_scalar(value):
     return repr(value)
 
 
+# Settings of a SiameseNet that its state dict does not hold (``content["network"]``),
+# and the values they had in files written before they were saved.
+_NETWORK_OPTIONS_BEFORE = {"test_time_flip": False}
+# State that files written before it existed lack; the freshly built network's
+# value is what those files meant (the head's link: linear).
+_STATE_ADDED_LATER = ("head.link_atanh",)
+
+
+def network_options(module):
+    """The settings of ``module`` that its weights do not record, for the file's JSON."""
+    return {"test_time_flip": bool(module.test_time_flip)}
+
+
+def apply_network_options(module, options):
+    """Give a rebuilt ``module`` the saved :func:`network_options` (None: an older file's)."""
+    options = {**_NETWORK_OPTIONS_BEFORE, **(options or {})}
+    if set(options) != set(_NETWORK_OPTIONS_BEFORE) or not isinstance(
+            options["test_time_flip"], bool):
+        raise ValueError(f"unknown network settings {options!r}.")
+    module.test_time_flip = options["test_time_flip"]
+
+
 def _network_state(module):
     """The state dict to save: everything but the training-only augmentation."""
     return {name: tensor for name, tensor in module.state_dict().items()
@@ -459,6 +481,7 @@ def save_classifier(clf, path):
                    "n_features_in_": 2,
                    "feature_names_in_": encode_value(
                        getattr(clf, "feature_names_in_", np.array([])).tolist())},
+        "network": network_options(clf.module_),
         "preprocessing": {"image_size": clf.image_size_,
                           "mean": clf.module_.mean.reshape(-1).tolist(),
                           "std": clf.module_.std.reshape(-1).tolist()},
@@ -484,7 +507,8 @@ def load_classifier(cls, path, *, device=None):
         clf = cls(**{**params, "pretrained": False, "weights_path": None})
         with seeded(0):
             clf.initialize()
-        load_module_state(clf.module_, state, ignore_missing=("augment.",))
+        load_module_state(clf.module_, state, ignore_missing=("augment.", *_STATE_ADDED_LATER))
+        apply_network_options(clf.module_, content.get("network"))
     clf.pretrained = params.get("pretrained", True)
     clf.weights_path = params.get("weights_path")
     clf.classes_ = classes
@@ -502,6 +526,7 @@ def embedder_content(embedder):
         "params": persisted_params(embedder, constructor_defaults(type(embedder)),
                                    overrides={"classifier": None}),
         "architecture": encode_value(embedder._architecture),
+        "network": network_options(embedder.module_),
         "fitted": {"image_size_": embedder.image_size_,
                    "n_features_in_": getattr(embedder, "n_features_in_", None),
                    "feature_names_in_": encode_value(
@@ -524,7 +549,8 @@ def embedder_from_content(cls, content, state, path, *, device=None):
         with seeded(0):
             kwargs, image_size = siamese_net_kwargs(**architecture, pretrained=False)
             module = SiameseNet(**kwargs)
-        load_module_state(module, state)
+        load_module_state(module, state, ignore_missing=_STATE_ADDED_LATER)
+        apply_network_options(module, content.get("network"))
     names = fitted["feature_names_in_"]
     return embedder._set_network(module, image_size, architecture,
                                  np.asarray(names, dtype=object) if names else None,

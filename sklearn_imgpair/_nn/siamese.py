@@ -33,7 +33,7 @@ SCORE_CHUNK_SIZE = 2**13
 
 
 class CosineMatchHead(nn.Module):
-    """Turn cosine similarities into match logits ``scale * cosine + bias``.
+    """Turn cosine similarities into match logits ``scale * link(cosine) + bias``.
 
     The scale is stored as its logarithm so that it stays positive: a higher
     cosine always means a more likely match.
@@ -42,23 +42,82 @@ class CosineMatchHead(nn.Module):
     ----------
     init_scale : float, default=10.0
         Initial value of ``scale``.
-    init_bias : float, default=-5.0
-        Initial value of ``bias``; with the defaults a cosine of 0.5 starts
-        at probability 0.5.
+    init_bias : float, default=None
+        Initial value of ``bias``; None starts a cosine of 0.5 at
+        probability 0.5.
+    link : {"linear", "atanh"}, default="linear"
+        ``"linear"``: the logit is linear in the cosine, so the probability
+        of two identical images (cosine 1) is capped at
+        ``sigmoid(scale + bias)``; training uses this link (its gradient is
+        bounded). ``"atanh"``: linear in ``atanh(cosine)`` (Fisher's z of the
+        cosine, which runs from minus to plus infinity), so identical images
+        get probability 1 and opposite ones 0 however flat the slope is;
+        cosines are clipped to ``1 - 1e-6`` in magnitude.
+        :class:`HeadCalibration` sets this link when it calibrates.
     """
 
-    def __init__(self, init_scale=10.0, init_bias=-5.0):
+    LINKS = ("atanh", "linear")
+    _LIMIT = 1.0 - 1e-6
+
+    def __init__(self, init_scale=10.0, init_bias=None, link="linear"):
         super().__init__()
+        # The link is state (0: linear, 1: atanh), so that it travels with the
+        # weights: state dicts, checkpoints, the early-stopping snapshot.
+        self.register_buffer("link_atanh", torch.tensor(0.0))
+        self.link = link
+        if init_bias is None:
+            init_bias = -init_scale * float(self.transform(torch.tensor(0.5)))
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
 
     @property
+    def link(self):
+        """``"atanh"`` or ``"linear"``; settable."""
+        return "atanh" if self.link_atanh.item() else "linear"
+
+    @link.setter
+    def link(self, value):
+        if value not in self.LINKS:
+            raise ValueError(f"link must be one of {self.LINKS}; got {value!r}.")
+        self.link_atanh.fill_(float(value == "atanh"))
+
+    @property
     def scale(self):
-        """The positive multiplier applied to the cosine."""
+        """The positive multiplier applied to the transformed cosine."""
         return self.log_scale.exp()
 
+    def transform(self, cosine, link=None):
+        """``link(cosine)``: what the logit is linear in (the head's link by default)."""
+        if (link or self.link) == "linear":
+            return cosine
+        return torch.atanh(cosine.clamp(-self._LIMIT, self._LIMIT))
+
+    def inverse(self, logit):
+        """The cosine whose logit is ``logit``.
+
+        Parameters
+        ----------
+        logit : float or Tensor
+            Infinities are allowed.
+
+        Returns
+        -------
+        cosine : float or Tensor
+            For the ``"linear"`` link it may lie outside [-1, 1].
+        """
+        value = (logit - self.bias.item()) / self.scale.item()
+        if self.link == "linear":
+            return value
+        return torch.tanh(value) if isinstance(value, torch.Tensor) else math.tanh(value)
+
     def forward(self, cosine):
-        return self.scale * cosine + self.bias
+        # No branch on the link (a buffer): the graph is the same for both,
+        # which torch.export (ONNX) needs; lerp with weight 0 is exactly ``cosine``.
+        fisher_z = torch.atanh(cosine.clamp(-self._LIMIT, self._LIMIT))
+        return self.scale * torch.lerp(cosine, fisher_z, self.link_atanh) + self.bias
+
+    def extra_repr(self):
+        return f"link={self.link!r}"
 
 
 class SiameseNet(nn.Module):
@@ -73,6 +132,12 @@ class SiameseNet(nn.Module):
         Per-channel normalisation the backbone expects.
     augment : torch.nn.Module or None, default=None
         Batch augmentation applied to images in training mode only.
+    test_time_flip : bool, default=False
+        In evaluation mode, embed each image as the normalised sum of the
+        backbone's features of the image and of its mirror image (test-time
+        augmentation; twice the work per image). Training is unchanged.
+    head_link : {"linear", "atanh"}, default="linear"
+        The :class:`CosineMatchHead`'s link in training.
 
     Notes
     -----
@@ -85,11 +150,13 @@ class SiameseNet(nn.Module):
     the embeddings of the views, all from one backbone call.
     """
 
-    def __init__(self, backbone, *, mean, std, augment=None):
+    def __init__(self, backbone, *, mean, std, augment=None, test_time_flip=False,
+                 head_link="linear"):
         super().__init__()
         self.backbone = backbone
         self.augment = augment
-        self.head = CosineMatchHead()
+        self.test_time_flip = test_time_flip
+        self.head = CosineMatchHead(link=head_link)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -110,6 +177,10 @@ class SiameseNet(nn.Module):
         if self.augment is not None:
             x = self.augment(x)
         x = (x - self.mean) / self.std
+        if self.test_time_flip and not self.training:
+            # One backbone call for both; the features of a mirror pair are summed.
+            features = self.backbone(torch.cat([x, x.flip(-1)])).float()
+            return F.normalize(sum(features.chunk(2)), dim=-1)
         # float32 out whatever the autocast precision: unit vectors, cosines and
         # losses are computed at full precision.
         return F.normalize(self.backbone(x).float(), dim=-1)
@@ -125,7 +196,7 @@ class SiameseNet(nn.Module):
         Returns
         -------
         logits : torch.Tensor of shape (n,)
-            ``scale * cosine + bias``.
+            ``scale * link(cosine) + bias`` (see :class:`CosineMatchHead`).
         """
         return self.head((embeddings_1 * embeddings_2).sum(dim=-1))
 

@@ -7,7 +7,6 @@ from torch.utils.data import DataLoader
 
 from sklearn_imgpair._classifier import ImagePairClassifier
 from sklearn_imgpair._scale.optional import import_optional
-from sklearn_imgpair._training.mining import identity_batches
 
 __all__ = ["AcceleratedImagePairClassifier"]
 
@@ -213,9 +212,8 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
                                                    process_index=0, put_on_device=True)
         loader = self.accelerator.prepare(loader)
         if self.pair_mining == "graph" and not self.freeze_backbone:
-            return identity_batches(dataset, loader, n_views=self.views_per_identity,
-                                    device=self.accelerator.device,
-                                    seed_offset=self.accelerator.process_index)
+            return self.mined_batches(dataset, loader, device=self.accelerator.device,
+                                      seed_offset=self.accelerator.process_index)
         return loader
 
     def evaluation_step(self, batch, training=False):

@@ -373,13 +373,17 @@ class AucEarlyStopping(Callback):
 
 
 class HeadCalibration(Callback):
-    """Refit the match head's scale and bias on validation logits after training.
+    """Refit the match head's scale and bias on validation pairs after training.
 
-    Platt scaling: a one-dimensional logistic regression of the validation
-    targets on the match logits gives ``a`` and ``b``, and the head becomes
-    ``a * (scale * cosine + bias) + b``, so that ``predict_proba`` is
+    Platt scaling in the head's link: a one-dimensional logistic regression
+    of the validation targets on ``link(cosine)`` gives ``a`` and ``b``, and
+    the head becomes ``a * link(cosine) + b``, so that ``predict_proba`` is
     calibrated on pairs the network did not train on, in the class balance
-    of the user's pairs. The logits are kept from each epoch's validation
+    of the user's pairs. With the default ``link="atanh"`` (Fisher's z of the
+    cosine, see :class:`~sklearn_imgpair.SiameseNet`'s head) two identical
+    images get a probability near 1 however uncertain the validation pairs
+    are, which a head linear in the cosine cannot give (its probability at
+    cosine 1 is ``sigmoid(a + b)``). The logits are kept from each epoch's validation
     pass, so this costs no extra forward pass. It calibrates on the epoch
     whose weights :class:`AucEarlyStopping` restored (``restored_epoch`` in
     the last history row), so it comes after that callback; without a
@@ -388,18 +392,22 @@ class HeadCalibration(Callback):
 
     Parameters
     ----------
+    link : {"atanh", "linear"}, default="atanh"
+        The head's link after calibration (its ``link`` attribute);
+        ``"linear"`` is plain Platt scaling of the logits.
     sink : callable, default=print
         Receives a message when ``net.verbose`` is set.
 
     Attributes
     ----------
     calibration_ : tuple of float or None
-        ``(a, b)`` of the last calibration; None when there was none (no
-        validation logits, a single class, or logits that rank the pairs the
-        wrong way).
+        ``(a, b)`` of the last calibration, the head's new scale and bias;
+        None when there was none (no validation logits, a single class, or
+        logits that rank the pairs the wrong way).
     """
 
-    def __init__(self, sink=print):
+    def __init__(self, link="atanh", sink=print):
+        self.link = link
         self.sink = sink
 
     def initialize(self):
@@ -436,17 +444,22 @@ class HeadCalibration(Callback):
         targets = torch.cat([target for _, target in outputs]).numpy()
         if np.unique(targets).size < 2:
             return
-        model = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), targets.astype(int))
+        head = net.module_.head
+        # The cosines behind the logits, in the calibration's link.
+        feature = head.transform(head.inverse(torch.from_numpy(logits).double()), self.link)
+        model = LogisticRegression(C=1e4).fit(feature.numpy().reshape(-1, 1),
+                                              targets.astype(int))
         a, b = float(model.coef_[0, 0]), float(model.intercept_[0])
         if a <= 0:  # the logits rank validation pairs the wrong way: leave the head alone
             return
-        head = net.module_.head
         with torch.no_grad():
-            head.log_scale.add_(math.log(a))
-            head.bias.mul_(a).add_(b)
+            head.log_scale.fill_(math.log(a))
+            head.bias.fill_(b)
+        head.link = self.link
         self.calibration_ = (a, b)
         if net.verbose:
-            self.sink(f"Calibrated the match head on validation pairs: logits * {a:.3f} "
+            link = "cosine" if self.link == "linear" else "atanh(cosine)"
+            self.sink(f"Calibrated the match head on validation pairs: {a:.3f} * {link} "
                       f"{b:+.3f}.")
 
 

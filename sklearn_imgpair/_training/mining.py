@@ -153,6 +153,15 @@ class IdentitySampler:
     identity with at least K images; smaller identities repeat images
     (augmentation then makes the copies differ).
 
+    With ``hard_identities`` above 0, part of each batch's identities are not
+    drawn at random but are the nearest neighbours of the others in the
+    embedding being learned: the sampler keeps a running centroid of each
+    identity's view embeddings (:meth:`observe`, after every training step,
+    at no extra forward pass), and each randomly drawn identity in turn
+    brings the closest identity not yet in the batch. The contrastive loss
+    then spends its batch on look-alikes rather than on identities that are
+    already far apart.
+
     Parameters
     ----------
     images : ndarray of shape (n_images,)
@@ -164,9 +173,23 @@ class IdentitySampler:
         fill a batch.
     random_state : numpy.random.RandomState
         Source of randomness.
+    hard_identities : float, default=0.0
+        Share of each batch's identities chosen as nearest neighbours of the
+        randomly drawn ones, once :meth:`observe` has seen embeddings; at
+        least one identity per batch is always drawn at random.
+    momentum : float, default=0.9
+        Weight of an identity's old centroid when :meth:`observe` moves it
+        towards the mean of the views just seen.
+
+    Attributes
+    ----------
+    centroids_ : ndarray of shape (n_eligible, d) or None
+        Unit-length running centroid of each eligible identity (zero until
+        seen); None before :meth:`observe` is first called.
     """
 
-    def __init__(self, images, identities, *, n_views, random_state):
+    def __init__(self, images, identities, *, n_views, random_state, hard_identities=0.0,
+                 momentum=0.9):
         self.images = np.asarray(images, dtype=object)
         members = {}
         for index, identity in enumerate(np.asarray(identities).tolist()):
@@ -174,11 +197,31 @@ class IdentitySampler:
         self.members_ = [np.array(m) for m in members.values() if len(m) >= 2]
         self.n_views = n_views
         self.random_state = random_state
+        self.hard_identities = hard_identities
+        self.momentum = momentum
+        self.centroids_ = None
 
     @property
     def n_eligible(self):
         """Number of identities with at least two images."""
         return len(self.members_)
+
+    def _choose(self, n_identities):
+        """The identities of one batch: some at random, the rest their nearest neighbours."""
+        rng = self.random_state
+        n_hard = 0
+        if self.centroids_ is not None:
+            n_hard = min(int(round(self.hard_identities * n_identities)), n_identities - 1)
+        n_random = n_identities - n_hard
+        chosen = rng.choice(self.n_eligible, size=n_random, replace=False).tolist()
+        if n_hard:
+            similarity = self.centroids_ @ self.centroids_.T
+            similarity[:, chosen] = -np.inf
+            for i in range(n_hard):  # each drawn identity brings its closest in turn
+                nearest = int(np.argmax(similarity[chosen[i % n_random]]))
+                chosen.append(nearest)
+                similarity[:, nearest] = -np.inf
+        return np.array(chosen)
 
     def sample(self, n_images):
         """Draw a batch of ``n_images`` images, K per identity (the last may have fewer).
@@ -187,23 +230,52 @@ class IdentitySampler:
         -------
         paths : ndarray of shape (n_images,)
         labels : ndarray of shape (n_images,), dtype=int64
-            Batch-local identity of each image: ``0 .. P - 1``.
+            The identity of each image, as an index ``0 .. n_eligible - 1``
+            into the eligible identities (the labels :meth:`observe` takes);
+            the K views of one identity are consecutive.
         """
         rng = self.random_state
         n_identities = min(-(-n_images // self.n_views), self.n_eligible)
         n_views = -(-n_images // n_identities)
-        chosen = rng.choice(self.n_eligible, size=n_identities, replace=False)
         indices, labels = [], []
-        for label, identity in enumerate(chosen):
+        for identity in self._choose(n_identities).tolist():
             members = self.members_[identity]
             replace = len(members) < n_views
             picked = rng.choice(members, size=n_views, replace=replace)
             if replace and len(np.unique(picked)) < 2:  # keep two distinct views
                 picked[:2] = rng.choice(members, size=2, replace=False)
             indices.extend(picked.tolist())
-            labels.extend([label] * n_views)
+            labels.extend([identity] * n_views)
         indices, labels = indices[:n_images], labels[:n_images]
         return self.images[indices], np.array(labels, dtype=np.int64)
+
+    def observe(self, labels, embeddings):
+        """Move the centroids of the identities in a batch towards their views' embeddings.
+
+        Parameters
+        ----------
+        labels : array-like of shape (n_images,)
+            Identities of the views, as :meth:`sample` returned them.
+        embeddings : array-like of shape (n_images, d)
+            Their unit-length embeddings (a tensor is detached and copied to
+            the CPU).
+        """
+        if isinstance(embeddings, torch.Tensor):
+            embeddings = embeddings.detach().float().cpu().numpy()
+        labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+        if self.centroids_ is None:
+            self.centroids_ = np.zeros((self.n_eligible, embeddings.shape[1]), dtype=np.float32)
+        seen, inverse = np.unique(labels, return_inverse=True)
+        means = np.zeros((len(seen), embeddings.shape[1]), dtype=np.float32)
+        np.add.at(means, inverse, embeddings)
+        old = self.centroids_[seen]
+        new = np.where(np.abs(old).sum(1, keepdims=True) > 0,
+                       self.momentum * old + (1.0 - self.momentum) * _unit(means), _unit(means))
+        self.centroids_[seen] = _unit(new)
+
+
+def _unit(rows):
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 class IdentityBatches:
@@ -212,7 +284,7 @@ class IdentityBatches:
     Iterating yields the pair loader's ``(X, y)`` batches with two more keys
     in ``X``: ``"views"``, as many mined images as the batch has pairs (P
     identities x K views) as a uint8 tensor, and ``"view_identities"``, their
-    batch-local identity labels. Every entry of ``X`` keeps the batch's
+    identity labels (the sampler's). Every entry of ``X`` keeps the batch's
     length, as skorch expects; one identity batch comes with every pair
     batch, so an epoch is still one pass over the pairs.
 
@@ -248,7 +320,8 @@ class IdentityBatches:
             yield {**X, "views": views, "view_identities": labels}, y
 
 
-def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0):
+def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0,
+                     hard_identities=0.0, sampler=None):
     """Join identity batches, mined from ``dataset``'s pairs, to ``iterator``.
 
     Parameters
@@ -265,6 +338,11 @@ def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0):
     seed_offset : int, default=0
         Added to the sampler's seed (drawn from torch's generator), so that
         several training processes draw different identities.
+    hard_identities : float, default=0.0
+        The sampler's ``hard_identities`` (see :class:`IdentitySampler`).
+    sampler : IdentitySampler, default=None
+        A sampler made for ``dataset`` by an earlier call (an earlier epoch),
+        reused with the centroids it has learned; None makes one.
 
     Returns
     -------
@@ -279,11 +357,13 @@ def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0):
             f"{type(dataset).__name__}, not pairs of paths; training on the pairs alone.",
             UserWarning, stacklevel=3)
         return iterator
-    pairs, targets = found
-    images, identities = image_identities(pairs, targets > 0.5)
-    seed = int(torch.randint(np.iinfo(np.int32).max, ()).item()) + seed_offset
-    sampler = IdentitySampler(images, identities, n_views=n_views,
-                              random_state=np.random.RandomState(seed))
+    if sampler is None:
+        pairs, targets = found
+        images, identities = image_identities(pairs, targets > 0.5)
+        seed = int(torch.randint(np.iinfo(np.int32).max, ()).item()) + seed_offset
+        sampler = IdentitySampler(images, identities, n_views=n_views,
+                                  random_state=np.random.RandomState(seed),
+                                  hard_identities=hard_identities)
     if sampler.n_eligible < 2:
         warnings.warn(
             f"pair_mining='graph' found {sampler.n_eligible} identities with two or more "
@@ -302,16 +382,43 @@ class IdentityMiningMixin:
     (:func:`identity_batches`), the identity labels are kept out of the
     module's inputs, and the loss adds :func:`supervised_contrastive_loss` of
     the views' embeddings, weighted by ``mining_weight``. It reads the net's
-    ``pair_mining``, ``views_per_identity``, ``mining_weight``,
-    ``mining_temperature`` and ``freeze_backbone`` (a frozen backbone learns
-    nothing from identities, so none are mined).
+    ``pair_mining``, ``views_per_identity``, ``hard_identities``,
+    ``mining_weight``, ``mining_temperature`` and ``freeze_backbone`` (a
+    frozen backbone learns nothing from identities, so none are mined). One
+    :class:`IdentitySampler` serves every epoch of a training run, so that
+    the identity centroids it learns (``hard_identities``) carry over.
     """
+
+    def on_train_begin(self, net, **kwargs):
+        """Forget the identity sampler of an earlier training run."""
+        self.__dict__.pop("_identity_sampler", None)
+        return super().on_train_begin(net, **kwargs)
+
+    def on_train_end(self, net, **kwargs):
+        """Drop the identity sampler (and the image list it holds) once training ends."""
+        self.__dict__.pop("_identity_sampler", None)
+        return super().on_train_end(net, **kwargs)
+
+    def mined_batches(self, dataset, iterator, *, device=None, seed_offset=0):
+        """Join identity batches to the training ``iterator`` over ``dataset``.
+
+        See :func:`identity_batches`; the sampler made for ``dataset`` in the
+        first epoch is reused in the next ones.
+        """
+        cached = self.__dict__.get("_identity_sampler")
+        sampler = cached[1] if cached is not None and cached[0] is dataset else None
+        batches = identity_batches(dataset, iterator, n_views=self.views_per_identity,
+                                   device=device, seed_offset=seed_offset,
+                                   hard_identities=self.hard_identities, sampler=sampler)
+        if isinstance(batches, IdentityBatches):
+            self._identity_sampler = (dataset, batches.sampler)
+        return batches
 
     def get_iterator(self, dataset, training=False):
         """skorch's; with ``pair_mining="graph"`` training batches carry identity batches."""
         iterator = super().get_iterator(dataset, training=training)
         if training and self.pair_mining == "graph" and not self.freeze_backbone:
-            return identity_batches(dataset, iterator, n_views=self.views_per_identity)
+            return self.mined_batches(dataset, iterator)
         return iterator
 
     def infer(self, x, **fit_params):
@@ -335,4 +442,7 @@ class IdentityMiningMixin:
                                                     self.mining_temperature)
         if training:
             self.history.record_batch("identity_loss", identity_loss.item())
+            cached = self.__dict__.get("_identity_sampler")
+            if cached is not None and cached[1].hard_identities > 0:
+                cached[1].observe(identities, view_embeddings)
         return loss + self.mining_weight * identity_loss
