@@ -7,7 +7,8 @@ similarity of raw 32x32 pixels and of 8x8x8 colour histograms), the
 accuracy of ``predict`` at the default threshold and the best-threshold
 accuracy, and the reliability of the probabilities: expected calibration
 error over 10 equal-count bins (ECE), the Brier score, a reliability table
-and the probability of each test image paired with itself. Every figure of
+and the probability of each test image paired with itself and with its JPEG
+re-encoding (quality 90). Every figure of
 the matcher is given without and with test-time flips (``_tta``), from the
 same fit. The last line is a JSON object with every figure.
 
@@ -22,6 +23,7 @@ Usage::
 """
 
 import argparse
+import io
 import json
 import os
 import pickle
@@ -123,6 +125,14 @@ def reliability(y_true, proba, n_bins=10):
     return bins, float(ece)
 
 
+def _reencoded(path):
+    """The image of ``path`` re-encoded as a JPEG (quality 90), as bytes: a near-identical copy."""
+    with Image.open(path) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def evaluate(clf, X_test, y_match, prefix=""):
     """ROC AUC, accuracies and reliability of ``clf`` on one test file."""
     started = time.perf_counter()
@@ -132,6 +142,9 @@ def evaluate(clf, X_test, y_match, prefix=""):
     images = np.unique(X_test.to_numpy().ravel())
     self_pairs = pd.DataFrame({column: images for column in X_test.columns})
     self_proba = clf.predict_proba(self_pairs)[:, 1]
+    first, second = X_test.columns
+    near_pairs = pd.DataFrame({first: images, second: [_reencoded(path) for path in images]})
+    near_proba = clf.predict_proba(near_pairs)[:, 1]
     return {
         prefix + "roc_auc": float(roc_auc_score(y_match, proba)),
         prefix + "accuracy_default_threshold": float(((proba > 0.5) == y_match).mean()),
@@ -142,6 +155,8 @@ def evaluate(clf, X_test, y_match, prefix=""):
         prefix + "reliability": [[n, round(p, 4), round(o, 4)] for n, p, o in bins],
         prefix + "self_pair_min_proba": float(self_proba.min()),
         prefix + "self_pair_median_proba": float(np.median(self_proba)),
+        prefix + "jpeg_copy_min_proba": float(near_proba.min()),
+        prefix + "jpeg_copy_median_proba": float(np.median(near_proba)),
         prefix + "predict_pairs_per_s": float(len(y_match) / seconds),
     }
 
@@ -190,7 +205,8 @@ def make_classifier(args):
         train_split = ValidSplit(args.valid_size, stratified=True)
     return ImagePairClassifier(
         pretrained=False, weights_path=args.weights_path, image_size=args.image_size,
-        model_kwargs={**SMALL_SWIN, **({"drop_path_rate": args.drop_path} if args.drop_path else {})},
+        model_kwargs={**SMALL_SWIN,
+                      **({"drop_path_rate": args.drop_path} if args.drop_path else {})},
         time_limit=args.time_budget, max_epochs=10_000, lr=args.lr,
         batch_size=args.batch_size, random_state=args.seed, verbose=1,
         optimizer__weight_decay=0.05, callbacks__early_stopping__patience=args.patience,
@@ -273,6 +289,7 @@ def main(argv=None):
         clf, results = fit(args)
     results["tests"] = {}
     module = clf.module_
+    saved_flip = module.test_time_flip
     header = (f"{'test':<16}{'TTA':>4}{'pairs':>6}{'AUC':>8}{'pixels':>8}{'colour':>8}"
               f"{'acc@0.5':>8}{'best':>7}{'ECE':>7}{'Brier':>7}{'self':>7}{'pairs/s':>8}")
     print("\n" + header + "\n" + "-" * len(header))
@@ -295,7 +312,7 @@ def main(argv=None):
                   f"{figures[prefix + 'ece']:>7.4f}{figures[prefix + 'brier']:>7.4f}"
                   f"{figures[prefix + 'self_pair_min_proba']:>7.3f}"
                   f"{figures[prefix + 'predict_pairs_per_s']:>8.0f}")
-        module.test_time_flip = False
+        module.test_time_flip = saved_flip
         reliability_row = "  ".join(f"{p:.2f}->{o:.2f}" for _, p, o in figures["reliability"])
         print(f"  reliability (mean predicted -> match rate, 10 equal bins): {reliability_row}")
         results["tests"][Path(test_path).name] = figures

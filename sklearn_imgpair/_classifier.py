@@ -71,8 +71,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
     Both images of a pair go through one backbone (one set of weights). Their
     L2-normalised embeddings give a cosine similarity, and a learnable head
     turns it into a match logit ``scale * cosine + bias``. Training uses
-    binary cross-entropy on the labelled pairs; after training the head is
-    refitted on the validation pairs in Fisher's z of the cosine,
+    binary cross-entropy on the labelled pairs; after training (with a
+    validation split) the head is refitted on the validation pairs in
+    Fisher's z of the cosine,
     ``scale * atanh(cosine) + bias`` (:class:`HeadCalibration`), so that
     ``predict_proba`` is a calibrated match probability, the default
     threshold of 0.5 a sensible decision rule, and an image paired with

@@ -41,7 +41,7 @@ class ImageNeighbors(BaseEstimator):
     (``1 - cos``), in scikit-learn's conventions. Built on a fitted
     :class:`ImagePairClassifier`, it also gives the classifier's calibrated
     match probability of each neighbour (:meth:`kneighbors_proba`), equal to
-    the classifier's ``predict_proba`` on the same pair.
+    the classifier's ``predict_proba`` on the same pair up to float rounding.
 
     Search is exact by default: queries are compared with the whole gallery a
     chunk at a time, on the embedder's device, so memory beyond the gallery
@@ -459,7 +459,9 @@ class ImageNeighbors(BaseEstimator):
 
         The probability is the classifier's: its head applied to the cosine
         of the two embeddings, so it equals ``predict_proba`` of the
-        classifier on the pair ``(query, neighbour)``. It falls as the
+        classifier on the pair ``(query, neighbour)`` up to float rounding
+        (which the calibrated head's atanh amplifies for cosines near 1:
+        within 1e-4 in our tests). It falls as the
         distance grows, so neighbours come most likely match first.
 
         Parameters

@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 from skorch.callbacks import Callback
@@ -108,3 +109,49 @@ def test_bad_decay_is_refused_when_training_starts(make_clf, image_pairs, decay)
     clf = make_clf(max_epochs=1, callbacks=[("weight_averaging", WeightAveraging(decay))])
     with pytest.raises(ValueError, match="decay must be in"):
         clf.fit(X, y)
+
+
+class StopInValidation(Callback):
+    """Stops training (as TimeLimit does) in the first validation batch of ``epoch``."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if not training and len(net.history) == self.epoch:
+            from sklearn_imgpair import StopTraining
+            raise StopTraining
+
+
+def test_a_stop_during_validation_keeps_the_validated_average(make_clf, image_pairs):
+    X, y = image_pairs
+    spy = Spy()
+    clf = make_clf(max_epochs=3, lr=0.05, callbacks__calibration=None,
+                   callbacks=[("weight_averaging", WeightAveraging(decay=0.8)), ("spy", spy),
+                              ("stop", StopInValidation(epoch=2))])
+    clf.fit(X, y)
+    # Epoch 2's validation was cut short while the average was swapped in; the
+    # restored weights are epoch 1's validated average, not epoch 2's.
+    assert clf.history[-1, "restored_epoch"] == 1
+    _assert_same(_weights(clf.module_), spy.in_validation[0])
+
+
+def test_a_warm_start_trains_through_the_linear_head_again(make_clf, image_pairs):
+    X, y = image_pairs
+
+    class LinkSpy(Callback):
+        def initialize(self):
+            self.links = set()
+            return self
+
+        def on_batch_end(self, net, training=False, **kwargs):
+            if training:
+                self.links.add(net.module_.head.link)
+
+    spy = LinkSpy()
+    clf = make_clf(warm_start=True, callbacks=[("link", spy)]).fit(X, y)
+    assert clf.module_.head.link == "atanh" and spy.links == {"linear"}
+    probability = clf.predict_proba(X[:5])
+    clf.fit(X, y)  # trains on from the calibrated head's linear tangent
+    assert spy.links == {"linear"} and clf.module_.head.link == "atanh"
+    assert not np.array_equal(probability, clf.predict_proba(X[:5]))

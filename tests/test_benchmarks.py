@@ -155,6 +155,7 @@ def test_quality_and_synthetic_pretraining_quick(tmp_path, capsys):
         assert 0 <= figures[prefix + "ece"] <= 1 and 0 <= figures[prefix + "brier"] <= 1
         assert sum(n for n, _, _ in figures[prefix + "reliability"]) == figures["pairs"]
         assert 0 <= figures[prefix + "self_pair_min_proba"] <= 1
+        assert 0 <= figures[prefix + "jpeg_copy_min_proba"] <= 1
     # A saved model is evaluated again without fitting: the same figures.
     quality.main(["--evaluate", str(model), "--test", str(tmp_path / "test.csv")])
     again = _summary(capsys)["tests"]["test.csv"]

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -429,3 +431,20 @@ def test_auc_early_stopping_restores_a_snapshot_of_a_wrapped_module():
     callback.on_train_end(net)
     for key, value in net.module_.state_dict().items():
         torch.testing.assert_close(value, best[f"module.{key}"])
+
+
+def test_head_calibration_refuses_an_unknown_link_before_training():
+    with pytest.raises(ValueError, match="link must be 'atanh' or 'linear'"):
+        HeadCalibration(link="cubic").on_train_begin(_net_with_head())
+
+
+def test_head_calibration_linearizes_a_calibrated_head_when_training_starts():
+    net = _net_with_head()
+    net.module_.head.link = "atanh"
+    before = net.module_.head(torch.tensor([0.3, 0.5]))
+    HeadCalibration(sink=lambda *a: None).on_train_begin(net)
+    head = net.module_.head
+    assert head.link == "linear"
+    c0 = math.tanh(5.0 / 10.0)  # 10 * atanh(c) - 5 = 0: the decision point is kept
+    assert head(torch.tensor(c0)).item() == pytest.approx(0.0, abs=1e-5)
+    assert not torch.allclose(head(torch.tensor([0.3, 0.5])), before)

@@ -181,11 +181,32 @@ def test_hard_identities_bring_the_nearest_look_alike_of_each_drawn_identity():
         drawn, brought = labels[0], labels[2]
         assert brought == partner[drawn]
         assert all(path.startswith(f"{label}-") for path, label in zip(paths, labels))
-    for _ in range(30):  # P = 3 from 6 identities: two drawn, one brought
+    brought_by_first = 0
+    for _ in range(60):  # P = 3: floor(0.5 * 3) = 1 brought, two drawn
         labels = sampler.sample(6)[1][::2]
         if labels[1] != partner[labels[0]]:  # else the look-alike was drawn already
             assert labels[2] == partner[labels[0]]
+            brought_by_first += 1
         assert len(set(labels.tolist())) == 3
+    assert brought_by_first > 30
+
+
+def test_hard_identities_come_from_the_seen_identities_only():
+    sampler = _six_identities(hard_identities=0.5)
+    views = _look_alike_embeddings()
+    sampler.observe(np.array([0, 2]), views[[0, 2]])  # only identities 0 and 2 seen
+    for _ in range(40):
+        labels = sampler.sample(4)[1][::2]
+        drawn, brought = labels
+        if drawn in (0, 2):  # the other seen identity, whatever its distance
+            assert brought == 2 - drawn
+        else:  # a drawn identity not seen yet has no centroid: either seen one
+            assert brought in (0, 2)
+    sampler = _six_identities(hard_identities=0.5)
+    sampler.observe(np.array([0]), views[[0]])  # nothing seen but the drawn one
+    for _ in range(20):
+        labels = sampler.sample(4)[1][::2]
+        assert labels[0] != labels[1]  # still two distinct identities
 
 
 def test_random_identities_ignore_the_centroids():
@@ -362,7 +383,8 @@ def test_classifier_hard_identities_keep_one_sampler_per_fit(make_clf, image_pai
     import sklearn_imgpair._training.mining as module
 
     samplers, observed = [], []
-    original_init, original_observe = module.IdentitySampler.__init__, module.IdentitySampler.observe
+    original_init = module.IdentitySampler.__init__
+    original_observe = module.IdentitySampler.observe
 
     def spy_init(self, *args, **kwargs):
         samplers.append(self)

@@ -52,7 +52,23 @@ def test_head_inverse_gives_the_cosine_of_a_logit(link):
     cosine = torch.tensor([-0.8, 0.0, 0.3, 0.95])
     for value, logit in zip(cosine.tolist(), head(cosine).tolist()):
         assert head.inverse(logit) == pytest.approx(value, abs=1e-5)
-    assert head.inverse(-math.inf) == -math.inf if link == "linear" else -1.0
+    assert head.inverse(-math.inf) == (-math.inf if link == "linear" else -1.0)
+
+
+def test_linearize_gives_the_tangent_at_probability_half():
+    head = CosineMatchHead(init_scale=3.0, init_bias=-1.0, link="atanh")
+    c0 = math.tanh(1.0 / 3.0)  # where 3 * atanh(c) - 1 = 0
+    before = head(torch.tensor([c0 - 1e-3, c0, c0 + 1e-3]))
+    head.linearize()
+    assert head.link == "linear"
+    after = head(torch.tensor([c0 - 1e-3, c0, c0 + 1e-3]))
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)  # same value and slope at c0
+    assert head(torch.tensor(c0)).item() == pytest.approx(0.0, abs=1e-6)
+    scale = head.scale.item()
+    head.linearize()  # a linear head is left alone
+    assert head.scale.item() == scale
+    with pytest.raises(ValueError, match="link must be one of"):
+        head.transform(torch.tensor(0.5), "cubic")
 
 
 def test_head_defaults_put_probability_half_at_cosine_half():

@@ -132,6 +132,17 @@ def test_a_linear_head_exports_and_scores_as_the_classifier(fitted_clf, image_pa
 
 
 @pytest.mark.slow
+def test_test_time_flips_export_with_a_dynamic_batch(fitted_clf, image_pairs, tmp_path):
+    clf = pickle.loads(pickle.dumps(fitted_clf))
+    clf.module_.test_time_flip = True
+    matcher = OnnxImageMatcher(clf.export_onnx(tmp_path / "flip.onnx"), batch_size=3)
+    for n_pairs in (1, 7):  # batches of 1 to 3 images through one graph
+        X = image_pairs[0][:n_pairs]
+        assert_allclose(matcher.predict_proba(X), clf.predict_proba(X), atol=1e-4)
+    assert not np.allclose(clf.predict_proba(X), fitted_clf.predict_proba(X), atol=1e-4)
+
+
+@pytest.mark.slow
 def test_classifier_file_embeds_as_the_classifier_backbone(fitted_clf, clf_onnx, image_pairs):
     X, _ = image_pairs
     paths = X[:9, 0]  # odd: the second input of the pair graph is padded
@@ -333,7 +344,7 @@ def test_loading_refuses_onnx_files_of_others(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("changes, message", [
-    (dict(format_version="2"), "format 2 by a newer sklearn-imgpair"),
+    (dict(format_version="3"), "format 3 by a newer sklearn-imgpair"),
     (dict(image_size="64"), r"takes tensor\(uint8\) of shape \['N', 3, 32, 32\].*image_size=64"),
     (dict(classes="[0, 1"), "corrupt sklearn-imgpair metadata: classes="),
     (dict(match_label="2"), "match_label 2 is not one of the classes"),

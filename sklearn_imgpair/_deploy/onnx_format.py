@@ -18,7 +18,8 @@ __all__ = ["GRAPH_NAMES", "MIN_OPSET", "ONNX_FORMAT", "ONNX_FORMAT_VERSION", "ch
            "encode_metadata", "read_metadata"]
 
 ONNX_FORMAT = "sklearn-imgpair-onnx"
-ONNX_FORMAT_VERSION = 1
+# 2: head_link in the metadata (files of version 1 are read as a linear head).
+ONNX_FORMAT_VERSION = 2
 #: The lowest opset the exporter writes (torch's exporter implements opset 18 and later).
 MIN_OPSET = 18
 
@@ -52,8 +53,8 @@ def encode_metadata(fields):
     ----------
     fields : dict of str
         The text fields (``format``, ``estimator``, ``model_name``,
-        ``quantization``) stay as they are; every other value, a string
-        ``match_label`` included, becomes JSON.
+        ``quantization``, ``head_link``) stay as they are; every other
+        value, a string ``match_label`` included, becomes JSON.
 
     Returns
     -------

@@ -96,8 +96,9 @@ class OnnxImageMatcher:
     embedded once per call, however many pairs share it, and a cell of
     several images gets the normalised mean of their embeddings. Pairs are
     scored with the classifier's head, ``scale * link(cosine) + bias``, from
-    the file's metadata (``link`` is ``atanh``, or the identity in files
-    written before the metadata had ``head_link``). Needs the ``onnx`` extra (``onnxruntime``), not PyTorch.
+    the file's metadata (``head_link``: ``atanh`` for a calibrated head, the
+    identity for an uncalibrated one and in files of format version 1).
+    Needs the ``onnx`` extra (``onnxruntime``), not PyTorch.
 
     Parameters
     ----------

@@ -41,7 +41,9 @@ __all__ = ["FORMAT_VERSION", "embedder_content", "embedder_from_content", "load_
            "stored_estimator", "write_model_file"]
 
 FORMAT_NAME = "sklearn-imgpair"
-FORMAT_VERSION = 1
+# 2: the head's link (the tensor head.link_atanh) and the network settings (JSON "network");
+# files of version 1 load as a linear head without test-time flips.
+FORMAT_VERSION = 2
 _MAX_HEADER_BYTES = 100 * 2**20
 _TUPLE, _CLASS, _OBJECT = "__tuple__", "__class__", "__object__"
 

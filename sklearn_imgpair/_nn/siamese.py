@@ -88,9 +88,30 @@ class CosineMatchHead(nn.Module):
 
     def transform(self, cosine, link=None):
         """``link(cosine)``: what the logit is linear in (the head's link by default)."""
-        if (link or self.link) == "linear":
+        link = link or self.link
+        if link not in self.LINKS:
+            raise ValueError(f"link must be one of {self.LINKS}; got {link!r}.")
+        if link == "linear":
             return cosine
         return torch.atanh(cosine.clamp(-self._LIMIT, self._LIMIT))
+
+    def linearize(self):
+        """Turn an atanh head into its tangent at probability 0.5, linear in the cosine.
+
+        Training goes through the linear link (the atanh link's gradient
+        grows without bound near cosine 1); a calibrated head that trains
+        again starts from the linear head closest to it where it decides.
+        A linear head is left as it is.
+        """
+        if self.link == "linear":
+            return
+        with torch.no_grad():
+            a, b = self.scale.item(), self.bias.item()
+            c0 = math.tanh(-b / a)  # where a * atanh(c) + b = 0
+            slope = a / (1.0 - c0 * c0)
+            self.log_scale.fill_(math.log(slope))
+            self.bias.fill_(-slope * c0)
+        self.link = "linear"
 
     def inverse(self, logit):
         """The cosine whose logit is ``logit``.
@@ -137,7 +158,7 @@ class SiameseNet(nn.Module):
         backbone's features of the image and of its mirror image (test-time
         augmentation; twice the work per image). Training is unchanged.
     head_link : {"linear", "atanh"}, default="linear"
-        The :class:`CosineMatchHead`'s link in training.
+        The link of the match head (``CosineMatchHead``) in training.
 
     Notes
     -----
@@ -149,6 +170,8 @@ class SiameseNet(nn.Module):
     :class:`ImagePairClassifier`'s ``pair_mining``), it returns the logits and
     the embeddings of the views, all from one backbone call.
     """
+
+    test_time_flip = False  # networks pickled before the option existed
 
     def __init__(self, backbone, *, mean, std, augment=None, test_time_flip=False,
                  head_link="linear"):
@@ -178,9 +201,11 @@ class SiameseNet(nn.Module):
             x = self.augment(x)
         x = (x - self.mean) / self.std
         if self.test_time_flip and not self.training:
-            # One backbone call for both; the features of a mirror pair are summed.
+            # One backbone call for both; the features of a mirror pair are summed
+            # (sliced, not chunked: chunk would fix the batch size in torch.export).
+            n = x.shape[0]
             features = self.backbone(torch.cat([x, x.flip(-1)])).float()
-            return F.normalize(sum(features.chunk(2)), dim=-1)
+            return F.normalize(features[:n] + features[n:], dim=-1)
         # float32 out whatever the autocast precision: unit vectors, cosines and
         # losses are computed at full precision.
         return F.normalize(self.backbone(x).float(), dim=-1)
@@ -196,7 +221,9 @@ class SiameseNet(nn.Module):
         Returns
         -------
         logits : torch.Tensor of shape (n,)
-            ``scale * link(cosine) + bias`` (see :class:`CosineMatchHead`).
+            ``scale * link(cosine) + bias``, ``link`` the identity in
+            training and ``atanh`` once :class:`HeadCalibration` has
+            calibrated the head.
         """
         return self.head((embeddings_1 * embeddings_2).sum(dim=-1))
 

@@ -212,8 +212,8 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
                                                    process_index=0, put_on_device=True)
         loader = self.accelerator.prepare(loader)
         if self.pair_mining == "graph" and not self.freeze_backbone:
-            return self.mined_batches(dataset, loader, device=self.accelerator.device,
-                                      seed_offset=self.accelerator.process_index)
+            return self._mined_batches(dataset, loader, device=self.accelerator.device,
+                                       seed_offset=self.accelerator.process_index)
         return loader
 
     def evaluation_step(self, batch, training=False):

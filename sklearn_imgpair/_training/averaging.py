@@ -6,6 +6,8 @@ import torch
 from skorch.callbacks import Callback
 from timm.utils import ModelEmaV3
 
+from sklearn_imgpair._training.callbacks import bare_module
+
 __all__ = ["WeightAveraging"]
 
 
@@ -20,9 +22,10 @@ class WeightAveraging(Callback):
     at the end of the epoch. :class:`AucEarlyStopping`, which snapshots the
     module at the end of the epoch, therefore selects and restores averaged
     weights, and :class:`HeadCalibration` calibrates on their logits; so this
-    callback must come after both in the callback list (it does, by name
-    ``weight_averaging``, in the default callbacks). Without validation the
-    average replaces the trained weights when training ends.
+    callback must come after both in the callback list, as a callback passed
+    in ``callbacks`` does (skorch puts them after the default ones). Without
+    validation the average replaces the trained weights when training ends.
+    Under a DDP or ``torch.compile`` wrapper the bare module is averaged.
 
     An average of the weights along the end of a decaying learning-rate
     schedule generalises better than any single point of it, at the cost of
@@ -32,8 +35,9 @@ class WeightAveraging(Callback):
     ----------
     decay : float, default=0.99
         Largest weight of the old average in each update; the warm-up raises
-        the decay towards it as ``1 - (1 + step) ** (-warmup_power)``. The
-        average spans about ``1 / (1 - decay)`` steps.
+        the decay towards it: at the n-th step it is
+        ``min(decay, 1 - n ** (-warmup_power))`` (0 at the first, which copies
+        the weights). The average spans about ``1 / (1 - decay)`` steps.
     warmup_power : float, default=0.75
         Exponent of the warm-up (timm's ``warmup_power``).
 
@@ -57,27 +61,28 @@ class WeightAveraging(Callback):
     def on_train_begin(self, net, **kwargs):
         if not 0.0 <= self.decay < 1.0:
             raise ValueError(f"decay must be in [0, 1); got {self.decay!r}.")
-        self.average_ = ModelEmaV3(net.module_, decay=self.decay, use_warmup=True,
+        self.average_ = ModelEmaV3(bare_module(net.module_), decay=self.decay, use_warmup=True,
                                    warmup_power=self.warmup_power)
         self.steps_, self.trained_weights_ = 0, None
 
     def on_batch_end(self, net, training=False, **kwargs):
         if training and self.average_ is not None:
             self.steps_ += 1
-            self.average_.update(net.module_, step=self.steps_)
+            self.average_.update(bare_module(net.module_), step=self.steps_)
 
     def on_batch_begin(self, net, training=False, **kwargs):
         # The first validation batch of an epoch: score the average instead.
         if not training and self.average_ is not None and self.trained_weights_ is None:
-            self.trained_weights_ = copy.deepcopy(net.module_.state_dict())
-            net.module_.load_state_dict(self.average_.module.state_dict())
+            module = bare_module(net.module_)
+            self.trained_weights_ = copy.deepcopy(module.state_dict())
+            module.load_state_dict(self.average_.module.state_dict())
 
     def on_epoch_end(self, net, **kwargs):
         self._swap_back(net)
 
     def _swap_back(self, net):
         if self.trained_weights_ is not None:
-            net.module_.load_state_dict(self.trained_weights_)
+            bare_module(net.module_).load_state_dict(self.trained_weights_)
             self.trained_weights_ = None
 
     def on_train_end(self, net, **kwargs):
@@ -91,5 +96,5 @@ class WeightAveraging(Callback):
             self._swap_back(net)
             if self.steps_:
                 with torch.no_grad():
-                    net.module_.load_state_dict(self.average_.module.state_dict())
+                    bare_module(net.module_).load_state_dict(self.average_.module.state_dict())
         self.average_ = None

@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 __all__ = ["AucEarlyStopping", "CosineSchedule", "HeadCalibration", "StopTraining",
-           "TimeBudget", "TimeLimit", "default_callbacks", "valid_roc_auc"]
+           "TimeBudget", "TimeLimit", "bare_module", "default_callbacks", "valid_roc_auc"]
 
 
 class StopTraining(KeyboardInterrupt):
@@ -132,6 +132,15 @@ def _on_any_process(net, flag):
     if flag:
         accelerator.set_trigger()
     return bool(accelerator.check_trigger())
+
+
+def bare_module(module):
+    """The module inside DDP (``module``) or torch.compile (``_orig_mod``) wrappers."""
+    while True:
+        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return module
+        module = inner
 
 
 def _strip_wrapper_prefixes(state_dict, module):
@@ -380,10 +389,12 @@ class HeadCalibration(Callback):
     the head becomes ``a * link(cosine) + b``, so that ``predict_proba`` is
     calibrated on pairs the network did not train on, in the class balance
     of the user's pairs. With the default ``link="atanh"`` (Fisher's z of the
-    cosine, see :class:`~sklearn_imgpair.SiameseNet`'s head) two identical
-    images get a probability near 1 however uncertain the validation pairs
-    are, which a head linear in the cosine cannot give (its probability at
-    cosine 1 is ``sigmoid(a + b)``). The logits are kept from each epoch's validation
+    cosine) two identical images get a probability near 1 however uncertain
+    the validation pairs are, which a head linear in the cosine cannot give
+    (its probability at cosine 1 is ``sigmoid(a + b)``). When training starts
+    again (``warm_start``, ``partial_fit``), a head calibrated this way is
+    replaced by its linear tangent at probability 0.5, since training goes
+    through the linear link. The logits are kept from each epoch's validation
     pass, so this costs no extra forward pass. It calibrates on the epoch
     whose weights :class:`AucEarlyStopping` restored (``restored_epoch`` in
     the last history row), so it comes after that callback; without a
@@ -416,8 +427,15 @@ class HeadCalibration(Callback):
 
     # pylint: disable=arguments-differ
     def on_train_begin(self, net, **kwargs):
+        if self.link not in ("atanh", "linear"):
+            raise ValueError(f"link must be 'atanh' or 'linear'; got {self.link!r}.")
         self.calibration_ = None
         self.outputs_ = {}
+        # A head calibrated by an earlier training run trains on from its linear
+        # tangent (warm_start, partial_fit): training goes through the linear link.
+        head = getattr(bare_module(net.module_), "head", None)
+        if head is not None and hasattr(head, "linearize"):
+            head.linearize()
 
     def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
         if training or y_pred is None:
@@ -452,10 +470,10 @@ class HeadCalibration(Callback):
         a, b = float(model.coef_[0, 0]), float(model.intercept_[0])
         if a <= 0:  # the logits rank validation pairs the wrong way: leave the head alone
             return
+        head.link = self.link
         with torch.no_grad():
             head.log_scale.fill_(math.log(a))
             head.bias.fill_(b)
-        head.link = self.link
         self.calibration_ = (a, b)
         if net.verbose:
             link = "cosine" if self.link == "linear" else "atanh(cosine)"

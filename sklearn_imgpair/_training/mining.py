@@ -174,9 +174,10 @@ class IdentitySampler:
     random_state : numpy.random.RandomState
         Source of randomness.
     hard_identities : float, default=0.0
-        Share of each batch's identities chosen as nearest neighbours of the
-        randomly drawn ones, once :meth:`observe` has seen embeddings; at
-        least one identity per batch is always drawn at random.
+        Share of each batch's identities (rounded down) chosen as nearest
+        neighbours of the randomly drawn ones, among the identities
+        :meth:`observe` has seen; at least one identity per batch is always
+        drawn at random.
     momentum : float, default=0.9
         Weight of an identity's old centroid when :meth:`observe` moves it
         towards the mean of the views just seen.
@@ -211,16 +212,22 @@ class IdentitySampler:
         rng = self.random_state
         n_hard = 0
         if self.centroids_ is not None:
-            n_hard = min(int(round(self.hard_identities * n_identities)), n_identities - 1)
+            n_hard = min(int(self.hard_identities * n_identities), n_identities - 1)
         n_random = n_identities - n_hard
         chosen = rng.choice(self.n_eligible, size=n_random, replace=False).tolist()
-        if n_hard:
-            similarity = self.centroids_ @ self.centroids_.T
-            similarity[:, chosen] = -np.inf
-            for i in range(n_hard):  # each drawn identity brings its closest in turn
-                nearest = int(np.argmax(similarity[chosen[i % n_random]]))
-                chosen.append(nearest)
-                similarity[:, nearest] = -np.inf
+        if not n_hard:
+            return np.array(chosen)
+        # Candidates: identities seen by observe (an unseen one has no centroid yet).
+        available = np.abs(self.centroids_).sum(axis=1) > 0
+        available[chosen] = False
+        for i in range(n_hard):  # each drawn identity brings its closest in turn
+            if available.any():
+                similarity = self.centroids_ @ self.centroids_[chosen[i % n_random]]
+                nearest = int(np.argmax(np.where(available, similarity, -np.inf)))
+            else:  # nothing seen is left: draw among the identities not in the batch
+                nearest = int(rng.choice(np.setdiff1d(np.arange(self.n_eligible), chosen)))
+            chosen.append(nearest)
+            available[nearest] = False
         return np.array(chosen)
 
     def sample(self, n_images):
@@ -321,7 +328,7 @@ class IdentityBatches:
 
 
 def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0,
-                     hard_identities=0.0, sampler=None):
+                     hard_identities=0.0):
     """Join identity batches, mined from ``dataset``'s pairs, to ``iterator``.
 
     Parameters
@@ -340,9 +347,6 @@ def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0,
         several training processes draw different identities.
     hard_identities : float, default=0.0
         The sampler's ``hard_identities`` (see :class:`IdentitySampler`).
-    sampler : IdentitySampler, default=None
-        A sampler made for ``dataset`` by an earlier call (an earlier epoch),
-        reused with the centroids it has learned; None makes one.
 
     Returns
     -------
@@ -357,13 +361,12 @@ def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0,
             f"{type(dataset).__name__}, not pairs of paths; training on the pairs alone.",
             UserWarning, stacklevel=3)
         return iterator
-    if sampler is None:
-        pairs, targets = found
-        images, identities = image_identities(pairs, targets > 0.5)
-        seed = int(torch.randint(np.iinfo(np.int32).max, ()).item()) + seed_offset
-        sampler = IdentitySampler(images, identities, n_views=n_views,
-                                  random_state=np.random.RandomState(seed),
-                                  hard_identities=hard_identities)
+    pairs, targets = found
+    images, identities = image_identities(pairs, targets > 0.5)
+    seed = int(torch.randint(np.iinfo(np.int32).max, ()).item()) + seed_offset
+    sampler = IdentitySampler(images, identities, n_views=n_views,
+                              random_state=np.random.RandomState(seed),
+                              hard_identities=hard_identities)
     if sampler.n_eligible < 2:
         warnings.warn(
             f"pair_mining='graph' found {sampler.n_eligible} identities with two or more "
@@ -384,41 +387,41 @@ class IdentityMiningMixin:
     the views' embeddings, weighted by ``mining_weight``. It reads the net's
     ``pair_mining``, ``views_per_identity``, ``hard_identities``,
     ``mining_weight``, ``mining_temperature`` and ``freeze_backbone`` (a
-    frozen backbone learns nothing from identities, so none are mined). One
-    :class:`IdentitySampler` serves every epoch of a training run, so that
-    the identity centroids it learns (``hard_identities``) carry over.
+    frozen backbone learns nothing from identities, so none are mined). The
+    training iterator, made once per training run, holds one
+    :class:`IdentitySampler` for all its epochs, so that the identity
+    centroids it learns (``hard_identities``) carry over.
     """
-
-    def on_train_begin(self, net, **kwargs):
-        """Forget the identity sampler of an earlier training run."""
-        self.__dict__.pop("_identity_sampler", None)
-        return super().on_train_begin(net, **kwargs)
 
     def on_train_end(self, net, **kwargs):
         """Drop the identity sampler (and the image list it holds) once training ends."""
         self.__dict__.pop("_identity_sampler", None)
         return super().on_train_end(net, **kwargs)
 
-    def mined_batches(self, dataset, iterator, *, device=None, seed_offset=0):
-        """Join identity batches to the training ``iterator`` over ``dataset``.
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_identity_sampler", None)  # a pickle taken during training
+        return state
 
-        See :func:`identity_batches`; the sampler made for ``dataset`` in the
-        first epoch is reused in the next ones.
+    def _mined_batches(self, dataset, iterator, *, device=None, seed_offset=0):
+        """Join identity batches to the training ``iterator`` (see :func:`identity_batches`).
+
+        The sampler is kept (``_identity_sampler``) for the loss to feed it
+        the views' embeddings, until training ends.
         """
-        cached = self.__dict__.get("_identity_sampler")
-        sampler = cached[1] if cached is not None and cached[0] is dataset else None
         batches = identity_batches(dataset, iterator, n_views=self.views_per_identity,
                                    device=device, seed_offset=seed_offset,
-                                   hard_identities=self.hard_identities, sampler=sampler)
+                                   hard_identities=self.hard_identities)
+        self.__dict__.pop("_identity_sampler", None)
         if isinstance(batches, IdentityBatches):
-            self._identity_sampler = (dataset, batches.sampler)
+            self._identity_sampler = batches.sampler
         return batches
 
     def get_iterator(self, dataset, training=False):
         """skorch's; with ``pair_mining="graph"`` training batches carry identity batches."""
         iterator = super().get_iterator(dataset, training=training)
         if training and self.pair_mining == "graph" and not self.freeze_backbone:
-            return self.mined_batches(dataset, iterator)
+            return self._mined_batches(dataset, iterator)
         return iterator
 
     def infer(self, x, **fit_params):
@@ -442,7 +445,7 @@ class IdentityMiningMixin:
                                                     self.mining_temperature)
         if training:
             self.history.record_batch("identity_loss", identity_loss.item())
-            cached = self.__dict__.get("_identity_sampler")
-            if cached is not None and cached[1].hard_identities > 0:
-                cached[1].observe(identities, view_embeddings)
+            sampler = self.__dict__.get("_identity_sampler")
+            if sampler is not None and sampler.hard_identities > 0:
+                sampler.observe(identities, view_embeddings)
         return loss + self.mining_weight * identity_loss
