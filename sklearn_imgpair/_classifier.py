@@ -5,6 +5,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from scipy.special import expit
 from skorch import NeuralNetBinaryClassifier
 from skorch.dataset import ValidSplit
 from skorch.utils import is_dataset
@@ -691,10 +692,12 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
 
         Returns
         -------
-        proba : ndarray of shape (n_pairs, 2)
+        proba : ndarray of shape (n_pairs, 2), dtype=float64
         """
-        match = torch.sigmoid(torch.from_numpy(self._match_logits(X))).numpy()
-        proba = np.empty((len(match), 2), dtype=np.float32)
+        # float64: the calibrated head's logits reach 20 and more for close pairs,
+        # whose float32 sigmoids would all round to 1.0 and tie.
+        match = expit(self._match_logits(X).astype(np.float64))
+        proba = np.empty((len(match), 2), dtype=np.float64)
         column = self._match_column()
         proba[:, column] = match
         proba[:, 1 - column] = 1.0 - match

@@ -40,11 +40,11 @@ def _match_edges(neighbors, threshold, n_neighbors):
     Returns
     -------
     first, second : ndarray of int
-    probabilities : ndarray of float32
+    probabilities : ndarray of float64
         Sorted by decreasing probability, then by ``first`` and ``second``.
     """
     n_images = neighbors.n_samples_fit_
-    empty = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, np.float32)
+    empty = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, np.float64)
     if n_images < 2:
         return empty
     if n_neighbors is None:

@@ -474,7 +474,7 @@ class ImageNeighbors(BaseEstimator):
 
         Returns
         -------
-        probabilities : ndarray of shape (n_queries, n_neighbors), dtype=float32
+        probabilities : ndarray of shape (n_queries, n_neighbors), dtype=float64
             Match probabilities (NaN for unreadable queries).
         indices : ndarray of shape (n_queries, n_neighbors), dtype=int64
             Rows of ``gallery_``.
@@ -493,14 +493,14 @@ class ImageNeighbors(BaseEstimator):
 
         Returns
         -------
-        probabilities : ndarray of the same shape, dtype=float32
+        probabilities : ndarray of the same shape, dtype=float64
         """
         check_is_fitted(self)
         head = self.embedder_.module_.head
         cosine = torch.as_tensor(1.0 - np.asarray(distances, dtype=np.float64),
                                  dtype=torch.float32, device=head.bias.device)
         with torch.no_grad():
-            return torch.sigmoid(head(cosine)).cpu().numpy()
+            return torch.sigmoid(head(cosine).double()).cpu().numpy()
 
     def score(self, X, y):
         """Recall@1 of a search among the images of ``X``, each left out in turn.

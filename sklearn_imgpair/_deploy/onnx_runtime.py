@@ -314,11 +314,13 @@ class OnnxImageMatcher:
 
         Returns
         -------
-        proba : ndarray of shape (n_pairs, 2), dtype=float32
+        proba : ndarray of shape (n_pairs, 2), dtype=float64
+            As the classifier's (float64: close pairs' probabilities do not
+            all round to 1.0).
         """
-        match = expit(self._match_logits(X))
+        match = expit(self._match_logits(X).astype(np.float64))
         column = self.metadata_["match_column"]
-        proba = np.empty((len(match), 2), dtype=np.float32)
+        proba = np.empty((len(match), 2), dtype=np.float64)
         proba[:, column] = match
         proba[:, 1 - column] = 1.0 - match
         return proba
