@@ -195,6 +195,9 @@ def add_fit_arguments(parser):
                         help="decay of a WeightAveraging callback (0: none)")
     parser.add_argument("--hard-identities", type=float, default=0.0,
                         help="share of each identity batch drawn as nearest look-alikes")
+    parser.add_argument("--colour-share", type=float, default=0.0,
+                        help="weight of the colour histogram's cosine in the similarity "
+                             "(SiameseNet's colour_share; 0: none)")
 
 
 def make_classifier(args):
@@ -214,7 +217,8 @@ def make_classifier(args):
         mining_weight=args.mining_weight, mining_temperature=args.mining_temperature,
         augment=AUGMENTATIONS[args.augment], train_split=train_split,
         precision=args.precision, hard_identities=args.hard_identities,
-        module__head_link=args.head_link, callbacks__calibration__link=args.calibration_link,
+        module__head_link=args.head_link, module__colour_share=args.colour_share,
+        callbacks__calibration__link=args.calibration_link,
         callbacks=[("weight_averaging", WeightAveraging(args.ema))] if args.ema else None,
     )
 
@@ -232,7 +236,7 @@ def fit_config(args, clf):
             "precision": args.precision, "head_link": args.head_link,
             "calibration_link": args.calibration_link, "ema": args.ema,
             "drop_path": args.drop_path, "weights_path": args.weights_path,
-            "hard_identities": args.hard_identities,
+            "hard_identities": args.hard_identities, "colour_share": args.colour_share,
             "parameters": sum(p.numel() for p in clf.module_.parameters())}
 
 

@@ -464,7 +464,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             augment = ViewAugmentation() if self.augment else None
         self.module_ = self.initialized_instance(
             self.module, {**kwargs, "augment": augment, **self.get_params_for("module")})
-        self.embedding_dim_ = int(kwargs["backbone"].num_features)
+        # A module of the user's own may not say; the backbone's features then.
+        self.embedding_dim_ = int(getattr(self.module_, "embedding_dim",
+                                          kwargs["backbone"].num_features))
         return self
 
     def get_params_for(self, prefix):

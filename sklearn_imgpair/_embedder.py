@@ -246,7 +246,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         self.module_ = module.to(resolve_device(self.device)).eval()
         self.image_size_ = image_size
-        self.embedding_dim_ = int(module.backbone.num_features)
+        self.embedding_dim_ = module.embedding_dim
         if feature_names is not None:
             self.feature_names_in_ = np.asarray(feature_names, dtype=object)
             n_features_in = len(self.feature_names_in_) if n_features_in is None else n_features_in

@@ -221,7 +221,7 @@ def _export(net, path, *, estimator_name, fields, opset, quantize, model_name):
         "estimator": estimator_name, "model_name": model_name,
         "image_size": image_size, "mean": net.mean.reshape(-1).tolist(),
         "std": net.std.reshape(-1).tolist(),
-        "embedding_dim": int(net.backbone.num_features),
+        "embedding_dim": net.embedding_dim,
         "quantization": quantize or "none", "opset": written_opset,
         "versions": _versions(), **fields,
     }

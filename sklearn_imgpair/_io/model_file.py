@@ -441,7 +441,7 @@ def _json_scalar(value):
 
 # Settings of a SiameseNet that its state dict does not hold (``content["network"]``),
 # and the values they had in files written before they were saved.
-_NETWORK_OPTIONS_BEFORE = {"test_time_flip": False}
+_NETWORK_OPTIONS_BEFORE = {"test_time_flip": False, "colour_share": 0.0}
 # State that files written before it existed lack; the freshly built network's
 # value is what those files meant (the head's link: linear).
 _STATE_ADDED_LATER = ("head.link_atanh",)
@@ -449,7 +449,8 @@ _STATE_ADDED_LATER = ("head.link_atanh",)
 
 def network_options(module):
     """The settings of ``module`` that its weights do not record, for the file's JSON."""
-    return {"test_time_flip": bool(module.test_time_flip)}
+    return {"test_time_flip": bool(module.test_time_flip),
+            "colour_share": float(module.colour_share)}
 
 
 def apply_network_options(module, options):
@@ -459,6 +460,10 @@ def apply_network_options(module, options):
             options["test_time_flip"], bool):
         raise ValueError(f"unknown network settings {options!r}.")
     module.test_time_flip = options["test_time_flip"]
+    try:
+        module.colour_share = options["colour_share"]
+    except ValueError as error:
+        raise ValueError(f"unknown network settings {options!r}: {error}") from None
 
 
 def _network_state(module):

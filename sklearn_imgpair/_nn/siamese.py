@@ -6,6 +6,7 @@ a timm backbone, embedding a dataset of images, scoring pairs of embeddings.
 
 import contextlib
 import math
+from numbers import Real
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from sklearn_imgpair._io.device import (
     to_device,
 )
 from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
+from sklearn_imgpair._nn.colour import ColourHistogram
 
 __all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images",
            "embed_pair_dataset", "pool_embeddings", "score_pairs", "siamese_net_kwargs"]
@@ -159,6 +161,15 @@ class SiameseNet(nn.Module):
         augmentation; twice the work per image). Training is unchanged.
     head_link : {"linear", "atanh"}, default="linear"
         The link of the match head (``CosineMatchHead``) in training.
+    colour_share : float in [0, 1), default=0.0
+        Weight of colour in the similarity. Above 0, each embedding is the
+        backbone's unit vector scaled by ``sqrt(1 - colour_share)`` followed
+        by the image's 8x8x8 colour histogram (:class:`ColourHistogram`, a unit
+        vector) scaled by ``sqrt(colour_share)``, so the cosine of two images
+        is ``(1 - colour_share) * backbone cosine + colour_share * colour
+        cosine``, in training as in prediction: the backbone learns what the
+        colours do not tell. Embeddings get 512 more dimensions. 0 (no
+        colour) leaves the embeddings the backbone's.
 
     Notes
     -----
@@ -171,17 +182,38 @@ class SiameseNet(nn.Module):
     the embeddings of the views, all from one backbone call.
     """
 
-    test_time_flip = False  # networks pickled before the option existed
+    # Networks pickled before these options existed.
+    test_time_flip = False
+    _colour_share = 0.0
 
     def __init__(self, backbone, *, mean, std, augment=None, test_time_flip=False,
-                 head_link="linear"):
+                 head_link="linear", colour_share=0.0):
         super().__init__()
         self.backbone = backbone
         self.augment = augment
         self.test_time_flip = test_time_flip
+        self.colour_share = colour_share
+        self.colour = ColourHistogram()
         self.head = CosineMatchHead(link=head_link)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    @property
+    def colour_share(self):
+        """Weight of the colour cosine in the similarity (0: none); settable."""
+        return self._colour_share
+
+    @colour_share.setter
+    def colour_share(self, value):
+        if not (isinstance(value, Real) and not isinstance(value, bool) and 0 <= value < 1):
+            raise ValueError(f"colour_share must be a number in [0, 1); got {value!r}.")
+        self._colour_share = float(value)
+
+    @property
+    def embedding_dim(self):
+        """Length of the embeddings: the backbone's features, and the colours if any."""
+        colours = self.colour.dim if self.colour_share else 0
+        return int(self.backbone.num_features) + colours
 
     def embed(self, images):
         """Return L2-normalised embeddings of shape ``(n, d)`` for uint8 images.
@@ -199,7 +231,15 @@ class SiameseNet(nn.Module):
         x = images.to(self.mean.dtype) / 255.0
         if self.augment is not None:
             x = self.augment(x)
-        x = (x - self.mean) / self.std
+        embeddings = self._embed_normalised((x - self.mean) / self.std)
+        if not self.colour_share:
+            return embeddings
+        # Both parts are unit vectors: the result is one, and its cosines blend theirs.
+        return torch.cat([embeddings * math.sqrt(1.0 - self.colour_share),
+                          self.colour(x) * math.sqrt(self.colour_share)], dim=-1)
+
+    def _embed_normalised(self, x):
+        """Unit-length backbone features of normalised images (both flips in test-time flips)."""
         if self.test_time_flip and not self.training:
             # One backbone call for both; the features of a mirror pair are summed
             # (sliced, not chunked: chunk would fix the batch size in torch.export).
