@@ -42,6 +42,7 @@ from skorch.dataset import ValidSplit
 
 from sklearn_imgpair import (
     IdentityValidSplit,
+    ImageEmbedder,
     ImagePairClassifier,
     ViewAugmentation,
     WeightAveraging,
@@ -159,6 +160,26 @@ def evaluate(clf, X_test, y_match, prefix=""):
         prefix + "jpeg_copy_median_proba": float(np.median(near_proba)),
         prefix + "predict_pairs_per_s": float(len(y_match) / seconds),
     }
+
+
+def part_aucs(clf, X, y):
+    """ROC AUC of each part of a colour-blended network's cosine, alone, on the same pairs.
+
+    With ``colour_share`` s, an embedding is ``[sqrt(1 - s) * backbone, sqrt(s) * colours]``:
+    the cosine of the first block over ``1 - s`` is the backbone's, that of the second over
+    ``s`` the network's colour histogram's (:class:`ColourHistogram` of its input, here
+    soft-binned at ``image_size``: another hand-made baseline than ``_histogram``'s).
+    """
+    share = clf.module_.colour_share
+    paths = np.unique(X.to_numpy().ravel())
+    vectors = ImageEmbedder(classifier=clf, cache=False).fit().transform(paths)
+    rows = {path: row for row, path in enumerate(paths)}
+    a = vectors[[rows[path] for path in X.iloc[:, 0]]]
+    b = vectors[[rows[path] for path in X.iloc[:, 1]]]
+    d = vectors.shape[1] - clf.module_.colour.dim
+    return {"backbone_part_auc": float(roc_auc_score(y, (a[:, :d] * b[:, :d]).sum(1))),
+            "colour_part_auc": float(roc_auc_score(y, (a[:, d:] * b[:, d:]).sum(1))),
+            "colour_share": share}
 
 
 def add_fit_arguments(parser):
@@ -317,6 +338,10 @@ def main(argv=None):
                   f"{figures[prefix + 'self_pair_min_proba']:>7.3f}"
                   f"{figures[prefix + 'predict_pairs_per_s']:>8.0f}")
         module.test_time_flip = saved_flip
+        if module.colour_share:
+            figures.update(part_aucs(clf, X_test, y_match))
+            print(f"  parts alone (ROC AUC): backbone {figures['backbone_part_auc']:.4f}, "
+                  f"the network's soft colour histogram {figures['colour_part_auc']:.4f}")
         reliability_row = "  ".join(f"{p:.2f}->{o:.2f}" for _, p, o in figures["reliability"])
         print(f"  reliability (mean predicted -> match rate, 10 equal bins): {reliability_row}")
         results["tests"][Path(test_path).name] = figures

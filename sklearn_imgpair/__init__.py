@@ -9,6 +9,7 @@ from sklearn_imgpair._version import __version__
 _LAZY_NAMES = {
     "AcceleratedImagePairClassifier": "sklearn_imgpair._scale.accelerate",
     "AucEarlyStopping": "sklearn_imgpair._training.callbacks",
+    "ColourHistogram": "sklearn_imgpair._nn.colour",
     "CosineSchedule": "sklearn_imgpair._training.callbacks",
     "HeadCalibration": "sklearn_imgpair._training.callbacks",
     "IdentityValidSplit": "sklearn_imgpair._training.split",
@@ -38,6 +39,7 @@ _SUBMODULES = ("datasets", "metrics", "onnx")
 __all__ = [
     "AcceleratedImagePairClassifier",
     "AucEarlyStopping",
+    "ColourHistogram",
     "CosineSchedule",
     "HeadCalibration",
     "IdentityValidSplit",

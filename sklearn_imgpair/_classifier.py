@@ -42,6 +42,7 @@ from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS, expecte
 from sklearn_imgpair._nn.siamese import (
     SiameseNet,
     embed_dataset,
+    embedding_dim,
     pool_embeddings,
     score_pairs,
     siamese_net_kwargs,
@@ -269,7 +270,8 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         Side length the images are resized to.
 
     embedding_dim_ : int
-        Length of the backbone's embedding vectors.
+        Length of the embedding vectors: the backbone's features, and the
+        colour histogram's 512 with ``module__colour_share`` above 0.
 
     n_features_in_ : int
         Always 2: two image columns.
@@ -464,9 +466,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             augment = ViewAugmentation() if self.augment else None
         self.module_ = self.initialized_instance(
             self.module, {**kwargs, "augment": augment, **self.get_params_for("module")})
-        # A module of the user's own may not say; the backbone's features then.
-        self.embedding_dim_ = int(getattr(self.module_, "embedding_dim",
-                                          kwargs["backbone"].num_features))
+        self.embedding_dim_ = embedding_dim(self.module_)
         return self
 
     def get_params_for(self, prefix):

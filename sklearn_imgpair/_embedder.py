@@ -1,6 +1,7 @@
 """ImageEmbedder: images (paths or in memory) in, L2-normalised embedding vectors out."""
 
 import copy
+import hashlib
 import os
 from numbers import Integral
 
@@ -29,6 +30,7 @@ from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
 from sklearn_imgpair._nn.siamese import (
     SiameseNet,
     embed_dataset,
+    embedding_dim,
     pool_embeddings,
     siamese_net_kwargs,
 )
@@ -40,6 +42,24 @@ def _fingerprint(module, image_size, precision):
     """Cache key of a network's vectors; reduced precision gives (slightly) other vectors."""
     return model_fingerprint(module, image_size if precision == "fp32"
                              else f"{image_size}:{precision}")
+
+
+def _settings_key(fingerprint, module):
+    """``fingerprint`` joined with the settings of ``module`` that its weights do not hold.
+
+    Test-time flips and colour change the vectors but not the state dict; read when
+    the vectors are looked up, so that a setting changed after ``fit`` counts. Only
+    settings away from their defaults enter the key: the caches of networks without
+    them stay valid.
+    """
+    settings = []
+    if getattr(module, "test_time_flip", False):
+        settings.append("test_time_flip")
+    if getattr(module, "colour_share", 0.0):
+        settings.append(f"colour_share={module.colour_share!r}")
+    if not settings:
+        return fingerprint
+    return hashlib.sha256("|".join([fingerprint, *settings]).encode()).hexdigest()
 
 
 class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -246,7 +266,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         self.module_ = module.to(resolve_device(self.device)).eval()
         self.image_size_ = image_size
-        self.embedding_dim_ = module.embedding_dim
+        self.embedding_dim_ = embedding_dim(module)
         if feature_names is not None:
             self.feature_names_in_ = np.asarray(feature_names, dtype=object)
             n_features_in = len(self.feature_names_in_) if n_features_in is None else n_features_in
@@ -325,10 +345,11 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
                     raise FileNotFoundError(f"{name}: image file not found: {image!r}.") from None
                 keys.append(None)  # loading it fails below, with the same message
         cache = self._embedding_cache()
+        fingerprint = _settings_key(self._fingerprint, self.module_)
         vectors = np.empty((len(images), self.embedding_dim_), dtype=np.float32)
         missing = []
         for index, key in enumerate(keys):
-            vector = None if key is None else cache.get(self._fingerprint, key)
+            vector = None if key is None else cache.get(fingerprint, key)
             if vector is None:
                 missing.append(index)
             else:
@@ -344,7 +365,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             for index, vector in zip(missing, computed):
                 vectors[index] = vector
                 if not np.isnan(vector).any():
-                    cache.put(self._fingerprint, keys[index], vector)
+                    cache.put(fingerprint, keys[index], vector)
         vectors = pool_embeddings(torch.from_numpy(vectors), image_index, offsets).numpy()
         vectors = vectors[inverse.reshape(-1)]
         if failures:

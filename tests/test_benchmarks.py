@@ -147,10 +147,14 @@ def test_quality_and_synthetic_pretraining_quick(tmp_path, capsys):
     model = tmp_path / "model.pkl"
     quality.main(["--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
                   "--time-budget", "4", "--batch-size", "8", "--weights-path", str(weights),
-                  "--save", str(model)])
+                  "--colour-share", "0.5", "--save", str(model)])
     summary = _summary(capsys)
     assert summary["config"]["weights_path"] == str(weights)
+    assert summary["config"]["colour_share"] == 0.5
     figures = summary["tests"]["test.csv"]
+    # Each part of the blended cosine, alone: the synthetic products differ in colour.
+    assert figures["colour_share"] == 0.5 and figures["colour_part_auc"] > 0.6
+    assert 0 <= figures["backbone_part_auc"] <= 1
     for prefix in ("", "tta_"):
         assert 0 <= figures[prefix + "ece"] <= 1 and 0 <= figures[prefix + "brier"] <= 1
         assert sum(n for n, _, _ in figures[prefix + "reliability"]) == figures["pairs"]

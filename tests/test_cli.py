@@ -127,10 +127,12 @@ def test_fit_takes_column_names_and_a_string_match_label(csv_dir, tmp_path, caps
     assert main(["fit", "--train", str(data), "--model", str(path),
                  "--image1", "query", "--image2", "response", "--label", "same",
                  "--match-label", "yes", *TINY_FIT, "--max-epochs", "1",
-                 "--pair-mining", "none"]) == 0
+                 "--pair-mining", "none", "--colour-share", "0.4"]) == 0
     assert f"Saved the model to {path}" in capsys.readouterr().out
     clf = ImagePairClassifier.load(path)
     assert clf.classes_.tolist() == ["no", "yes"] and clf.match_label == "yes"
+    assert clf.module_.colour_share == 0.4
+    assert clf.embedding_dim_ == clf.module_.backbone.num_features + 512
     assert len(clf.history) == 1 and clf.pair_mining == "none"
     assert "identity_loss" not in clf.history[-1, "batches", 0]
 
@@ -387,8 +389,10 @@ def test_an_unreadable_csv_and_bad_options_fail(model_path, tmp_path, capsys):
     ("--time-limit", "inf", "must be a positive, finite number; got 'inf'"),
     ("--lr", "-1", "must be a positive, finite number; got '-1'"),
     ("--max-epochs", "2.5", "must be an integer; got '2.5'"),
+    ("--colour-share", "1", "must be a number from 0 to below 1; got '1'"),
+    ("--colour-share", "-0.1", "must be a number from 0 to below 1; got '-0.1'"),
 ])
-def test_fit_rejects_non_finite_and_non_positive_numbers(option, value, message, capsys):
+def test_fit_rejects_numbers_out_of_range(option, value, message, capsys):
     assert main(["fit", "--train", "t.csv", "--model", "m.safetensors", option, value]) == 2
     err = capsys.readouterr().err
     assert f"argument {option}: {message}" in err and "Traceback" not in err

@@ -1,4 +1,4 @@
-"""The colour histogram and SiameseNet's colour_share: what the blend computes, and where it goes."""
+"""ColourHistogram and SiameseNet's colour_share: what the blend computes, where it goes."""
 
 import json
 import pickle
@@ -93,11 +93,23 @@ def test_colour_share_blends_the_backbone_and_colour_cosines():
     assert torch.equal(_net(colour_share=0.0).embed(images), features)
 
 
-def test_colour_share_sees_the_augmented_image_and_ignores_test_time_flips():
+def test_the_identity_loss_gets_the_views_backbone_part_only():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    blended = _net(colour_share=0.9)
+    logits, views = blended(images[:2], images[2:4], images[4:])
+    torch.testing.assert_close(views, _net().embed(images[4:]))  # unit, backbone only
+    torch.testing.assert_close(logits, _net(colour_share=0.9)(images[:2], images[2:4]))
+    torch.testing.assert_close(blended.backbone_part(blended.embed(images)),
+                               _net().embed(images))
+
+
+def test_colour_share_sees_the_augmented_image_and_combines_with_test_time_flips():
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    flipped = _net(colour_share=0.5, test_time_flip=True)
-    colours = flipped.embed(images)[:, 5:]
-    torch.testing.assert_close(colours, ColourHistogram()(images.float() / 255) * 0.5 ** 0.5)
+    embeddings = _net(colour_share=0.5, test_time_flip=True).embed(images)
+    torch.testing.assert_close(embeddings[:, :5],
+                               _net(test_time_flip=True).embed(images) * 0.5 ** 0.5)
+    torch.testing.assert_close(embeddings[:, 5:],
+                               ColourHistogram()(images.float() / 255) * 0.5 ** 0.5)
     darken = _net(colour_share=0.5, augment=_Halve()).train()
     torch.testing.assert_close(darken.embed(images)[:, 5:],
                                ColourHistogram()(images.float() / 510) * 0.5 ** 0.5)
@@ -108,16 +120,34 @@ class _Halve(nn.Module):
         return x / 2
 
 
-@pytest.mark.parametrize("share", [1.0, -0.1, True, "0.5", float("nan")])
-def test_invalid_colour_share_is_refused(share):
-    with pytest.raises(ValueError, match="colour_share must be a number in \\[0, 1\\)"):
+@pytest.mark.parametrize("share, error", [(1.0, ValueError), (-0.1, ValueError),
+                                          (float("nan"), ValueError), (True, TypeError),
+                                          ("0.5", TypeError)])
+def test_invalid_colour_share_is_refused(share, error):
+    with pytest.raises(error, match="colour_share must be a number in \\[0, 1\\)"):
         _net(colour_share=share)
+
+
+def test_invalid_histogram_settings_and_inputs_are_refused():
+    with pytest.raises(ValueError, match="bins must be an integer of at least 2; got 1"):
+        ColourHistogram(bins=1)
+    with pytest.raises(TypeError, match="bins must be an integer"):
+        ColourHistogram(bins=8.0)
+    assert ColourHistogram(bins=np.int64(4)).dim == 64
+    with pytest.raises(TypeError, match="floating-point images in \\[0, 1\\]; got torch.uint8"):
+        ColourHistogram()(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
 
 
 def test_networks_pickled_before_the_option_have_no_colour():
     net = _net()
-    del net.__dict__["_colour_share"]  # as unpickled from an older version
-    assert net.colour_share == 0.0 and net.embedding_dim == 5
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    expected = net.embed(images)
+    # As unpickled from a version without the option: neither the setting nor the module.
+    del net.__dict__["_colour_share"]
+    del net._modules["colour"]
+    old = pickle.loads(pickle.dumps(net))
+    assert old.colour_share == 0.0 and old.embedding_dim == 5
+    torch.testing.assert_close(old.embed(images), expected)
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +172,10 @@ def test_classifier_with_colour_fits_saves_loads_and_embeds(colour_clf, image_pa
     reloaded = ImageEmbedder.load(embedder.save(tmp_path / "embedder.safetensors"))
     assert reloaded.embedding_dim_ == d + 512
     assert_array_equal(reloaded.transform(paths), vectors)
-    content = json.loads(_metadata(tmp_path / "colour.safetensors")["content"])
-    assert content["network"]["colour_share"] == 0.6
+    metadata = _metadata(tmp_path / "colour.safetensors")
+    assert metadata["format_version"] == "3"  # readers of version 2 would refuse the setting
+    assert json.loads(metadata["content"])["network"] == {"test_time_flip": False,
+                                                          "colour_share": 0.6}
     # The probabilities follow the blend: without the colours they change.
     plain = pickle.loads(pickle.dumps(colour_clf))
     plain.module_.colour_share = 0.0
@@ -168,3 +200,30 @@ def test_classifier_with_colour_exports_to_onnx(colour_clf, image_pairs, tmp_pat
     assert_allclose(matcher.predict_proba(X[:7]), colour_clf.predict_proba(X[:7]), atol=1e-4)
     vectors = matcher.transform(X[:4, 0])
     assert vectors.shape == (4, colour_clf.embedding_dim_)
+
+
+def test_the_embedding_cache_keys_the_colour_setting(colour_clf, image_pairs):
+    # Same weights, other settings: the vectors differ, so must the cache entries.
+    paths = image_pairs[0][:4, 0]
+    with_colour = ImageEmbedder(classifier=colour_clf).fit()
+    vectors = with_colour.transform(paths)
+    plain = pickle.loads(pickle.dumps(colour_clf))
+    plain.module_.colour_share = 0.0
+    without = ImageEmbedder(classifier=plain).fit().transform(paths)
+    assert without.shape == (4, plain.module_.backbone.num_features)
+    assert_allclose(vectors[:, :without.shape[1]], without * 0.4 ** 0.5, atol=1e-6)
+    # A setting changed after fit counts too.
+    with_colour.module_.test_time_flip = True
+    assert not np.allclose(with_colour.transform(paths), vectors, atol=1e-4)
+
+
+def test_a_module_of_ones_own_without_embedding_dim_uses_its_backbone_features():
+    from sklearn_imgpair._nn.siamese import embedding_dim
+
+    class Mine(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = _Linear()
+
+    assert embedding_dim(Mine()) == 5
+    assert embedding_dim(_net(colour_share=0.3)) == 5 + 512

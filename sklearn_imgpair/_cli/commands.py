@@ -264,6 +264,8 @@ def run_fit(args):
         time_limit=args.time_limit, max_epochs=args.max_epochs, batch_size=args.batch_size,
         lr=args.lr, pair_mining=args.pair_mining, random_state=args.seed,
         on_error=args.on_error, verbose=0 if args.quiet else 1 + args.verbose,
+        # Only when asked for: a model without colour keeps the parameters it had.
+        **({"module__colour_share": args.colour_share} if args.colour_share else {}),
     )
     print(f"Fitting {args.model_name} on {len(frame)} pairs from {args.train}", flush=True)
     started = time.perf_counter()

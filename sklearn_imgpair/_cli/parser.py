@@ -105,6 +105,17 @@ def _probability(text):
     return value
 
 
+def _share(text):
+    """An argparse type: a number from 0 up to, not including, 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to below 1; got {text!r}")
+    return value
+
+
 def _column_options(*, label):
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("columns")
@@ -199,6 +210,10 @@ def _add_fit(commands):
                             "'{\"embed_dim\": 32, \"depths\": [2, 2], \"num_heads\": [2, 4]}'")
     model.add_argument("--image-size", type=_positive(int), metavar="PIXELS",
                        help="side length images are resized to (default: the model's, 224)")
+    model.add_argument("--colour-share", type=_share, default=0.0, metavar="W",
+                       help="weight of the images' colour histograms in the similarity, "
+                            "from 0 (none) to below 1: the cosine is (1 - W) times the "
+                            "backbone's plus W times the histograms' (default: 0)")
     training = fit.add_argument_group("training")
     training.add_argument("--time-limit", type=_positive(float), metavar="SECONDS",
                           help="stop fitting before this many seconds (default: no limit)")

@@ -36,7 +36,7 @@ from sklearn_imgpair._deploy.onnx_format import (
 )
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.model_file import encode_labels
-from sklearn_imgpair._nn.siamese import SiameseNet
+from sklearn_imgpair._nn.siamese import SiameseNet, embedding_dim
 from sklearn_imgpair._scale.optional import import_optional
 from sklearn_imgpair._version import __version__
 
@@ -221,7 +221,7 @@ def _export(net, path, *, estimator_name, fields, opset, quantize, model_name):
         "estimator": estimator_name, "model_name": model_name,
         "image_size": image_size, "mean": net.mean.reshape(-1).tolist(),
         "std": net.std.reshape(-1).tolist(),
-        "embedding_dim": net.embedding_dim,
+        "embedding_dim": embedding_dim(net),
         "quantization": quantize or "none", "opset": written_opset,
         "versions": _versions(), **fields,
     }

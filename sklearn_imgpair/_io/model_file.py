@@ -32,7 +32,7 @@ from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.device import loadable_device, loadable_precision, seeded
 from sklearn_imgpair._io.embedding_cache import tensors_digest
 from sklearn_imgpair._nn.augment import ViewAugmentation
-from sklearn_imgpair._nn.siamese import SiameseNet, siamese_net_kwargs
+from sklearn_imgpair._nn.siamese import SiameseNet, embedding_dim, siamese_net_kwargs
 from sklearn_imgpair._training.split import IdentityValidSplit
 from sklearn_imgpair._version import __version__
 
@@ -43,7 +43,10 @@ __all__ = ["FORMAT_VERSION", "embedder_content", "embedder_from_content", "load_
 FORMAT_NAME = "sklearn-imgpair"
 # 2: the head's link (the tensor head.link_atanh) and the network settings (JSON "network");
 # files of version 1 load as a linear head without test-time flips.
-FORMAT_VERSION = 2
+# 3: the network setting "colour_share" (files of version 2 have no colour). A file is
+# written in the oldest version that holds its content, so that a model without colour
+# stays readable by readers of version 2.
+FORMAT_VERSION = 3
 _MAX_HEADER_BYTES = 100 * 2**20
 _TUPLE, _CLASS, _OBJECT = "__tuple__", "__class__", "__object__"
 
@@ -268,7 +271,8 @@ def write_model_file(path, estimator_name, content, tensors):
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     document = {"estimator": estimator_name, **content, "versions": _versions()}
     text = json.dumps(document, sort_keys=True)
-    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+    version = FORMAT_VERSION if "colour_share" in content.get("network", {}) else 2
+    metadata = {"format": FORMAT_NAME, "format_version": str(version),
                 "content": text, "sha256": tensors_digest(text, tensors)}
     data = safetensors.torch.save(tensors, metadata=metadata)
 
@@ -448,9 +452,14 @@ _STATE_ADDED_LATER = ("head.link_atanh",)
 
 
 def network_options(module):
-    """The settings of ``module`` that its weights do not record, for the file's JSON."""
-    return {"test_time_flip": bool(module.test_time_flip),
-            "colour_share": float(module.colour_share)}
+    """The settings of ``module`` that its weights do not record, for the file's JSON.
+
+    Colour is written only when there is some: a file without it reads as before.
+    """
+    options = {"test_time_flip": bool(module.test_time_flip)}
+    if module.colour_share:
+        options["colour_share"] = float(module.colour_share)
+    return options
 
 
 def apply_network_options(module, options):
@@ -462,7 +471,7 @@ def apply_network_options(module, options):
     module.test_time_flip = options["test_time_flip"]
     try:
         module.colour_share = options["colour_share"]
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise ValueError(f"unknown network settings {options!r}: {error}") from None
 
 
@@ -516,6 +525,7 @@ def load_classifier(cls, path, *, device=None):
             clf.initialize()
         load_module_state(clf.module_, state, ignore_missing=("augment.", *_STATE_ADDED_LATER))
         apply_network_options(clf.module_, content.get("network"))
+        clf.embedding_dim_ = embedding_dim(clf.module_)
     clf.pretrained = params.get("pretrained", True)
     clf.weights_path = params.get("weights_path")
     clf.classes_ = classes

@@ -27,7 +27,8 @@ from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 from sklearn_imgpair._nn.colour import ColourHistogram
 
 __all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images",
-           "embed_pair_dataset", "pool_embeddings", "score_pairs", "siamese_net_kwargs"]
+           "embed_pair_dataset", "embedding_dim", "pool_embeddings", "score_pairs",
+           "siamese_net_kwargs"]
 
 # Pairs scored per step of score_pairs: 8192 pairs of 768-d float32 vectors
 # gather 50 MB, whatever the number of pairs.
@@ -168,8 +169,16 @@ class SiameseNet(nn.Module):
         vector) scaled by ``sqrt(colour_share)``, so the cosine of two images
         is ``(1 - colour_share) * backbone cosine + colour_share * colour
         cosine``, in training as in prediction: the backbone learns what the
-        colours do not tell. Embeddings get 512 more dimensions. 0 (no
-        colour) leaves the embeddings the backbone's.
+        colours do not tell. Embeddings get 512 more
+        dimensions. 0 (no colour) leaves the embeddings the backbone's. An
+        item of several images gets the normalised mean of their embeddings
+        (:func:`pool_embeddings`), whose colour part weighs a little more
+        where the backbone's vectors of its images disagree more than their
+        colours do. The identity loss of graph mining trains the backbone's
+        part alone (``forward`` returns the views' backbone embeddings), so
+        that the backbone learns to tell identities apart at full strength
+        whatever the share: on the blend, the loss would see the backbone's
+        cosines scaled by ``1 - colour_share``.
 
     Notes
     -----
@@ -205,7 +214,9 @@ class SiameseNet(nn.Module):
 
     @colour_share.setter
     def colour_share(self, value):
-        if not (isinstance(value, Real) and not isinstance(value, bool) and 0 <= value < 1):
+        if not isinstance(value, Real) or isinstance(value, bool):
+            raise TypeError(f"colour_share must be a number in [0, 1); got {value!r}.")
+        if not 0 <= value < 1:
             raise ValueError(f"colour_share must be a number in [0, 1); got {value!r}.")
         self._colour_share = float(value)
 
@@ -273,7 +284,32 @@ class SiameseNet(nn.Module):
         embeddings = self.embed(torch.cat(batches, dim=0))
         embeddings = embeddings.split([len(batch) for batch in batches])
         logits = self.similarity(embeddings[0], embeddings[1])
-        return logits if views is None else (logits, embeddings[2])
+        return logits if views is None else (logits, self.backbone_part(embeddings[2]))
+
+    def backbone_part(self, embeddings):
+        """The backbone's unit vectors within embeddings (all of them without colour).
+
+        Parameters
+        ----------
+        embeddings : torch.Tensor of shape (n, embedding_dim)
+            Embeddings as :meth:`embed` returns them.
+
+        Returns
+        -------
+        features : torch.Tensor of shape (n, backbone.num_features)
+        """
+        if not self.colour_share:
+            return embeddings
+        return F.normalize(embeddings[:, :self.backbone.num_features], dim=-1)
+
+
+def embedding_dim(module):
+    """Length of the embeddings of ``module``, a :class:`SiameseNet` or a module of the user's.
+
+    A module that does not say (no ``embedding_dim``) embeds with its backbone alone.
+    """
+    dim = getattr(module, "embedding_dim", None)
+    return int(module.backbone.num_features if dim is None else dim)
 
 
 def siamese_net_kwargs(model_name, *, pretrained=False, weights_path=None, image_size=None,

@@ -63,7 +63,8 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         Side length the images are resized to.
 
     embedding_dim_ : int
-        Length of the backbone's embedding vectors.
+        Length of the embedding vectors: the backbone's features, and the
+        colour histogram's 512 with ``module__colour_share`` above 0.
 
     n_features_in_ : int
         Always 2: two image-path columns.
