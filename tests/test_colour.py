@@ -180,6 +180,8 @@ def test_classifier_with_colour_fits_saves_loads_and_embeds(colour_clf, image_pa
     plain = pickle.loads(pickle.dumps(colour_clf))
     plain.module_.colour_share = 0.0
     assert not np.allclose(plain.predict_proba(X), colour_clf.predict_proba(X), atol=1e-3)
+    # Colour off but module__colour_share among the parameters: still a version-3 file.
+    assert _metadata(plain.save(tmp_path / "plain.safetensors"))["format_version"] == "3"
 
 
 def _metadata(path):

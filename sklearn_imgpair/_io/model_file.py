@@ -271,7 +271,10 @@ def write_model_file(path, estimator_name, content, tensors):
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     document = {"estimator": estimator_name, **content, "versions": _versions()}
     text = json.dumps(document, sort_keys=True)
-    version = FORMAT_VERSION if "colour_share" in content.get("network", {}) else 2
+    # Readers of version 2 know neither the setting nor SiameseNet's argument.
+    colour = ("colour_share" in content.get("network", {})
+              or "module__colour_share" in content.get("params", {}))
+    version = FORMAT_VERSION if colour else 2
     metadata = {"format": FORMAT_NAME, "format_version": str(version),
                 "content": text, "sha256": tensors_digest(text, tensors)}
     data = safetensors.torch.save(tensors, metadata=metadata)
