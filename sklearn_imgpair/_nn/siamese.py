@@ -169,12 +169,11 @@ class SiameseNet(nn.Module):
         vector) scaled by ``sqrt(colour_share)``, so the cosine of two images
         is ``(1 - colour_share) * backbone cosine + colour_share * colour
         cosine``, in training as in prediction: the backbone learns what the
-        colours do not tell. Embeddings get 512 more
-        dimensions. 0 (no colour) leaves the embeddings the backbone's. An
-        item of several images gets the normalised mean of their embeddings
-        (:func:`pool_embeddings`), whose colour part weighs a little more
-        where the backbone's vectors of its images disagree more than their
-        colours do. The identity loss of graph mining trains the backbone's
+        colours do not tell. Embeddings get 512 more dimensions. 0 (no
+        colour) leaves the embeddings the backbone's. An item of several
+        images gets the normalised mean of their embeddings, whose colour
+        part weighs a little more where the backbone's vectors of its images
+        disagree more than their colours do. The identity loss of graph mining trains the backbone's
         part alone (``forward`` returns the views' backbone embeddings), so
         that the backbone learns to tell identities apart at full strength
         whatever the share: on the blend, the loss would see the backbone's
@@ -292,7 +291,7 @@ class SiameseNet(nn.Module):
         Parameters
         ----------
         embeddings : torch.Tensor of shape (n, embedding_dim)
-            Embeddings as :meth:`embed` returns them.
+            Embeddings as ``embed`` returns them.
 
         Returns
         -------
