@@ -8,7 +8,10 @@ accuracy of ``predict`` at the default threshold and the best-threshold
 accuracy, and the reliability of the probabilities: expected calibration
 error over 10 equal-count bins (ECE), the Brier score, a reliability table
 and the probability of each test image paired with itself and with its JPEG
-re-encoding (quality 90). Every figure of
+re-encoding (quality 90). Two more ECEs say how far calibration could go: of
+a head re-fitted on the test pairs themselves, and of one fitted on half of the
+test file's identities, on the other half (see ``calibration_transfer``).
+Every figure of
 the matcher is given without and with test-time flips (``_tta``), from the
 same fit. The last line is a JSON object with every figure.
 
@@ -36,6 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from skorch.dataset import ValidSplit
@@ -47,6 +52,7 @@ from sklearn_imgpair import (
     ViewAugmentation,
     WeightAveraging,
 )
+from sklearn_imgpair._training.mining import match_components
 
 COIL = Path(__file__).resolve().parents[2] / "shared" / "data" / "coil-100"
 
@@ -109,21 +115,123 @@ def best_threshold_accuracy(y_true, score):
     return float(((true_pos + true_neg) / len(y_true)).max())
 
 
-def reliability(y_true, proba, n_bins=10):
+def reliability(y_true, proba, n_bins=10, sample_weight=None):
     """Per equal-count bin of ``proba``: pairs, mean predicted probability, match rate.
+
+    Parameters
+    ----------
+    y_true : ndarray of shape (n_pairs,)
+        1 for a match, 0 otherwise.
+    proba : ndarray of shape (n_pairs,)
+        Predicted probability of a match.
+    n_bins : int, default=10
+        Number of bins.
+    sample_weight : array-like of shape (n_pairs,), default=None
+        Weights of the pairs: the bins then hold about equal weight instead
+        of equal counts (a pair that would cross a bin's share goes to the
+        next bin), and the means and the ECE are weighted.
 
     Returns
     -------
     bins : list of (int, float, float)
+        Pairs, mean predicted probability and match rate of each non-empty bin.
     ece : float
-        Expected calibration error: the pair-weighted mean of
-        ``|mean predicted - match rate|`` over the bins.
+        Expected calibration error: the mean of ``|mean predicted - match
+        rate|`` over the bins, weighted by their pairs (or their weight).
     """
+    weight = np.ones(len(proba)) if sample_weight is None else np.asarray(sample_weight, float)
     order = np.argsort(proba, kind="stable")
-    bins = [(len(part), float(proba[part].mean()), float(y_true[part].mean()))
-            for part in np.array_split(order, n_bins) if len(part)]
-    ece = sum(n * abs(predicted - observed) for n, predicted, observed in bins) / len(proba)
-    return bins, float(ece)
+    if sample_weight is None:
+        parts = np.array_split(order, n_bins)
+    else:
+        mass = np.cumsum(weight[order])
+        # A bin takes the pairs whose cumulative weight stays within its share
+        # (with a margin for rounding).
+        bounds = mass[-1] * (np.arange(1, n_bins) / n_bins + 1e-12)
+        parts = np.split(order, np.searchsorted(mass, bounds, side="right"))
+    parts = [part for part in parts if len(part)]
+    bins = [(len(part), float(np.average(proba[part], weights=weight[part])),
+             float(np.average(y_true[part], weights=weight[part]))) for part in parts]
+    ece = sum(weight[part].sum() * abs(predicted - observed)
+              for part, (_, predicted, observed) in zip(parts, bins))
+    return bins, float(ece / weight.sum())
+
+
+def _platt(logits, y_true, sample_weight=None):
+    """A logistic regression of ``y_true`` on ``logits`` (Platt scaling), as a function."""
+    model = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), y_true,
+                                          sample_weight=sample_weight)
+    return lambda scores: model.predict_proba(scores.reshape(-1, 1))[:, 1]
+
+
+def _balance(y_true, rate):
+    """Weights summing to 1 under which matches make up the share ``rate``."""
+    return np.where(y_true == 1, rate / y_true.sum(), (1 - rate) / (1 - y_true).sum())
+
+
+def calibration_transfer(logits, y_true, X, repeats=20, seed=0):
+    """How well a head of the classifier's form calibrates on these pairs, and across identities.
+
+    A calibrated head is ``a * atanh(cosine) + b`` (an uncalibrated one
+    ``a * cosine + b``): Platt scaling of its logits re-fits ``a`` and
+    ``b``. Identities are the connected components of matching pairs (on
+    COIL-100, an object's views form one large component and a few stray
+    views are identities of their own).
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_pairs,)
+        The classifier's ``decision_function`` on ``X``.
+    y_true : ndarray of shape (n_pairs,)
+        1 for a match, 0 otherwise.
+    X : DataFrame of shape (n_pairs, 2)
+        The pairs' images.
+    repeats : int, default=20
+        Random splits of the identities.
+    seed : int, default=0
+        Seed of the splits.
+
+    Returns
+    -------
+    figures : dict
+        ``best_platt_ece``: ECE of a head re-fitted on these very pairs, an
+        in-sample (optimistic) figure of how well the network's scores can be
+        mapped to probabilities by a head of its form.
+        ``other_identities_platt_ece``: the median, over ``repeats`` random
+        splits of the identities into two sides of about equal numbers of
+        pairs, of the ECE on the pairs within one side of a head fitted on the
+        pairs within the other; both sides are weighted back to the file's
+        match rate. That is calibration on identities the network never saw,
+        of the same kind and half as many; well above the first figure, it
+        says the mapping from score to probability differs from identity to
+        identity. ``other_identities_platt_ece_q10_q90``: its 10th and 90th
+        percentiles. None where no split has both classes on both sides.
+    """
+    y_true = np.asarray(y_true)
+    best = reliability(y_true, _platt(logits, y_true)(logits))[1]
+    rate = y_true.mean()
+    components = match_components(X.to_numpy(), y_true == 1)
+    n_identities = int(components.max()) + 1
+    cells = np.bincount(components.ravel(), minlength=n_identities)
+    rng = np.random.default_rng(seed)
+    errors = []
+    for _ in range(repeats):
+        # Identities in random order, on the first side until it holds half the pair cells.
+        order = rng.permutation(n_identities)
+        first = np.zeros(n_identities, dtype=bool)
+        first[order[np.cumsum(cells[order]) <= cells.sum() / 2]] = True
+        side = first[components]
+        fit_on, test_on = side.all(axis=1), (~side).all(axis=1)
+        if min(np.unique(y_true[fit_on]).size, np.unique(y_true[test_on]).size) < 2:
+            continue
+        fit_y, test_y = y_true[fit_on], y_true[test_on]
+        head = _platt(logits[fit_on], fit_y, _balance(fit_y, rate) * len(fit_y))
+        errors.append(reliability(test_y, head(logits[test_on]),
+                                  sample_weight=_balance(test_y, rate))[1])
+    return {"best_platt_ece": float(best),
+            "other_identities_platt_ece": float(np.median(errors)) if errors else None,
+            "other_identities_platt_ece_q10_q90":
+                [float(q) for q in np.quantile(errors, [0.1, 0.9])] if errors else None}
 
 
 def _reencoded(path):
@@ -134,10 +242,15 @@ def _reencoded(path):
     return buffer.getvalue()
 
 
-def evaluate(clf, X_test, y_match, prefix=""):
-    """ROC AUC, accuracies and reliability of ``clf`` on one test file."""
+def evaluate(clf, X_test, y_match, prefix="", transfer_seed=None):
+    """ROC AUC, accuracies and reliability of ``clf`` on one test file.
+
+    With ``transfer_seed``, also :func:`calibration_transfer`'s figures.
+    """
     started = time.perf_counter()
-    proba = clf.predict_proba(X_test)[:, 1].astype(np.float64)
+    # predict_proba's match column is expit of these logits, in float64.
+    logits = clf.decision_function(X_test).astype(np.float64)
+    proba = expit(logits)
     seconds = time.perf_counter() - started
     bins, ece = reliability(y_match, proba)
     images = np.unique(X_test.to_numpy().ravel())
@@ -146,7 +259,10 @@ def evaluate(clf, X_test, y_match, prefix=""):
     first, second = X_test.columns
     near_pairs = pd.DataFrame({first: images, second: [_reencoded(path) for path in images]})
     near_proba = clf.predict_proba(near_pairs)[:, 1]
+    figures = {} if transfer_seed is None else calibration_transfer(
+        logits, y_match, X_test, seed=transfer_seed)
     return {
+        **figures,
         prefix + "roc_auc": float(roc_auc_score(y_match, proba)),
         prefix + "accuracy_default_threshold": float(((proba > 0.5) == y_match).mean()),
         prefix + "accuracy_best_threshold": best_threshold_accuracy(y_match, proba),
@@ -328,7 +444,8 @@ def main(argv=None):
         }
         for prefix, flip in [("", False), ("tta_", True)]:
             module.test_time_flip = flip
-            figures.update(evaluate(clf, X_test, y_match, prefix))
+            figures.update(evaluate(clf, X_test, y_match, prefix,
+                                    transfer_seed=None if flip else args.seed))
             print(f"{Path(test_path).name:<16}{'yes' if flip else 'no':>4}{figures['pairs']:>6}"
                   f"{figures[prefix + 'roc_auc']:>8.4f}{figures['pixel_baseline_auc']:>8.4f}"
                   f"{figures['colour_histogram_baseline_auc']:>8.4f}"
@@ -342,6 +459,12 @@ def main(argv=None):
             figures.update(part_aucs(clf, X_test, y_match))
             print(f"  parts alone (ROC AUC): backbone {figures['backbone_part_auc']:.4f}, "
                   f"the network's soft colour histogram {figures['colour_part_auc']:.4f}")
+        other = figures["other_identities_platt_ece"]
+        spread = figures["other_identities_platt_ece_q10_q90"]
+        print(f"  ECE of a head re-fitted on these pairs {figures['best_platt_ece']:.4f}; "
+              "fitted on half of the identities, on the others: "
+              + ("-" if other is None else
+                 f"median {other:.4f} (10-90 %: {spread[0]:.4f} to {spread[1]:.4f})"))
         reliability_row = "  ".join(f"{p:.2f}->{o:.2f}" for _, p, o in figures["reliability"])
         print(f"  reliability (mean predicted -> match rate, 10 equal bins): {reliability_row}")
         results["tests"][Path(test_path).name] = figures

@@ -161,6 +161,9 @@ def test_quality_and_synthetic_pretraining_quick(tmp_path, capsys):
         assert sum(n for n, _, _ in figures[prefix + "reliability"]) == figures["pairs"]
         assert 0 <= figures[prefix + "self_pair_min_proba"] <= 1
         assert 0 <= figures[prefix + "jpeg_copy_min_proba"] <= 1
+    assert 0 <= figures["best_platt_ece"] <= 1
+    other = figures["other_identities_platt_ece"]
+    assert other is None or 0 <= other <= 1
     # A saved model is evaluated again without fitting: the same figures.
     quality.main(["--evaluate", str(model), "--test", str(tmp_path / "test.csv")])
     again = _summary(capsys)["tests"]["test.csv"]
@@ -178,3 +181,78 @@ def test_reliability_bins_and_ece_by_hand():
     assert bins[1] == (2, pytest.approx(0.45), 1.0)  # 0.3 and 0.6, both matches
     expected = (abs(0.15 - 0.0) * 2 + abs(0.45 - 1.0) * 2 + abs(0.8 - 0.5) * 2) / 6
     assert ece == pytest.approx(expected)
+
+
+def test_reliability_with_weights_by_hand():
+    import numpy as np
+
+    quality = _load("quality")
+    y = np.array([0, 1, 1, 0])
+    proba = np.array([0.1, 0.4, 0.6, 0.9])
+    # Equal-weight bins: the first pair weighs as much as the three others.
+    bins, ece = quality.reliability(y, proba, n_bins=2, sample_weight=[3, 1, 1, 1])
+    assert [n for n, _, _ in bins] == [1, 3]
+    assert bins[1] == (3, pytest.approx(1.9 / 3), pytest.approx(2 / 3))
+    assert ece == pytest.approx((3 * 0.1 + 3 * abs(1.9 / 3 - 2 / 3)) / 6)
+    # Unit weights give the unweighted figures where the bins divide the pairs evenly.
+    assert quality.reliability(y, proba, 2, np.ones(4)) == quality.reliability(y, proba, 2)
+
+
+def _pairs_with_object_offsets(n_identities, spread, seed=0):
+    """Logits of matching and non-matching pairs; each object shifts the logits of its pairs."""
+    import itertools
+
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    offset = rng.uniform(-spread, spread, n_identities)
+    rows = [(f"id{k}_{i}", f"id{k}_{j}", 1, k, k) for k in range(n_identities)
+            for i, j in itertools.combinations(range(6), 2)]
+    for _ in range(len(rows)):
+        k, other = rng.choice(n_identities, 2, replace=False)
+        rows.append((f"id{k}_{rng.integers(6)}", f"id{other}_{rng.integers(6)}", 0, k, other))
+    frame = pd.DataFrame(rows, columns=["Image1", "Image2", "Label", "first", "second"])
+    y = frame["Label"].to_numpy()
+    logits = (2.5 * (2 * y - 1) + rng.normal(0, 1.5, len(y))
+              + offset[frame["first"]] + offset[frame["second"]])
+    return logits, y, frame[["Image1", "Image2"]]
+
+
+def test_calibration_transfer_tells_object_differences_from_calibration():
+    quality = _load("quality")
+    # Objects that all behave alike: a head fitted on half of them fits the others.
+    alike = quality.calibration_transfer(*_pairs_with_object_offsets(40, 0.0))
+    assert alike["best_platt_ece"] < 0.02 and alike["other_identities_platt_ece"] < 0.03
+    low, high = alike["other_identities_platt_ece_q10_q90"]
+    assert low <= alike["other_identities_platt_ece"] <= high
+    # Each of 8 objects moves its pairs' logits: a head fitted on some objects
+    # misses on the others by far more than one re-fitted on the pairs themselves.
+    differing = quality.calibration_transfer(*_pairs_with_object_offsets(8, 3.0))
+    assert differing["other_identities_platt_ece"] > 0.15
+    assert differing["other_identities_platt_ece"] > differing["best_platt_ece"] + 0.05
+
+
+def test_balance_weights_give_the_match_rate():
+    import numpy as np
+
+    quality = _load("quality")
+    y = np.array([1, 0, 0, 0, 1, 0])
+    weight = quality._balance(y, 0.5)
+    assert weight.sum() == pytest.approx(1.0)
+    assert weight[y == 1].sum() == pytest.approx(0.5)
+    assert weight[y == 1][0] == pytest.approx(0.25) and weight[y == 0][0] == pytest.approx(0.125)
+
+
+def test_calibration_transfer_without_two_classes_in_a_half():
+    import numpy as np
+    import pandas as pd
+
+    quality = _load("quality")
+    # Two objects: each half holds one, with its matching pairs only.
+    X = pd.DataFrame({"Image1": ["a0", "a1", "b0", "a0"], "Image2": ["a1", "a2", "b1", "b0"]})
+    y = np.array([1, 1, 1, 0])
+    figures = quality.calibration_transfer(np.array([2.0, 1.0, 1.5, -1.0]), y, X)
+    assert figures["other_identities_platt_ece"] is None
+    assert figures["other_identities_platt_ece_q10_q90"] is None
+    assert 0 <= figures["best_platt_ece"] <= 1
