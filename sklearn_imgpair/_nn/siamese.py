@@ -173,8 +173,9 @@ class SiameseNet(nn.Module):
         colour) leaves the embeddings the backbone's. An item of several
         images gets the normalised mean of their embeddings, whose colour
         part weighs a little more where the backbone's vectors of its images
-        disagree more than their colours do. The identity loss of graph mining trains the backbone's
-        part alone (``forward`` returns the views' backbone embeddings), so
+        disagree more than their colours do. The identity loss of graph
+        mining trains the backbone's part alone (``forward`` returns the
+        views' backbone embeddings), so
         that the backbone learns to tell identities apart at full strength
         whatever the share: on the blend, the loss would see the backbone's
         cosines scaled by ``1 - colour_share``.
