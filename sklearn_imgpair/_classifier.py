@@ -1,73 +1,34 @@
 """ImagePairClassifier: a Siamese timm backbone fitted on pairs of images with skorch."""
 
-import warnings
-from numbers import Integral, Real
-
 import numpy as np
 import torch
 from scipy.special import expit
-from skorch import NeuralNetBinaryClassifier
 from skorch.dataset import ValidSplit
 from skorch.utils import is_dataset
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import roc_auc_score
-from sklearn.utils._param_validation import (
-    Interval,
-    StrOptions,
-    validate_parameter_constraints,
-)
 
+from sklearn_imgpair._deploy.onnx_export import export_classifier
 from sklearn_imgpair._images.cells import distinct_images, distinct_paths, image_names
-from sklearn_imgpair._images.datasets import ImageDataset, PairDataset, pair_dataset
-from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
+from sklearn_imgpair._images.datasets import ImageDataset
+from sklearn_imgpair._images.decode import warn_unreadable
 from sklearn_imgpair._images.validation import (
-    check_classes,
     check_files_exist,
-    check_labelled_pairs,
-    check_pair_features,
     check_match_labels,
+    check_pair_features,
     check_pairs,
 )
-from sklearn_imgpair._io.device import (
-    RUNTIME_PARAMETER_CONSTRAINTS,
-    AutoDeviceMixin,
-    check_device,
-    device_type,
-    seeded,
-)
-from sklearn_imgpair._deploy.onnx_export import export_classifier
+from sklearn_imgpair._io.device import RUNTIME_PARAMETER_CONSTRAINTS
 from sklearn_imgpair._io.model_file import load_classifier, save_classifier
-from sklearn_imgpair._nn.augment import ViewAugmentation
-from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS, expected_image_size
-from sklearn_imgpair._nn.siamese import (
-    SiameseNet,
-    embed_dataset,
-    embedding_dim,
-    pool_embeddings,
-    score_pairs,
-    siamese_net_kwargs,
-)
-from sklearn_imgpair._training.callbacks import StopTraining, TimeBudget, default_callbacks
-from sklearn_imgpair._training.frozen import FrozenBackboneMixin
-from sklearn_imgpair._training.precision import MixedPrecisionMixin
-from sklearn_imgpair._training.skorch_contract import (
-    SKORCH_PARAMETER_CONSTRAINTS,
-    SkorchEstimatorMixin,
-)
-from sklearn_imgpair._training.mining import IdentityMiningMixin
+from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
+from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, pool_embeddings, score_pairs
+from sklearn_imgpair._training.fitting import fit_pairs
+from sklearn_imgpair._training.net import PAIR_NET_PARAMETER_CONSTRAINTS, PairNet
 
 __all__ = ["ImagePairClassifier"]
 
 
-def _check_no_sample_weight(fit_params, caller):
-    """Refuse ``sample_weight``, which skorch would pass on to the module's ``forward``."""
-    if "sample_weight" in fit_params:
-        raise TypeError(f"{caller} got sample_weight, but sample weights are not supported: "
-                        "every training pair counts once.")
-
-
-class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisionMixin,
-                          SkorchEstimatorMixin, AutoDeviceMixin, NeuralNetBinaryClassifier):
+class ImagePairClassifier(PairNet):
     """Siamese image-pair matcher with a shared timm backbone, as a skorch net.
 
     Both images of a pair go through one backbone (one set of weights). Their
@@ -322,56 +283,19 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         **BACKBONE_PARAMETER_CONSTRAINTS,
         **RUNTIME_PARAMETER_CONSTRAINTS,
         "match_label": "no_validation",
-        "time_limit": [Interval(Real, 0, None, closed="neither"), None],
-        "augment": ["boolean", torch.nn.Module],
-        "head_lr": [Interval(Real, 0, None, closed="neither")],
-        "cache_size": [Interval(Real, 0, None, closed="left")],
-        "pair_mining": [StrOptions({"graph", "none"})],
-        "views_per_identity": [Interval(Integral, 2, None, closed="left")],
-        "hard_identities": [Interval(Real, 0, 1, closed="both")],
-        "mining_weight": [Interval(Real, 0, None, closed="left")],
-        "mining_temperature": [Interval(Real, 0, None, closed="neither")],
-        "on_error": [StrOptions(ON_ERROR_OPTIONS)],
-        "freeze_backbone": ["boolean"],
-        **SKORCH_PARAMETER_CONSTRAINTS,
+        **PAIR_NET_PARAMETER_CONSTRAINTS,
     }
 
-    def __init__(
-        self,
-        model_name="swin_tiny_patch4_window7_224",
-        *,
-        pretrained=True,
-        weights_path=None,
-        model_kwargs=None,
-        image_size=None,
-        match_label=1,
-        time_limit=None,
-        random_state=None,
-        augment=True,
-        head_lr=0.01,
-        cache_size=1024,
-        pair_mining="graph",
-        views_per_identity=4,
-        hard_identities=0.0,
-        mining_weight=1.0,
-        mining_temperature=0.1,
-        on_error="raise",
-        num_workers=None,
-        precision="fp32",
-        freeze_backbone=False,
-        module=SiameseNet,
-        criterion=torch.nn.BCEWithLogitsLoss,
-        optimizer=torch.optim.AdamW,
-        lr=1e-4,
-        max_epochs=10,
-        batch_size=32,
-        train_split=ValidSplit(0.1, stratified=True),
-        threshold=0.5,
-        verbose=0,
-        device="cpu",
-        iterator_train__shuffle=True,
-        **kwargs,
-    ):
+    def __init__(self, model_name="swin_tiny_patch4_window7_224", *, pretrained=True,
+                 weights_path=None, model_kwargs=None, image_size=None, match_label=1,
+                 time_limit=None, random_state=None, augment=True, head_lr=0.01,
+                 cache_size=1024, pair_mining="graph", views_per_identity=4,
+                 hard_identities=0.0, mining_weight=1.0, mining_temperature=0.1,
+                 on_error="raise", num_workers=None, precision="fp32", freeze_backbone=False,
+                 module=SiameseNet, criterion=torch.nn.BCEWithLogitsLoss,
+                 optimizer=torch.optim.AdamW, lr=1e-4, max_epochs=10, batch_size=32,
+                 train_split=ValidSplit(0.1, stratified=True), threshold=0.5, verbose=0,
+                 device="cpu", iterator_train__shuffle=True, **kwargs):
         self.model_name = model_name
         self.pretrained = pretrained
         self.weights_path = weights_path
@@ -392,152 +316,10 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         self.num_workers = num_workers
         self.precision = precision
         self.freeze_backbone = freeze_backbone
-        super().__init__(
-            module,
-            criterion=criterion,
-            optimizer=optimizer,
-            lr=lr,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            train_split=train_split,
-            threshold=threshold,
-            verbose=verbose,
-            device=device,
-            iterator_train__shuffle=iterator_train__shuffle,
-            **kwargs,
-        )
-
-    # ------------------------------------------------------------------
-    # parameters and skorch's extension points
-    # ------------------------------------------------------------------
-
-    # skorch's own classifiers override this private property, and skorch reads it
-    # directly (get_default_callbacks, and get_params of the callbacks); there is no
-    # public hook for default callbacks. tests/test_classifier.py fails if that changes.
-    @property
-    def _default_callbacks(self):
-        return default_callbacks(self)
-
-    _module_parameters = ("augment",)  # may hold a torch module (SkorchEstimatorMixin)
-
-    @property
-    def classes_(self):
-        """The two labels seen in ``fit``, sorted."""
-        try:
-            return self.__dict__["classes_"]
-        except KeyError:
-            raise AttributeError(
-                f"{type(self).__name__} has no classes_ before fit."
-            ) from None
-
-    @classes_.setter
-    def classes_(self, value):
-        self.__dict__["classes_"] = value
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True  # a table of paths (or images), not a numeric array
-        tags.input_tags.two_d_array = False
-        tags.classifier_tags.multi_class = False
-        return tags
-
-    def _validate_hyperparameters(self):
-        params = self.get_params(deep=False)
-        validate_parameter_constraints(
-            self._parameter_constraints,
-            {name: params[name] for name in self._parameter_constraints},
-            caller_name=type(self).__name__,
-        )
-        check_device(params["device"])
-
-    def initialize(self):
-        """Validate the parameters, then build the network, optimizer and callbacks."""
-        self._validate_hyperparameters()
-        return super().initialize()
-
-    def initialize_module(self):
-        """Build the backbone and wrap it in the Siamese module."""
-        kwargs, self.image_size_ = siamese_net_kwargs(
-            self.model_name, pretrained=self.pretrained, weights_path=self.weights_path,
-            image_size=self.image_size, model_kwargs=self.model_kwargs)
-        if isinstance(self.augment, torch.nn.Module):
-            augment = self.augment
-        else:
-            augment = ViewAugmentation() if self.augment else None
-        self.module_ = self.initialized_instance(
-            self.module, {**kwargs, "augment": augment, **self.get_params_for("module")})
-        self.embedding_dim_ = embedding_dim(self.module_)
-        return self
-
-    def get_params_for(self, prefix):
-        """skorch's, plus the match head's parameter group and pinned memory on CUDA.
-
-        The head's two parameters (scale and bias) learn at ``head_lr``
-        without weight decay, through skorch's ``optimizer__param_groups``;
-        training and validation batches come in pinned memory on CUDA.
-        """
-        params = super().get_params_for(prefix)
-        if prefix == "optimizer":
-            head = ("head.*", {"lr": self.head_lr, "weight_decay": 0.0})
-            params["param_groups"] = [head, *params.get("param_groups", [])]
-        elif prefix in ("iterator_train", "iterator_valid") and device_type(self.device) == "cuda":
-            params.setdefault("pin_memory", True)
-        return params
-
-    def get_dataset(self, X, y=None):
-        """Pairs of images as a :class:`PairDataset` (datasets pass through)."""
-        if not is_dataset(X):
-            X = pair_dataset(check_pairs(X), y, image_size=self.image_size_,
-                             cache_size=self.cache_size, read=False)
-        return super().get_dataset(X, y)
-
-    def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        """skorch's training loop; a user's ``KeyboardInterrupt`` ends it with a warning.
-
-        skorch then runs the callbacks' ``on_train_end``: the best weights
-        seen so far are restored and the head is recalibrated, so the
-        interrupted estimator is usable. Callbacks that stop training on
-        purpose (time budget, patience) raise :class:`StopTraining`, which
-        ends it silently; so should a user's callback.
-        """
-        try:
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
-        except StopTraining:
-            raise
-        except KeyboardInterrupt:
-            warnings.warn(
-                f"fit was interrupted (KeyboardInterrupt) in epoch {len(self.history)}; the "
-                "estimator keeps the best weights validated so far (the last ones without "
-                "a validation split).", UserWarning, stacklevel=2)
-            raise
-
-    # ------------------------------------------------------------------
-    # fitting
-    # ------------------------------------------------------------------
-
-    def _read_pairs(self, X, y, classes=None, *, image_size):
-        """Validate ``X`` and ``y`` and read every image once, before any training.
-
-        ``y`` is checked before the shape and cells of ``X``, as scikit-learn's
-        checks of bad labels (on numeric ``X``) expect. Images are read before
-        the network is built where ``image_size`` is known then, so that a bad
-        image leaves a fitted estimator as it was; otherwise (None) they are
-        read once it is built, by :meth:`_at_network_size`.
-        """
-        pairs, classes, targets = check_labelled_pairs(X, y, self.match_label, classes)
-        dataset = pair_dataset(pairs, targets, image_size=image_size,
-                               cache_size=self.cache_size, on_error=self.on_error,
-                               require_both_classes=np.unique(targets).size == 2,
-                               read=image_size is not None)
-        return dataset, classes
-
-    def _at_network_size(self, dataset):
-        """Read training pairs again where the network takes another image size."""
-        if not isinstance(dataset, PairDataset) or dataset.image_size == self.image_size_:
-            return dataset
-        return pair_dataset(dataset.pairs, dataset.y, image_size=self.image_size_,
-                            cache_size=self.cache_size, on_error=self.on_error,
-                            require_both_classes=np.unique(dataset.y).size == 2)
+        super().__init__(module, criterion=criterion, optimizer=optimizer, lr=lr,
+                         max_epochs=max_epochs, batch_size=batch_size, train_split=train_split,
+                         threshold=threshold, verbose=verbose, device=device,
+                         iterator_train__shuffle=iterator_train__shuffle, **kwargs)
 
     def fit(self, X, y, **fit_params):
         """Fit the Siamese network on labelled pairs of images.
@@ -556,31 +338,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         self : ImagePairClassifier
             The fitted classifier.
         """
-        _check_no_sample_weight(fit_params, type(self).__name__ + ".fit")
-        self._validate_hyperparameters()
-        previous_classes = self.__dict__.get("classes_")
-        previous_module = getattr(self, "module_", None)
-        self.time_budget_ = TimeBudget(self.time_limit)
-        try:
-            if not self.warm_start or not self.initialized_:
-                size = expected_image_size(self.model_name, self.image_size, self.model_kwargs)
-            else:
-                size = self.image_size_
-            dataset, classes = self._read_pairs(X, y, image_size=size)
-            self.classes_ = classes  # skorch's scoring callbacks predict during training
-            with seeded(self.random_state):
-                super().fit(dataset, dataset.y, **fit_params)
-        except Exception:
-            if getattr(self, "module_", None) is previous_module:
-                # No new network was built: the estimator stays as it was.
-                self.__dict__.pop("classes_", None)
-                if previous_classes is not None:
-                    self.classes_ = previous_classes
-            raise
-        finally:
-            self.time_budget_.ended = True
-        check_pair_features(self, X, reset=True)
-        return self
+        return fit_pairs(self, X, y, fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Continue training on more pairs without re-initialising the network.
@@ -600,38 +358,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         -------
         self : ImagePairClassifier
         """
-        if is_dataset(X):  # skorch's fit passes the pairs fit has read
-            if getattr(self, "time_budget_", None) is None or self.time_budget_.ended:
-                self.time_budget_ = TimeBudget(self.time_limit)
-            try:
-                X = self._at_network_size(X)
-                y = X.y if isinstance(X, PairDataset) else y
-                return super().partial_fit(X, y, **fit_params)
-            finally:
-                self.time_budget_.ended = True
-        _check_no_sample_weight(fit_params, type(self).__name__ + ".partial_fit")
-        self._validate_hyperparameters()
-        self.time_budget_ = TimeBudget(self.time_limit)
-        try:
-            known = self.__dict__.get("classes_")
-            if known is None and classes is not None:
-                known = check_classes(classes, self.match_label)
-            size = self.image_size_ if self.initialized_ else expected_image_size(
-                self.model_name, self.image_size, self.model_kwargs)
-            dataset, known = self._read_pairs(X, y, known, image_size=size)
-            with seeded(self.random_state):
-                if not self.initialized_:
-                    self.initialize()
-                self.classes_ = known
-                self.partial_fit(dataset, dataset.y, **fit_params)
-        finally:
-            self.time_budget_.ended = True
-        check_pair_features(self, X, reset=not hasattr(self, "n_features_in_"))
-        return self
+        return fit_pairs(self, X, y, fit_params, classes=classes, partial=True)
 
-    # ------------------------------------------------------------------
     # prediction
-    # ------------------------------------------------------------------
 
     def _match_logits(self, X):
         self.check_is_fitted(["module_", "classes_"])
@@ -749,9 +478,7 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
         return float(roc_auc_score(targets[readable], match[readable],
                                    sample_weight=sample_weight))
 
-    # ------------------------------------------------------------------
     # persistence
-    # ------------------------------------------------------------------
 
     _not_saved = ()  # parameters of subclasses that a plain classifier's file leaves out
 
@@ -810,29 +537,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
 
         The file holds the pair graph and its metadata, and is run by
         :class:`sklearn_imgpair.onnx.OnnxImageMatcher` (onnxruntime, numpy and
-        PIL only) or by any ONNX runtime. The graph computes in float32,
-        whatever ``precision`` is.
-
-        * Inputs ``images1`` and ``images2``: ``uint8`` RGB images of shape
-          ``(N, 3, image_size_, image_size_)``, decoded and resized as the
-          estimator does (scaling to [0, 1] and the mean/std normalisation
-          happen inside the graph). ``N``, the number of pairs, is the one
-          dynamic axis, shared by both inputs.
-        * Outputs ``logits`` and ``probabilities`` of a match, of shape
-          ``(N,)`` (``scale * link(cosine) + bias`` and its sigmoid, for
-          ``match_label``), and the unit-length ``embeddings1`` and
-          ``embeddings2``, of shape ``(N, embedding_dim_)``; both batches go
-          through the backbone in one call.
-        * Metadata (the model's ``metadata_props``): the format name
-          (``sklearn-imgpair-onnx``) and version, ``estimator``,
-          ``model_name``, ``image_size``, ``mean``, ``std``,
-          ``embedding_dim``, ``classes`` (``classes_`` with its dtype),
-          ``match_label``, ``threshold``, the head's ``head_scale``,
-          ``head_bias`` and ``head_link`` (``"atanh"`` or ``"linear"``; so
-          that pairs of embeddings can be scored without
-          the graph), ``quantization``, ``opset`` and the library
-          versions. Names and kinds are stored as text, everything else
-          (labels and numbers included) as JSON.
+        PIL only) or by any ONNX runtime; its inputs, outputs and metadata are
+        described in the user guide (:ref:`onnx-file-format`). The graph
+        computes in float32, whatever ``precision`` is.
 
         Parameters
         ----------
@@ -862,12 +569,6 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             If the exported graph does not reproduce the network on random
             images (checked with onnxruntime after every export).
 
-        Notes
-        -----
-        The graph is captured by torch's ``torch.export``-based exporter
-        (``dynamo=True``), which turns timm's Swin (window partition,
-        shifted windows, attention masks) into a compact graph with a named
-        dynamic batch axis; the legacy TorchScript exporter is deprecated.
         """
         self.check_is_fitted(["module_", "classes_"])
         return export_classifier(self, path, opset=opset, quantize=quantize)

@@ -7,15 +7,10 @@ from skorch.history import History
 from sklearn.metrics import roc_auc_score
 
 from sklearn_imgpair._nn.siamese import CosineMatchHead
-from sklearn_imgpair._training.callbacks import (
-    AucEarlyStopping,
-    CosineSchedule,
-    HeadCalibration,
-    StopTraining,
-    TimeBudget,
-    TimeLimit,
-    valid_roc_auc,
-)
+from sklearn_imgpair._training.budget import StopTraining, TimeBudget, TimeLimit
+from sklearn_imgpair._training.calibration import HeadCalibration
+from sklearn_imgpair._training.schedule import CosineSchedule
+from sklearn_imgpair._training.selection import AucEarlyStopping, valid_roc_auc
 
 
 class FakeClock:

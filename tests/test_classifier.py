@@ -24,7 +24,7 @@ from sklearn.utils.estimator_checks import (
 from sklearn_imgpair import ImagePairClassifier, SiameseNet, ViewAugmentation
 from sklearn_imgpair._images.validation import check_match_labels
 from sklearn_imgpair._nn.backbone import create_backbone
-from sklearn_imgpair._training.callbacks import TimeBudget
+from sklearn_imgpair._training.budget import TimeBudget
 
 from conftest import TINY_SWIN, go_offline
 from test_callbacks import FakeClock

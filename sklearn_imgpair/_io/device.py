@@ -14,7 +14,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 __all__ = [
-    "AutoDeviceMixin",
     "PRECISIONS",
     "RUNTIME_PARAMETER_CONSTRAINTS",
     "autocast",
@@ -68,38 +67,6 @@ def resolve_device(device):
     if isinstance(device, str) and device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-class AutoDeviceMixin:
-    """A skorch net's ``device`` parameter that also takes ``"auto"``.
-
-    skorch moves modules and tensors to ``net.device`` in many places, so the
-    attribute reads as the device chosen (:func:`resolve_device`), while
-    ``get_params``, cloning and pickling keep ``"auto"`` as given: a model
-    saved or pickled with ``"auto"`` runs on CUDA where it is loaded if CUDA
-    is there.
-    """
-
-    @property
-    def device(self):
-        """Where the network runs: the ``device`` parameter, ``"auto"`` resolved."""
-        return resolve_device(self.__dict__.get("device"))
-
-    @device.setter
-    def device(self, value):
-        self.__dict__["device"] = value
-
-    def get_params(self, deep=True):
-        params = super().get_params(deep=deep)
-        params["device"] = self.__dict__.get("device")  # as given, not resolved
-        return params
-
-    def __setstate__(self, state):
-        device = state["device"]
-        state["device"] = resolve_device(device)  # skorch maps the tensors to a real device
-        super().__setstate__(state)
-        if isinstance(device, str) and device == "auto":
-            self.device = device
 
 
 def check_device(device):

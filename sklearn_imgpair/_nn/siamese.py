@@ -116,6 +116,30 @@ class CosineMatchHead(nn.Module):
             self.bias.fill_(-slope * c0)
         self.link = "linear"
 
+    def set_calibration(self, scale, bias, *, link="atanh"):
+        """Set the head to ``scale * link(cosine) + bias``, as a calibration found it.
+
+        Parameters
+        ----------
+        scale : float
+            The new positive ``scale``.
+        bias : float
+            The new ``bias``.
+        link : {"atanh", "linear"}, default="atanh"
+            The new link.
+
+        Raises
+        ------
+        ValueError
+            If ``scale`` is not positive or ``link`` is not a link.
+        """
+        if not scale > 0:
+            raise ValueError(f"scale must be positive; got {scale!r}.")
+        self.link = link
+        with torch.no_grad():
+            self.log_scale.fill_(math.log(scale))
+            self.bias.fill_(float(bias))
+
     def inverse(self, logit):
         """The cosine whose logit is ``logit``.
 

@@ -1,6 +1,5 @@
 """AcceleratedImagePairClassifier: ImagePairClassifier trained through Hugging Face Accelerate."""
 
-from skorch import NeuralNet, NeuralNetBinaryClassifier
 from skorch.hf import AccelerateMixin
 from sklearn.utils._param_validation import StrOptions
 from torch.utils.data import DataLoader
@@ -164,7 +163,7 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         so ``precision`` must stay ``"fp32"``: the plain classifier's autocast
         and fp16 loss scaling would run beside the accelerator's.
         """
-        self._validate_hyperparameters()
+        self._check_parameters_unless_fitting()
         self._check_accelerator()
         if self.precision != "fp32":
             raise ValueError(
@@ -172,23 +171,30 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
                 "precision is the accelerator's. Keep precision='fp32' and pass "
                 "accelerator=Accelerator(mixed_precision='bf16') (or 'fp16'), or use "
                 "`accelerate launch --mixed_precision bf16`.")
-        # skorch's AccelerateMixin.initialize does not call super().initialize(), so
-        # MixedPrecisionMixin.initialize never runs here: no loss scaler, by design.
+        # skorch's AccelerateMixin.initialize builds everything itself, without the
+        # net's initialize: no loss scaler, by design.
         self.grad_scaler_ = None
         return super().initialize()
 
     # skorch's AccelerateMixin._initialize_callbacks (private, and the only place to
     # step in) rewrites the parameter callbacks__print_log__sink from "auto" to
-    # accelerator.print: a parameter changed by fit, and an error for any value that
-    # does not compare to a string. This skips that rewrite and resolves "auto" on
-    # the PrintLog callback instead; tests/test_accelerate.py fails if skorch renames
-    # the hook or calls it no more.
+    # accelerator.print (a parameter changed by fit) and compares any value to "auto"
+    # (an error for values that do not compare to a string). It is handed print for
+    # the time of the call, and "auto" is resolved on the PrintLog callback instead;
+    # tests/test_accelerate.py fails if skorch renames the hook or calls it no more.
     def _initialize_callbacks(self):
-        NeuralNet._initialize_callbacks(self)
+        sink = self.callbacks__print_log__sink
+        self.callbacks__print_log__sink = print
+        try:
+            super()._initialize_callbacks()
+        finally:
+            self.callbacks__print_log__sink = sink
+        if isinstance(sink, str) and sink == "auto":
+            # skorch's PrintLog ignores verbose=0 for any sink but print itself.
+            sink = print if self.accelerator.is_main_process else _print_nothing
         for name, callback in getattr(self, "callbacks_", []):
-            if name == "print_log" and isinstance(callback.sink, str) and callback.sink == "auto":
-                # skorch's PrintLog ignores verbose=0 for any sink but print itself.
-                callback.sink = print if self.accelerator.is_main_process else _print_nothing
+            if name == "print_log":
+                callback.sink = sink
         return self
 
     def get_iterator(self, dataset, training=False):
@@ -197,29 +203,31 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         The training loader is prepared by the accelerator (this process's
         share of the shuffled pairs), then joined by identity batches when
         ``pair_mining="graph"``. The validation loader covers all of
-        ``dataset`` in every process.
+        ``dataset`` in every process. (skorch's ``AccelerateMixin.get_iterator``
+        would prepare the identity batches instead of the pairs, and split
+        the validation pairs between processes.)
         """
-        # skorch's own loader, without the identity batches (they join after
-        # the accelerator has split the pairs between processes).
-        loader = NeuralNetBinaryClassifier.get_iterator(self, dataset, training=training)
-        if not training:
-            if not isinstance(loader, DataLoader):
-                return loader
-            # Where the network is: the accelerator's device during and after
-            # training, the CPU after unpickling on a machine without that device.
-            device = next(self.module_.parameters()).device
-            data_loader = import_optional("accelerate.data_loader", type(self).__name__)
-            return data_loader.prepare_data_loader(loader, device=device, num_processes=1,
-                                                   process_index=0, put_on_device=True)
-        loader = self.accelerator.prepare(loader)
-        if self.pair_mining == "graph" and not self.freeze_backbone:
-            return self._mined_batches(dataset, loader, device=self.accelerator.device,
-                                       seed_offset=self.accelerator.process_index)
-        return loader
+        loader = self._data_loader(dataset, training=training)
+        if training:
+            return self._with_identity_batches(
+                dataset, self.accelerator.prepare(loader), device=self.accelerator.device,
+                seed_offset=self.accelerator.process_index)
+        if not isinstance(loader, DataLoader):
+            return loader
+        # Where the network is: the accelerator's device during and after
+        # training, the CPU after unpickling on a machine without that device.
+        device = next(self.module_.parameters()).device
+        data_loader = import_optional("accelerate.data_loader", type(self).__name__)
+        return data_loader.prepare_data_loader(loader, device=device, num_processes=1,
+                                               process_index=0, put_on_device=True)
 
     def evaluation_step(self, batch, training=False):
-        """Run the network on a batch; no gathering, as no process evaluates a share."""
-        return ImagePairClassifier.evaluation_step(self, batch, training=training)
+        """Run the network on a batch; no gathering, as no process evaluates a share.
+
+        (skorch's ``AccelerateMixin.evaluation_step`` gathers the processes'
+        shares.)
+        """
+        return self._evaluation_step_here(batch, training=training)
 
     def __setstate__(self, state):
         device = state["device"]

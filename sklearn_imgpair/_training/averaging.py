@@ -6,7 +6,7 @@ import torch
 from skorch.callbacks import Callback
 from timm.utils import ModelEmaV3
 
-from sklearn_imgpair._training.callbacks import bare_module
+from sklearn_imgpair._training.selection import bare_module
 
 __all__ = ["WeightAveraging"]
 

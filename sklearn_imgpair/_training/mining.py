@@ -4,8 +4,8 @@ Images joined by matching pairs are views of one identity (see
 :func:`match_components`). Training batches of P identities times K views
 then give every image K - 1 positives and all other identities' views as
 negatives; two views of one identity are never used as a negative pair.
-Everything ``pair_mining="graph"`` does lives here, the classifier's skorch
-hooks for it included (:class:`IdentityMiningMixin`).
+Everything ``pair_mining="graph"`` does lives here; the pair network's skorch
+hooks (:class:`PairNet`) call :func:`identity_batches` and :func:`identity_loss`.
 """
 
 import warnings
@@ -18,9 +18,9 @@ from sklearn_imgpair._images.datasets import training_pairs, unwrap_subsets
 
 __all__ = [
     "IdentityBatches",
-    "IdentityMiningMixin",
     "IdentitySampler",
     "identity_batches",
+    "identity_loss",
     "image_identities",
     "match_components",
     "supervised_contrastive_loss",
@@ -378,74 +378,28 @@ def identity_batches(dataset, iterator, *, n_views, device=None, seed_offset=0,
     return IdentityBatches(iterator, sampler, dataset.read_cell, device=device)
 
 
-class IdentityMiningMixin:
-    """The ``pair_mining="graph"`` part of a pair classifier's skorch hooks.
+def identity_loss(view_embeddings, view_identities, *, temperature, sampler=None):
+    """The identity loss of a mined batch: :func:`supervised_contrastive_loss` of its views.
 
-    Training batches of pairs are joined by identity batches
-    (:func:`identity_batches`), the identity labels are kept out of the
-    module's inputs, and the loss adds :func:`supervised_contrastive_loss` of
-    the views' embeddings, weighted by ``mining_weight``. It reads the net's
-    ``pair_mining``, ``views_per_identity``, ``hard_identities``,
-    ``mining_weight``, ``mining_temperature`` and ``freeze_backbone`` (a
-    frozen backbone learns nothing from identities, so none are mined). The
-    training iterator, made once per training run, holds one
-    :class:`IdentitySampler` for all its epochs, so that the identity
-    centroids it learns (``hard_identities``) carry over.
+    Parameters
+    ----------
+    view_embeddings : torch.Tensor of shape (n_views, d)
+        Unit-length embeddings of the batch's views.
+    view_identities : array-like of shape (n_views,)
+        Their identities (the batch's ``"view_identities"``).
+    temperature : float
+        The loss's temperature.
+    sampler : IdentitySampler, default=None
+        In training, the sampler that drew the views: with ``hard_identities``
+        above 0 it is fed the views' embeddings (:meth:`IdentitySampler.observe`).
+
+    Returns
+    -------
+    loss : torch.Tensor
+        Scalar.
     """
-
-    def on_train_end(self, net, **kwargs):
-        """Drop the identity sampler (and the image list it holds) once training ends."""
-        self.__dict__.pop("_identity_sampler", None)
-        return super().on_train_end(net, **kwargs)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_identity_sampler", None)  # a pickle taken during training
-        return state
-
-    def _mined_batches(self, dataset, iterator, *, device=None, seed_offset=0):
-        """Join identity batches to the training ``iterator`` (see :func:`identity_batches`).
-
-        The sampler is kept (``_identity_sampler``) for the loss to feed it
-        the views' embeddings, until training ends.
-        """
-        batches = identity_batches(dataset, iterator, n_views=self.views_per_identity,
-                                   device=device, seed_offset=seed_offset,
-                                   hard_identities=self.hard_identities)
-        self.__dict__.pop("_identity_sampler", None)
-        if isinstance(batches, IdentityBatches):
-            self._identity_sampler = batches.sampler
-        return batches
-
-    def get_iterator(self, dataset, training=False):
-        """skorch's; with ``pair_mining="graph"`` training batches carry identity batches."""
-        iterator = super().get_iterator(dataset, training=training)
-        if training and self.pair_mining == "graph" and not self.freeze_backbone:
-            return self._mined_batches(dataset, iterator)
-        return iterator
-
-    def infer(self, x, **fit_params):
-        """Run the module on the images; identity labels are for the loss only."""
-        if isinstance(x, dict) and "view_identities" in x:
-            x = {key: value for key, value in x.items() if key != "view_identities"}
-        return super().infer(x, **fit_params)
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        """The net's loss on the pairs, plus the identity loss on mined batches.
-
-        The identity loss trains the backbone only: the match head (and so
-        the probability) learns from the pairs alone.
-        """
-        if not isinstance(y_pred, tuple):
-            return super().get_loss(y_pred, y_true, X=X, training=training)
-        logits, view_embeddings = y_pred
-        loss = super().get_loss(logits, y_true, X=X, training=training)
-        identities = torch.as_tensor(X["view_identities"], device=view_embeddings.device)
-        identity_loss = supervised_contrastive_loss(view_embeddings, identities,
-                                                    self.mining_temperature)
-        if training:
-            self.history.record_batch("identity_loss", identity_loss.item())
-            sampler = self.__dict__.get("_identity_sampler")
-            if sampler is not None and sampler.hard_identities > 0:
-                sampler.observe(identities, view_embeddings)
-        return loss + self.mining_weight * identity_loss
+    identities = torch.as_tensor(view_identities, device=view_embeddings.device)
+    loss = supervised_contrastive_loss(view_embeddings, identities, temperature)
+    if sampler is not None and sampler.hard_identities > 0:
+        sampler.observe(identities, view_embeddings)
+    return loss
