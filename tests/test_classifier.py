@@ -390,18 +390,18 @@ def test_runtime_parameters_are_validated_alike(make_clf, params, error, match):
 def test_reading_the_images_counts_against_the_time_budget(make_clf, image_pairs, monkeypatch):
     # Reading takes 30 % of a 100 s budget on the fake clock: training still
     # ends with the learning rate at the schedule's floor, not at 70 % of it.
-    from sklearn_imgpair import _classifier
+    from sklearn_imgpair._training import fitting
 
     X, y = image_pairs
     clock = FakeClock(step=0.5)
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
-    original = _classifier.pair_dataset
+    original = fitting.pair_dataset
 
     def slow_reading(*args, **kwargs):
         clock.now += 30.0
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_classifier, "pair_dataset", slow_reading)
+    monkeypatch.setattr(fitting, "pair_dataset", slow_reading)
     factors = []
 
     class RecordRate(Callback):
@@ -420,7 +420,7 @@ def test_reading_the_images_counts_against_the_time_budget(make_clf, image_pairs
 
 def test_a_refit_that_fails_before_building_keeps_the_fitted_estimator(make_clf, image_pairs,
                                                                        monkeypatch):
-    from sklearn_imgpair._training import precision
+    from sklearn_imgpair._training import net
 
     X, y = image_pairs
     clf = make_clf(max_epochs=1, train_split=None, pair_mining="none").fit(X, y)
@@ -430,7 +430,7 @@ def test_a_refit_that_fails_before_building_keeps_the_fitted_estimator(make_clf,
     def refuse(precision, device):
         raise ValueError("this device cannot")
 
-    monkeypatch.setattr(precision, "check_precision", refuse)
+    monkeypatch.setattr(net, "check_precision", refuse)
     with pytest.raises(ValueError, match="this device cannot"):
         clf.set_params(match_label="same").fit(X, labels)
     assert clf.module_ is module and clf.classes_.tolist() == [0, 1]
@@ -440,14 +440,14 @@ def test_a_refit_that_fails_before_building_keeps_the_fitted_estimator(make_clf,
 
 def test_a_first_fit_that_fails_before_building_leaves_no_classes(make_clf, image_pairs,
                                                                   monkeypatch):
-    from sklearn_imgpair._training import precision
+    from sklearn_imgpair._training import net
 
     X, y = image_pairs
 
     def refuse(precision, device):
         raise ValueError("this device cannot")
 
-    monkeypatch.setattr(precision, "check_precision", refuse)
+    monkeypatch.setattr(net, "check_precision", refuse)
     clf = make_clf(max_epochs=1)
     with pytest.raises(ValueError, match="this device cannot"):
         clf.fit(X, y)
