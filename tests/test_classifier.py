@@ -420,7 +420,7 @@ def test_reading_the_images_counts_against_the_time_budget(make_clf, image_pairs
 
 def test_a_refit_that_fails_before_building_keeps_the_fitted_estimator(make_clf, image_pairs,
                                                                        monkeypatch):
-    from sklearn_imgpair._training import net
+    from sklearn_imgpair._training import precision
 
     X, y = image_pairs
     clf = make_clf(max_epochs=1, train_split=None, pair_mining="none").fit(X, y)
@@ -430,7 +430,7 @@ def test_a_refit_that_fails_before_building_keeps_the_fitted_estimator(make_clf,
     def refuse(precision, device):
         raise ValueError("this device cannot")
 
-    monkeypatch.setattr(net, "check_precision", refuse)
+    monkeypatch.setattr(precision, "check_precision", refuse)
     with pytest.raises(ValueError, match="this device cannot"):
         clf.set_params(match_label="same").fit(X, labels)
     assert clf.module_ is module and clf.classes_.tolist() == [0, 1]
@@ -440,14 +440,14 @@ def test_a_refit_that_fails_before_building_keeps_the_fitted_estimator(make_clf,
 
 def test_a_first_fit_that_fails_before_building_leaves_no_classes(make_clf, image_pairs,
                                                                   monkeypatch):
-    from sklearn_imgpair._training import net
+    from sklearn_imgpair._training import precision
 
     X, y = image_pairs
 
     def refuse(precision, device):
         raise ValueError("this device cannot")
 
-    monkeypatch.setattr(net, "check_precision", refuse)
+    monkeypatch.setattr(precision, "check_precision", refuse)
     clf = make_clf(max_epochs=1)
     with pytest.raises(ValueError, match="this device cannot"):
         clf.fit(X, y)

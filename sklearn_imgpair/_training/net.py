@@ -20,9 +20,7 @@ from sklearn_imgpair._images.validation import check_pairs
 from sklearn_imgpair._io.device import (
     autocast,
     check_device,
-    check_precision,
     device_type,
-    grad_scaler,
     resolve_device,
     to_device,
 )
@@ -39,7 +37,11 @@ from sklearn_imgpair._training.frozen import (
     trainable_parameters,
 )
 from sklearn_imgpair._training.mining import IdentityBatches, identity_batches, identity_loss
-from sklearn_imgpair._training.precision import scaled_train_step, scaled_train_step_single
+from sklearn_imgpair._training.precision import (
+    scaled_train_step,
+    scaled_train_step_single,
+    training_loss_scaler,
+)
 
 __all__ = ["PAIR_NET_PARAMETER_CONSTRAINTS", "PairNet"]
 
@@ -251,8 +253,7 @@ class PairNet(NeuralNetBinaryClassifier):
         here; other precisions train without one.
         """
         self._check_parameters_unless_fitting()
-        check_precision(self.precision, self.device)
-        self.grad_scaler_ = grad_scaler(self.device) if self.precision == "fp16" else None
+        self.grad_scaler_ = training_loss_scaler(self.precision, self.device)
         return super().initialize()
 
     def initialize_module(self):

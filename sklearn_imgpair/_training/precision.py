@@ -1,19 +1,34 @@
-"""fp16 loss scaling for a skorch net's training step; autocast itself is in ``_io.device``.
+"""The precision of a skorch net's training: its check, and fp16 loss scaling.
 
 fp16 gradients underflow without loss scaling (bf16 and fp32 need none): the
 scaled loss is back-propagated, and the optimizer steps through a
 :class:`torch.amp.GradScaler`, which unscales the gradients and skips steps
-with inf or NaN. The net calls these two functions from its ``train_step``
-and ``train_step_single`` when it holds a scaler (``grad_scaler_``), and
-assumes one optimizer, ``optimizer_``. Under Hugging Face Accelerate mixed
-precision is the accelerator's, so :class:`AcceleratedImagePairClassifier`
-never holds a scaler.
+with inf or NaN. The net makes its scaler (``grad_scaler_``) with
+:func:`training_loss_scaler` and calls the two step functions from its
+``train_step`` and ``train_step_single`` when it holds one; they assume one
+optimizer, ``optimizer_``. Autocast itself is :func:`autocast`, in
+``_io.device``. Under Hugging Face Accelerate mixed precision is the
+accelerator's, so :class:`AcceleratedImagePairClassifier` never holds a scaler.
 """
 
 from skorch.dataset import unpack_data
 from skorch.utils import TeeGenerator
 
-__all__ = ["scaled_train_step", "scaled_train_step_single"]
+from sklearn_imgpair._io.device import check_precision, grad_scaler
+
+__all__ = ["scaled_train_step", "scaled_train_step_single", "training_loss_scaler"]
+
+
+def training_loss_scaler(precision, device):
+    """Check that ``device`` can train in ``precision``; return the fp16 loss scaler, else None.
+
+    Raises
+    ------
+    ValueError
+        Where the device cannot compute in ``precision`` (:func:`check_precision`).
+    """
+    check_precision(precision, device)
+    return grad_scaler(device) if precision == "fp16" else None
 
 
 def scaled_train_step_single(net, batch, scaler, **fit_params):
