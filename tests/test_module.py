@@ -149,3 +149,22 @@ def test_head_scale_stays_positive(scale):
     head = CosineMatchHead(init_scale=scale)
     assert head.scale.item() > 0
     assert head(torch.tensor([0.9])) > head(torch.tensor([0.1]))
+
+
+def test_set_calibration_sets_scale_bias_and_link():
+    head = CosineMatchHead(init_scale=4.0, init_bias=-1.5, link="linear")
+    head.set_calibration(2.0, 0.5, link="atanh")
+    assert head.link == "atanh"
+    cosine = torch.tensor([0.0, 0.5, -0.25])
+    torch.testing.assert_close(head(cosine), 2.0 * torch.atanh(cosine) + 0.5)
+    head.set_calibration(3.0, -1.0, link="linear")
+    torch.testing.assert_close(head(cosine), 3.0 * cosine - 1.0)
+
+
+@pytest.mark.parametrize("scale, link, match", [(0.0, "atanh", "scale must be positive"),
+                                                (1.0, "logit", "link must be one of")])
+def test_set_calibration_rejects_a_non_positive_scale_and_unknown_links(scale, link, match):
+    head = CosineMatchHead()
+    with pytest.raises(ValueError, match=match):
+        head.set_calibration(scale, 0.0, link=link)
+    assert head.link == "linear" and head.scale.item() == pytest.approx(10.0)
