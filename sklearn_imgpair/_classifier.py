@@ -360,8 +360,6 @@ class ImagePairClassifier(PairNet):
         """
         return fit_pairs(self, X, y, fit_params, classes=classes, partial=True)
 
-    # prediction
-
     def _match_logits(self, X):
         self.check_is_fitted(["module_", "classes_"])
         if is_dataset(X):  # skorch's own scoring callbacks pass datasets
