@@ -438,8 +438,9 @@ def test_a_refit_that_fails_before_building_keeps_the_fitted_estimator(make_clf,
     assert_array_equal(clf.set_params(match_label=1).predict_proba(X), expected)
 
 
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
 def test_a_first_fit_that_fails_before_building_leaves_no_classes(make_clf, image_pairs,
-                                                                  monkeypatch):
+                                                                  monkeypatch, method):
     from sklearn_imgpair._training import precision
 
     X, y = image_pairs
@@ -450,7 +451,8 @@ def test_a_first_fit_that_fails_before_building_leaves_no_classes(make_clf, imag
     monkeypatch.setattr(precision, "check_precision", refuse)
     clf = make_clf(max_epochs=1)
     with pytest.raises(ValueError, match="this device cannot"):
-        clf.fit(X, y)
+        getattr(clf, method)(X, y)
+    assert "classes_" not in vars(clf) and clf.time_budget_.ended
     with pytest.raises(NotFittedError):
         clf.predict_proba(X)
 

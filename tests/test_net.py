@@ -61,23 +61,6 @@ def test_fit_and_partial_fit_train_through_one_entry(make_clf, image_pairs, monk
     assert clf.time_budget_.ended
 
 
-def test_a_first_partial_fit_that_fails_before_building_leaves_no_classes(make_clf,
-                                                                           image_pairs,
-                                                                           monkeypatch):
-    from sklearn_imgpair._training import precision
-
-    X, y = image_pairs
-
-    def refuse(precision, device):
-        raise ValueError("this device cannot")
-
-    monkeypatch.setattr(precision, "check_precision", refuse)
-    clf = make_clf(max_epochs=1)
-    with pytest.raises(ValueError, match="this device cannot"):
-        clf.partial_fit(X, y)
-    assert "classes_" not in vars(clf) and clf.time_budget_.ended
-
-
 def test_a_warm_start_fit_keeps_the_network_and_its_image_size(make_clf, image_pairs):
     X, y = image_pairs
     clf = make_clf(max_epochs=1, train_split=None, pair_mining="none", warm_start=True)

@@ -46,7 +46,10 @@ from sklearn_imgpair._training.precision import (
 __all__ = ["PAIR_NET_PARAMETER_CONSTRAINTS", "PairNet"]
 
 # Constraints of the parameters the net reads for training, then of skorch's
-# own, in scikit-learn's vocabulary (skorch checks their names only).
+# own, in scikit-learn's vocabulary (skorch checks their names only). The
+# vocabulary is scikit-learn's private _param_validation, as for the runtime
+# parameters (see _io/device.py; tests/test_common.py runs scikit-learn's
+# parameter-validation check on it).
 PAIR_NET_PARAMETER_CONSTRAINTS = {
     "time_limit": [Interval(Real, 0, None, closed="neither"), None],
     "augment": ["boolean", torch.nn.Module],
