@@ -339,9 +339,9 @@ def test_cli_warn_writes_empty_predictions_for_unreadable_rows(bad_images, cli_m
 @pytest.mark.parametrize("guess", [None, 16])
 def test_images_are_read_again_when_the_input_size_is_known_only_after_building(
         guess, bad_images, image_pairs, monkeypatch):
-    from sklearn_imgpair import _classifier
+    from sklearn_imgpair._training import fitting
 
-    monkeypatch.setattr(_classifier, "expected_image_size", lambda *args: guess)
+    monkeypatch.setattr(fitting, "expected_image_size", lambda *args: guess)
     X, y = image_pairs
     X = X.copy()
     X[7, 0] = bad_images["text file"]
@@ -357,9 +357,9 @@ def test_pairs_left_out_after_building_are_left_out_of_the_validation_split_too(
         bad_images, image_pairs, monkeypatch):
     # The input size is only known once the network is built: the images are
     # read then, and the pairs left out must not reach skorch's split.
-    from sklearn_imgpair import _classifier
+    from sklearn_imgpair._training import fitting
 
-    monkeypatch.setattr(_classifier, "expected_image_size", lambda *args: None)
+    monkeypatch.setattr(fitting, "expected_image_size", lambda *args: None)
     X, y = image_pairs
     X = X.copy()
     X[7, 0] = bad_images["text file"]
