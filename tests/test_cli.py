@@ -14,6 +14,7 @@ from numpy.testing import assert_allclose
 from sklearn.metrics import roc_auc_score
 
 from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
+from sklearn_imgpair._cli import commands
 from sklearn_imgpair._cli import parser as _cli
 from sklearn_imgpair.__main__ import main
 from sklearn_imgpair.datasets import make_image_pairs
@@ -22,7 +23,7 @@ from conftest import TINY_IMAGE_SIZE, TINY_SWIN
 
 TINY_FIT = ["--no-pretrained", "--image-size", str(TINY_IMAGE_SIZE),
             "--model-kwargs", json.dumps(TINY_SWIN), "--max-epochs", "2", "--lr", "3e-3",
-            "--batch-size", "16", "--seed", "0", "--quiet"]
+            "--batch-size", "16", "--random-state", "0", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -430,7 +431,7 @@ def test_an_interrupt_exits_with_130(model_path, csv_dir, monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_cli, "run_evaluate", interrupted)
+    monkeypatch.setattr(commands, "run_evaluate", interrupted)
     assert main(["evaluate", "--model", str(model_path), "--data",
                  str(csv_dir / "test.csv")]) == 130
     assert capsys.readouterr().err == "sklearn-imgpair: interrupted\n"
