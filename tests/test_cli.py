@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
 from sklearn_imgpair._cli import commands
 from sklearn_imgpair._cli import parser as _cli
+from sklearn_imgpair._cli.inputs import list_image_files
 from sklearn_imgpair.__main__ import main
 from sklearn_imgpair.datasets import make_image_pairs
 
@@ -220,6 +221,21 @@ def test_embed_takes_the_image_columns_by_name(model_path, csv_dir, tmp_path):
     assert main([*command[:-1], "query"]) == 0
     paths, vectors = _read_embeddings(output)
     assert paths == list(dict.fromkeys(frame["query"])) and len(vectors) == len(paths)
+
+
+def test_embed_takes_a_folder_of_images(model_path, model, csv_dir, tmp_path, capsys):
+    output = tmp_path / "embeddings.csv"
+    assert main(["embed", "--model", str(model_path), "--data", str(csv_dir / "images"),
+                 "--output", str(output)]) == 0
+    paths, vectors = _read_embeddings(output)
+    assert paths == list_image_files(csv_dir / "images")  # every image, sorted
+    expected = ImageEmbedder(classifier=model).fit().transform(paths)
+    assert_allclose(vectors, expected, rtol=1e-5, atol=1e-6)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["embed", "--model", str(model_path), "--data", str(empty), "--output",
+                 str(output)]) == 2
+    _assert_one_line_error(capsys, f"--data folder '{empty}' holds no image file")
 
 
 @pytest.fixture

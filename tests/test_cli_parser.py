@@ -1,5 +1,6 @@
 """The ``sklearn-imgpair`` parser: one dialect, ``--version``, and help without torch."""
 
+import json
 import subprocess
 import sys
 

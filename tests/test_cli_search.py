@@ -112,6 +112,16 @@ def test_search_writes_the_k_nearest_with_the_classifiers_probabilities(
     assert f"Wrote the 4 nearest gallery images of {len(queries)} queries to {output}" in out
 
 
+def test_search_writes_pairs_that_predict_reads(model_path, catalogue, tmp_path):
+    results, predictions = tmp_path / "results.csv", tmp_path / "predictions.csv"
+    assert _search(model_path, catalogue / "gallery", catalogue / "queries", results,
+                   "--n-neighbors", "2") == 0
+    assert main(["predict", "--model", str(model_path), "--data", str(results), "--output",
+                 str(predictions), "--quiet"]) == 0
+    written = pd.read_csv(predictions)
+    assert_allclose(written["probability"], pd.read_csv(results)["probability"], rtol=1e-5)
+
+
 def test_a_csv_written_with_its_index_has_one_column_of_images(
         model_path, catalogue, tmp_path):
     queries = list_image_files(catalogue / "queries")
