@@ -1,8 +1,13 @@
 """The ``sklearn-imgpair`` parser: one dialect, ``--version``, and help without torch."""
 
+import contextlib
+import io
 import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +90,42 @@ def test_every_command_speaks_the_same_option_names(name, option, capsys):
     assert main([name, "--help"]) == 0
     assert option in capsys.readouterr().out
 
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shell_blocks(text):
+    """The ``sklearn-imgpair`` commands of the bash blocks of Markdown ``text``."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.startswith(f"{PROG} "):
+                commands.append(shlex.split(line, comments=True)[1:])
+    return commands
+
+
+def _documented_commands():
+    """Every command that the README, the user guide, the notebook and ``--help`` show."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    commands = [command for page in pages for command in _shell_blocks(page.read_text())]
+    notebook = json.loads((ROOT / "notebooks" / "image_to_image_matching.ipynb").read_text())
+    for cell in notebook["cells"]:
+        commands += _shell_blocks("".join(cell["source"]))
+    for argv in [["--help"]] + [[name, "--help"] for name in COMMANDS]:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            main(argv)
+        text = out.getvalue().replace("\\\n", " ")
+        commands += [shlex.split(line)[1:] for line in text.splitlines()
+                     if line.startswith(f"  {PROG} ")]
+    return commands
+
+
+def test_every_documented_command_parses_in_the_one_dialect(capsys):
+    commands = _documented_commands()
+    # Each command is shown somewhere, --help's example included.
+    assert {command[0] for command in commands} == set(COMMANDS)
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(command)
+        assert capsys.readouterr().err == "", command  # no deprecated option
