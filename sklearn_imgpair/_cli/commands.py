@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch
-
 from tqdm import tqdm
 
 from sklearn_imgpair._cli.evaluation import (

@@ -19,6 +19,7 @@ from sklearn.utils import Bunch
 from sklearn_imgpair._images.decode import UnreadableImageWarning
 from sklearn_imgpair._images.validation import check_files_exist
 from sklearn_imgpair.datasets import read_pairs_csv
+
 # load_image_folder's walk of a class folder: both list the same files as images.
 from sklearn_imgpair.datasets._folder import IMAGE_EXTENSIONS, _walk_images
 from sklearn_imgpair.datasets._pairs_csv import check_columns, csv_location
