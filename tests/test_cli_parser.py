@@ -21,7 +21,7 @@ def test_help_of_every_command_imports_no_heavy_module():
     # A fresh interpreter: this one has imported torch already.
     code = f"""
 import contextlib, io, json, sys
-from sklearn_imgpair._cli.parser import main
+from sklearn_imgpair.__main__ import main
 for argv in [["--help"], ["--version"]] + [[name, "--help"] for name in {COMMANDS!r}]:
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(argv) == 0, argv
