@@ -1,5 +1,4 @@
-"""What the ``fit``, ``evaluate``, ``predict`` and ``embed`` subcommands do, and the checks
-and output helpers that every subcommand shares."""
+"""The ``fit``, ``evaluate``, ``predict`` and ``embed`` subcommands, and the checks all share."""
 
 import os
 import sys

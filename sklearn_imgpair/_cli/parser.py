@@ -1,8 +1,7 @@
 """The ``sklearn-imgpair`` command line: argument parsing and one-line errors.
 
-This module imports the standard library only: ``--help`` and ``--version``
-answer at once, and a command imports what it needs (torch, timm, skorch,
-scikit-learn) when it runs.
+Only the standard library is imported here, so that ``--help`` answers at once: each command
+names its function as ``"module:function"`` of ``_cli``, imported when the command runs.
 """
 
 import argparse
@@ -175,11 +174,9 @@ def _model_options(unit, default, *, folder=False):
     parent.add_argument("--model", required=True, metavar="PATH",
                         help="model file written by 'fit' (safetensors and JSON: loading it "
                              "runs no code from it)")
-    if folder:
-        parent.add_argument("--data", required=True, metavar="CSV|FOLDER",
-                            help="pairs CSV file, or a folder (every image file under it)")
-    else:
-        parent.add_argument("--data", required=True, metavar="CSV", help="pairs CSV file")
+    parent.add_argument("--data", required=True, metavar="CSV|FOLDER" if folder else "CSV",
+                        help="pairs CSV file" + (", or a folder (every image file under it)"
+                                                 if folder else ""))
     parent.add_argument("--batch-size", type=_positive(int), metavar="N",
                         help=f"{unit} per batch (default: {default})")
     return parent
@@ -484,8 +481,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse has printed
         return exc.code if isinstance(exc.code, int) else 2
-    # The command's module, imported only now that it runs: it brings numpy, pandas,
-    # scikit-learn and, through the estimators, torch.
+    # Imported only now that a command runs: numpy, pandas, scikit-learn, then torch.
     from sklearn_imgpair._cli.inputs import CommandError
 
     module, function = args.run.split(":")
