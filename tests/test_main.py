@@ -2,6 +2,7 @@ import contextlib
 import io
 import os
 import shlex
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -29,9 +30,12 @@ def demo(tmp_path_factory):
 
 
 def _suggested_commands(out):
-    """The shell commands that the demo's output suggests, as argument lists."""
-    return [shlex.split(line)[1:] for line in out.splitlines()
-            if line.lstrip().startswith("sklearn-imgpair ")]
+    """The folder that the demo's output says to ``cd`` to, and the commands it suggests."""
+    lines = [shlex.split(line) for line in out.splitlines()
+             if line.lstrip().startswith(("cd ", "sklearn-imgpair "))]
+    assert [line[0] for line in lines[:2]] == ["cd", "sklearn-imgpair"]
+    (_, folder), *commands = lines
+    return folder, [command[1:] for command in commands]
 
 
 def test_demo_runs_offline_and_saves_a_working_model(demo):
@@ -58,12 +62,17 @@ def test_demo_writes_the_pairs_csvs_it_names(demo):
 
 def test_every_command_the_demo_suggests_runs_as_printed(demo, monkeypatch, capsys):
     folder, out = demo
-    commands = _suggested_commands(out)
+    working_folder, commands = _suggested_commands(out)
+    assert working_folder == str(folder)
     assert [command[0] for command in commands] == ["evaluate", "predict", "embed", "search",
                                                     "fit"]
     go_offline(monkeypatch)
+    monkeypatch.chdir(working_folder)
     for command in commands:
-        assert main(command) == 0, command
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(command) == 0, command
+        assert [str(warning.message) for warning in caught] == [], command
         assert "warning" not in capsys.readouterr().err, command
     for name in ("predictions.csv", "embeddings.npy", "results.csv",
                  "model_from_shell.safetensors"):

@@ -29,17 +29,15 @@ def _write_pairs(frame, folder, name):
     return path
 
 
-def shell_commands(output, *, time_limit, random_state):
+def shell_commands(*, time_limit, random_state):
     """The commands that the demo suggests, each as a list of arguments after the program.
 
-    They run on the files the demo wrote into ``output`` (its pairs CSVs,
-    images and model) and write theirs beside them; ``fit`` trains the
-    demo's small Swin with its settings.
+    Run in the demo's folder, they read the files the demo wrote (its pairs
+    CSVs, images and model) and write theirs beside them; ``fit`` trains
+    the demo's small Swin with its settings.
 
     Parameters
     ----------
-    output : str
-        The demo's folder.
     time_limit : float
         The demo's ``--time-limit``.
     random_state : int
@@ -49,18 +47,14 @@ def shell_commands(output, *, time_limit, random_state):
     -------
     commands : list of list of str
     """
-    def inside(name):
-        return os.path.join(output, name)
-
-    model = ["--model", inside("model.safetensors")]
+    model = ["--model", "model.safetensors"]
     return [
-        ["evaluate", *model, "--data", inside("test.csv")],
-        ["predict", *model, "--data", inside("test.csv"), "--output",
-         inside("predictions.csv")],
-        ["embed", *model, "--data", inside("images"), "--output", inside("embeddings.npy")],
-        ["search", *model, "--gallery", inside("images"), "--query", inside("test.csv"),
-         "--image-column", "Image1", "--n-neighbors", "5", "--output", inside("results.csv")],
-        ["fit", "--train", inside("train.csv"), "--model", inside("model_from_shell.safetensors"),
+        ["evaluate", *model, "--data", "test.csv"],
+        ["predict", *model, "--data", "test.csv", "--output", "predictions.csv"],
+        ["embed", *model, "--data", "images", "--output", "embeddings.npy"],
+        ["search", *model, "--gallery", "images", "--query", "test.csv", "--image-column",
+         "Image1", "--n-neighbors", "5", "--output", "results.csv"],
+        ["fit", "--train", "train.csv", "--model", "model_from_shell.safetensors",
          "--no-pretrained", "--image-size", str(_IMAGE_SIZE), "--model-kwargs",
          json.dumps(DEMO_SWIN), "--lr", f"{_LEARNING_RATE:g}", "--batch-size", str(_BATCH_SIZE),
          "--time-limit", f"{time_limit:g}", "--random-state", str(random_state)],
@@ -89,10 +83,11 @@ def run_demo(args):
         callbacks__early_stopping__patience=20,  # the learning rate decays over the budget
     )
     started = time.perf_counter()
-    clf.fit(train[["Image1", "Image2"]], train["Label"])
+    # By position, as the fit command does: the model then takes any two columns, no warning.
+    clf.fit(train[["Image1", "Image2"]].to_numpy(dtype=object), train["Label"])
     print(f"   fitted in {time.perf_counter() - started:.1f} s, {len(clf.history)} epochs")
 
-    X_test, y_test = test[["Image1", "Image2"]], test["Label"].to_numpy()
+    X_test, y_test = test[["Image1", "Image2"]].to_numpy(dtype=object), test["Label"].to_numpy()
     proba = clf.predict_proba(X_test)[:, 1]
     predictions = clf.predict(X_test)
     print("3. Evaluating on the test pairs")
@@ -109,10 +104,10 @@ def run_demo(args):
     model_path = clf.save(os.path.join(output, "model.safetensors"))
     print(f"4. Saved the fitted classifier to {model_path}")
     print(f"   reload it with: ImagePairClassifier.load({model_path!r})")
-    print("5. The same from the shell, on the files above: evaluate and predict the test pairs, "
-          "embed every image, find each test pair's first image among all images, and fit "
-          "the same small Swin:")
-    for command in shell_commands(output, time_limit=args.time_limit,
-                                  random_state=args.random_state):
+    print("5. The same from the shell, on the files above: evaluate and predict the test "
+          "pairs,\n   embed every image, find the test pairs' first images among all images, "
+          "and fit\n   the same small Swin:")
+    print(f"   cd {shlex.quote(output)}")
+    for command in shell_commands(time_limit=args.time_limit, random_state=args.random_state):
         print(f"   {shlex.join([PROG, *command])}")
     return 0
