@@ -29,7 +29,7 @@ __all__ = ["CommandError", "collect_unreadable", "in_csv_terms", "list_image_fil
            "unreadable_images"]
 
 # How the library names a cell of its input in error messages: X[row, column] or X[row].
-LIBRARY_CELL = re.compile(r"X\[(\d+)(?:, (\d+))?\]")
+_LIBRARY_CELL = re.compile(r"X\[(\d+)(?:, (\d+))?\]")
 
 
 class CommandError(Exception):
@@ -51,7 +51,7 @@ def in_csv_terms(error, path, locate):
         row, column = locate(int(match[1]), None if match[2] is None else int(match[2]))
         return csv_location(path, row, column)
 
-    return CommandError(LIBRARY_CELL.sub(replace, str(error)))
+    return CommandError(_LIBRARY_CELL.sub(replace, str(error)))
 
 
 def pair_cells(columns, offset=0):
@@ -103,7 +103,7 @@ def collect_unreadable(caught, found, describe):
                                  warning.lineno)
             continue
         for failure in warning.message.failures:
-            found.setdefault(LIBRARY_CELL.sub("", failure, count=1), describe(failure))
+            found.setdefault(_LIBRARY_CELL.sub("", failure, count=1), describe(failure))
 
 
 def report_unreadable(found, outcome):
@@ -224,7 +224,7 @@ def read_images(source, columns, option, *, check_files=True):
 
 def _located(message, images, offset=0):
     """``message`` with the library's ``X[i]`` replaced by the place of image ``offset + i``."""
-    return LIBRARY_CELL.sub(lambda match: images.where(offset + int(match[1])), str(message))
+    return _LIBRARY_CELL.sub(lambda match: images.where(offset + int(match[1])), str(message))
 
 
 @contextlib.contextmanager
