@@ -13,9 +13,9 @@ from numpy.testing import assert_array_equal
 from skorch.dataset import ValidSplit
 
 from sklearn_imgpair import IdentityValidSplit, ImageEmbedder, ImagePairClassifier
-from sklearn_imgpair._io import model_file as _persistence
+from sklearn_imgpair._io import container as _container
+from sklearn_imgpair._io.classifier_file import CLASSIFIER_FORMAT_VERSION as FORMAT_VERSION
 from sklearn_imgpair._io.embedding_cache import tensors_digest
-from sklearn_imgpair._io.model_file import FORMAT_VERSION
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, go_offline, make_tiny_classifier
 
@@ -257,7 +257,7 @@ def test_a_failure_mid_save_keeps_the_previous_file(failure, saved, fitted_clf, 
         def __exit__(self, *exc):
             self.file.close()
 
-    monkeypatch.setattr(_persistence, "open", FailingFile, raising=False)
+    monkeypatch.setattr(_container, "open", FailingFile, raising=False)
     with pytest.raises(type(failure)):
         fitted_clf.save(path)
     assert path.read_bytes() == before  # the previous model is intact
