@@ -6,6 +6,7 @@ import pickle
 import struct
 
 import numpy as np
+import pandas as pd
 import pytest
 import safetensors.torch
 import torch
@@ -347,3 +348,73 @@ def test_an_embedder_of_a_classifier_keeps_its_network_settings(fitted_clf, tmp_
     assert loaded.module_.test_time_flip and loaded.module_.head.link == "atanh"
     paths = image_pairs[0][:4, 0]
     assert_array_equal(loaded.transform(paths), embedder.transform(paths))
+
+
+# ----------------------------------------------------------------------
+# one schema per estimator: versions and the state they ask of the estimators
+# ----------------------------------------------------------------------
+
+
+def _format_version(path):
+    header, _ = _header(path)
+    return int(header["__metadata__"]["format_version"])
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_each_schema_writes_the_oldest_version_that_holds_it(colour, tmp_path, monkeypatch):
+    from sklearn_imgpair import ImageNeighbors
+
+    files = os.path.join(os.path.dirname(__file__), "data", "files_v3")
+    monkeypatch.chdir(files)
+    clf = ImagePairClassifier.load(f"classifier_v{3 if colour else 2}.safetensors")
+    embedder = ImageEmbedder(classifier=clf).fit()
+    neighbors = ImageNeighbors(classifier=clf, n_neighbors=2).fit(
+        [f"images/image{index}.png" for index in range(4)])
+    version = 3 if colour else 2
+    assert _format_version(clf.save(tmp_path / "clf.safetensors")) == version
+    assert _format_version(embedder.save(tmp_path / "embedder.safetensors")) == version
+    assert _format_version(neighbors.save(tmp_path / "neighbors.safetensors")) == version
+    loaded = ImageNeighbors.load(tmp_path / "neighbors.safetensors")
+    assert loaded.embedder_.module_.colour_share == (0.5 if colour else 0.0)
+    assert_array_equal(loaded.kneighbors()[1], neighbors.kneighbors()[1])
+
+
+def test_the_classifier_file_leaves_out_what_a_subclass_names(saved, fitted_clf):
+    params = fitted_clf._to_file()
+    assert params.keys() == fitted_clf.get_params(deep=False).keys()
+    subclass = type("Subclass", (ImagePairClassifier,), {"_not_saved": ("threshold",)})
+    clf = subclass(**fitted_clf.get_params(deep=False))
+    assert "threshold" not in clf._to_file()
+    assert clf.set_params(device=None)._to_file()["device"] == "cpu"
+
+
+def test_an_embedder_is_rebuilt_from_what_its_file_holds(fitted_clf, image_pairs):
+    X, _ = image_pairs
+    embedder = ImageEmbedder(classifier=fitted_clf).fit(pd.DataFrame({"image": X[:3, 0]}))
+    architecture = embedder._to_file()["architecture"]
+    assert architecture == {"model_name": fitted_clf.model_name,
+                            "model_kwargs": fitted_clf.model_kwargs,
+                            "image_size": fitted_clf.image_size_}
+    rebuilt = ImageEmbedder._from_file(
+        {**embedder.get_params(deep=False), "classifier": None}, module=embedder.module_,
+        image_size=embedder.image_size_, architecture=architecture,
+        feature_names_in=["image"], n_features_in=1)
+    assert rebuilt.classifier is None and rebuilt.n_features_in_ == 1
+    assert_array_equal(rebuilt.feature_names_in_, ["image"])
+    images = pd.DataFrame({"image": X[:4, 1]})
+    assert_array_equal(rebuilt.transform(images), embedder.transform(images))
+
+
+@pytest.mark.parametrize("algorithm", ["brute", "faiss"])
+def test_a_search_gives_its_file_the_faiss_index_only(algorithm, monkeypatch):
+    from sklearn_imgpair import ImageNeighbors
+
+    if algorithm == "faiss":
+        pytest.importorskip("faiss", reason="the faiss extra is not installed")
+    monkeypatch.chdir(os.path.join(os.path.dirname(__file__), "data", "files_v3"))
+    neighbors = ImageNeighbors.load(f"neighbors_{algorithm}.safetensors")
+    faiss_index = neighbors._to_file()["faiss_index"]
+    if algorithm == "brute":
+        assert faiss_index is None
+    else:
+        assert faiss_index.dtype == np.uint8 and faiss_index.ndim == 1

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 
 import numpy as np
 import safetensors.numpy
@@ -52,19 +53,33 @@ _DTYPE_NAMES = {
 }
 
 
+def _digest_parts(value):
+    """The dtype name, shape and bytes of an array or of a torch tensor, for the digest."""
+    if not isinstance(value, np.ndarray) and hasattr(value, "detach"):
+        # A torch tensor (the embedding cache's keys): torch is imported already, and a
+        # uint8 view gives the bytes of the dtypes that numpy lacks, such as bfloat16.
+        tensor = value.detach().cpu().contiguous()
+        torch = sys.modules[type(tensor).__module__.partition(".")[0]]
+        return str(tensor.dtype), tuple(tensor.shape), tensor.reshape(-1).view(torch.uint8).numpy()
+    array = np.asarray(value, order="C")
+    return _DTYPE_NAMES[array.dtype], array.shape, array.reshape(-1).view(np.uint8)
+
+
 def tensors_digest(prefix, arrays):
     """Return the SHA-256 hex digest of ``prefix`` and a dict of named arrays.
 
     Names, dtypes, shapes and bytes all count, in sorted name order, so two
-    dicts have the same digest only when they hold the same arrays. It equals
-    :func:`sklearn_imgpair._io.embedding_cache.tensors_digest` of the same
-    values as torch tensors, which signed the files of earlier versions.
+    dicts have the same digest only when they hold the same arrays. A numpy
+    array and a torch tensor of the same values have the same digest: the
+    checksums of model files and the embedding cache's keys of model weights
+    (:func:`~sklearn_imgpair._io.embedding_cache.model_fingerprint`) are both
+    this digest.
 
     Parameters
     ----------
     prefix : str
-        Text hashed first (the file's JSON document).
-    arrays : dict of str to ndarray
+        Text hashed first (a file's JSON document, a model's input size).
+    arrays : dict of str to ndarray or Tensor
 
     Returns
     -------
@@ -72,9 +87,9 @@ def tensors_digest(prefix, arrays):
     """
     digest = hashlib.sha256(prefix.encode())
     for name in sorted(arrays):
-        array = np.asarray(arrays[name], order="C")
-        digest.update(f"{name}|{_DTYPE_NAMES[array.dtype]}|{tuple(array.shape)}".encode())
-        digest.update(array.reshape(-1).view(np.uint8).tobytes())
+        dtype_name, shape, data = _digest_parts(arrays[name])
+        digest.update(f"{name}|{dtype_name}|{tuple(shape)}".encode())
+        digest.update(data.tobytes())
     return digest.hexdigest()
 
 

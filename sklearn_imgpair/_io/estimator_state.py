@@ -81,7 +81,8 @@ def _encode(value):
     if isinstance(value, list):
         return [_encode(item) for item in value]
     if isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value) or {_TUPLE, _CLASS, _OBJECT} & set(value):
+        reserved = {_TUPLE, _CLASS, _OBJECT} & set(value)
+        if reserved or not all(isinstance(key, str) for key in value):
             raise _Unencodable(repr(value))
         return {key: _encode(item) for key, item in value.items()}
     if isinstance(value, type):
