@@ -45,14 +45,14 @@ from sklearn_imgpair._io.container import (
     read_container,
     write_container,
 )
-from sklearn_imgpair._io.device import loadable_device, loadable_precision, seeded
+from sklearn_imgpair._io.device import seeded
 from sklearn_imgpair._io.estimator_state import (
     apply_network_options,
     constructor_defaults,
-    decode_params,
     encode_value,
     library_versions,
     load_module_state,
+    loadable_params,
     network_options,
     network_state,
     persisted_params,
@@ -114,11 +114,8 @@ def load_classifier(cls, path, *, device=None):
     content, state = read_container(path, _ESTIMATOR, max_version=CLASSIFIER_FORMAT_VERSION)
     fitted = content.get("fitted", {})
     with rebuilding(path, fitted, lambda: clf.image_size_):
-        params = decode_params(content["params"])
+        params = loadable_params(content["params"], device)
         classes = decode_labels(fitted["classes_"])
-        params["device"] = loadable_device(params.get("device", "cpu"), device)
-        params["precision"] = loadable_precision(params.get("precision", "fp32"),
-                                                 params["device"])
         clf = cls(**{**params, "pretrained": False, "weights_path": None})
         with seeded(0):
             clf.initialize()

@@ -34,15 +34,15 @@ A file is written in the oldest version that holds its content.
 import numpy as np
 
 from sklearn_imgpair._io.container import read_container, write_container
-from sklearn_imgpair._io.device import loadable_device, loadable_precision, seeded
+from sklearn_imgpair._io.device import seeded
 from sklearn_imgpair._io.estimator_state import (
     apply_network_options,
     constructor_defaults,
-    decode_params,
     decode_value,
     encode_value,
     library_versions,
     load_module_state,
+    loadable_params,
     network_options,
     network_state,
     persisted_params,
@@ -80,11 +80,8 @@ def embedder_from_content(cls, content, state, path, *, device=None):
     """Rebuild an :class:`ImageEmbedder` from :func:`embedder_content`'s output."""
     fitted = content.get("fitted", {})
     with rebuilding(path, fitted, lambda: image_size):
-        params = decode_params(content["params"])
+        params = loadable_params(content["params"], device)
         architecture = decode_value(content["architecture"])
-        params["device"] = loadable_device(params.get("device", "cpu"), device)
-        params["precision"] = loadable_precision(params.get("precision", "fp32"),
-                                                 params["device"])
         with seeded(0):
             kwargs, image_size = siamese_net_kwargs(**architecture, pretrained=False)
             module = SiameseNet(**kwargs)

@@ -16,20 +16,21 @@ import warnings
 
 import numpy as np
 import safetensors
-import skorch
 import sklearn
+import skorch
 import timm
 import torch
 from skorch.dataset import Dataset, ValidSplit
 
+from sklearn_imgpair._io.device import loadable_device, loadable_precision
 from sklearn_imgpair._nn.augment import ViewAugmentation
 from sklearn_imgpair._nn.siamese import SiameseNet
 from sklearn_imgpair._training.split import IdentityValidSplit
 from sklearn_imgpair._version import __version__
 
 __all__ = ["apply_network_options", "constructor_defaults", "decode_params", "decode_value",
-           "encode_value", "library_versions", "load_module_state", "network_options",
-           "network_state", "persisted_params", "rebuilding"]
+           "encode_value", "library_versions", "load_module_state", "loadable_params",
+           "network_options", "network_state", "persisted_params", "rebuilding"]
 
 _TUPLE, _CLASS, _OBJECT = "__tuple__", "__class__", "__object__"
 
@@ -187,6 +188,19 @@ def decode_params(params):
     if not isinstance(params, dict):
         raise ValueError("the file's parameters are not a mapping.")
     return {name: _decode(value) for name, value in params.items()}
+
+
+def loadable_params(params, device):
+    """:func:`decode_params`, with the saved device and precision made loadable here.
+
+    ``device`` is the one asked of ``load`` (None keeps the saved one, or the
+    CPU where that is missing); the precision falls back where the device
+    cannot do it.
+    """
+    params = decode_params(params)
+    params["device"] = loadable_device(params.get("device", "cpu"), device)
+    params["precision"] = loadable_precision(params.get("precision", "fp32"), params["device"])
+    return params
 
 
 def library_versions():
