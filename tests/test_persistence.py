@@ -418,3 +418,17 @@ def test_a_search_gives_its_file_the_faiss_index_only(algorithm, monkeypatch):
         assert faiss_index is None
     else:
         assert faiss_index.dtype == np.uint8 and faiss_index.ndim == 1
+
+
+def test_torch_losses_and_optimizers_are_known_classes():
+    # The table of classes a file may name finds torch's losses by their private
+    # base class, torch.nn.modules.loss._Loss: this fails if torch renames it.
+    from sklearn_imgpair._io.estimator_state import decode_value, encode_value
+
+    for cls in (torch.nn.BCEWithLogitsLoss, torch.nn.MSELoss, torch.optim.AdamW,
+                torch.optim.SGD):
+        encoded = encode_value(cls)
+        assert encoded == {"__class__": f"{cls.__module__}.{cls.__qualname__}"}
+        assert decode_value(encoded) is cls
+    with pytest.raises(ValueError, match="cannot be saved without pickle"):
+        encode_value(torch.nn.Linear)

@@ -38,6 +38,8 @@ _TUPLE, _CLASS, _OBJECT = "__tuple__", "__class__", "__object__"
 def _known_classes():
     """Classes a parameter may name: the library's, torch optimizers and losses."""
     classes = {SiameseNet, Dataset, torch.utils.data.DataLoader}
+    # torch.nn.modules.loss._Loss: torch has no public base class of its losses
+    # (test_persistence.py::test_torch_losses_and_optimizers_are_known_classes).
     for namespace, base in ((torch.optim, torch.optim.Optimizer),
                             (torch.nn, torch.nn.modules.loss._Loss)):
         for value in vars(namespace).values():
