@@ -113,12 +113,12 @@ def _decode(value):
             return _CLASSES[name] if name in _CLASSES else _FORMER_NAMES[name]
         except (KeyError, TypeError):
             raise ValueError(f"the file names an unknown class {value[_CLASS]!r}; only "
-                             "the library's, torch optimizers and losses can be loaded.")
+                             "the library's, torch optimizers and losses can be loaded.") from None
     if _OBJECT in value:
         try:
             cls, attributes = _OBJECTS[value[_OBJECT]]
         except (KeyError, TypeError):
-            raise ValueError(f"the file names an unknown object {value[_OBJECT]!r}.")
+            raise ValueError(f"the file names an unknown object {value[_OBJECT]!r}.") from None
         params = value.get("params")
         if not isinstance(params, dict) or not set(params) <= set(attributes):
             raise ValueError(f"the file holds bad parameters for {value[_OBJECT]}.")

@@ -89,7 +89,7 @@ def main(folder):
     try:
         import faiss  # noqa: F401
     except ImportError:
-        warnings.warn("faiss is not installed: no neighbors_faiss.safetensors.")
+        warnings.warn("faiss is not installed: no neighbors_faiss.safetensors.", stacklevel=2)
     else:
         searches["faiss"] = dict(algorithm="faiss", faiss_index="flat")
     for name, params in searches.items():
@@ -104,7 +104,7 @@ def main(folder):
 
         plain.export_onnx("classifier.onnx")
     except ImportError:
-        warnings.warn("the onnx extra is not installed: no classifier.onnx.")
+        warnings.warn("the onnx extra is not installed: no classifier.onnx.", stacklevel=2)
     else:
         matcher = OnnxImageMatcher("classifier.onnx")
         expected["proba_onnx"] = matcher.predict_proba(pairs)
