@@ -18,8 +18,8 @@ from sklearn_imgpair._images.validation import (
     check_pair_features,
     check_pairs,
 )
+from sklearn_imgpair._io.classifier_file import load_classifier, save_classifier
 from sklearn_imgpair._io.device import RUNTIME_PARAMETER_CONSTRAINTS
-from sklearn_imgpair._io.model_file import load_classifier, save_classifier
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
 from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, pool_embeddings, score_pairs
 from sklearn_imgpair._training.fitting import fit_pairs
@@ -255,17 +255,9 @@ class ImagePairClassifier(PairNet):
     A cell of ``X`` is an image path, an image in memory (the bytes of an
     image file, a PIL image, a ``uint8`` array) or several images of one
     item (a list or tuple of these, or paths joined by ``";"``); see
-    :func:`check_pairs`. Images are decoded with PIL: EXIF orientation is
-    applied, every mode is converted to RGB (transparent pixels onto white,
-    16-bit images rescaled), and the image is resized to ``image_size``
-    without cropping. At prediction time each distinct image in ``X`` (the
-    same content, for in-memory images) is decoded and embedded once,
-    however many pairs share it; a cell of several images is embedded as
-    the L2-normalised mean of its images' embeddings. In training, such a
-    cell gives one of its images, drawn at random (seeded by
-    ``random_state``) each time its pair is read: another view of the item
-    in each epoch, as an augmentation; with ``freeze_backbone=True`` it
-    gives the mean embedding, as in prediction.
+    :func:`check_pairs`, and :ref:`images-in-memory` for how each is
+    decoded, embedded and trained on. At prediction time each distinct
+    image in ``X`` is decoded and embedded once, however many pairs share it.
 
     Examples
     --------
@@ -279,20 +271,15 @@ class ImagePairClassifier(PairNet):
     array([0, 1])
     """
 
-    _parameter_constraints = {
-        **BACKBONE_PARAMETER_CONSTRAINTS,
-        **RUNTIME_PARAMETER_CONSTRAINTS,
-        "match_label": "no_validation",
-        **PAIR_NET_PARAMETER_CONSTRAINTS,
-    }
+    _parameter_constraints = {**BACKBONE_PARAMETER_CONSTRAINTS, **RUNTIME_PARAMETER_CONSTRAINTS,
+                              **PAIR_NET_PARAMETER_CONSTRAINTS}
 
     def __init__(self, model_name="swin_tiny_patch4_window7_224", *, pretrained=True,
                  weights_path=None, model_kwargs=None, image_size=None, match_label=1,
-                 time_limit=None, random_state=None, augment=True, head_lr=0.01,
-                 cache_size=1024, pair_mining="graph", views_per_identity=4,
-                 hard_identities=0.0, mining_weight=1.0, mining_temperature=0.1,
-                 on_error="raise", num_workers=None, precision="fp32", freeze_backbone=False,
-                 module=SiameseNet, criterion=torch.nn.BCEWithLogitsLoss,
+                 time_limit=None, random_state=None, augment=True, head_lr=0.01, cache_size=1024,
+                 pair_mining="graph", views_per_identity=4, hard_identities=0.0, mining_weight=1.0,
+                 mining_temperature=0.1, on_error="raise", num_workers=None, precision="fp32",
+                 freeze_backbone=False, module=SiameseNet, criterion=torch.nn.BCEWithLogitsLoss,
                  optimizer=torch.optim.AdamW, lr=1e-4, max_epochs=10, batch_size=32,
                  train_split=ValidSplit(0.1, stratified=True), threshold=0.5, verbose=0,
                  device="cpu", iterator_train__shuffle=True, **kwargs):
@@ -336,7 +323,6 @@ class ImagePairClassifier(PairNet):
         Returns
         -------
         self : ImagePairClassifier
-            The fitted classifier.
         """
         return fit_pairs(self, X, y, fit_params)
 
@@ -476,9 +462,9 @@ class ImagePairClassifier(PairNet):
         return float(roc_auc_score(targets[readable], match[readable],
                                    sample_weight=sample_weight))
 
-    # persistence
-
-    _not_saved = ()  # parameters of subclasses that a plain classifier's file leaves out
+    #: Parameters of a subclass that a plain classifier's model file leaves out (read by
+    #: :meth:`_to_file`), so that :meth:`load` of this class reads the file.
+    _not_saved = ()
 
     def save(self, path):
         """Save the fitted classifier to one file that holds no pickle.
@@ -530,6 +516,22 @@ class ImagePairClassifier(PairNet):
         """
         return load_classifier(cls, path, device=device)
 
+    def _to_file(self):
+        """The parameters that :meth:`save` writes, by name.
+
+        ``get_params(deep=False)`` less the parameters named in ``_not_saved``,
+        with ``device=None`` written as ``"cpu"``. The fitted state the file
+        holds is public (``module_``, ``classes_``, ``image_size_``, ...), and
+        :meth:`load` restores it as such.
+
+        Returns
+        -------
+        params : dict
+        """
+        params = self.get_params(deep=False)
+        params["device"] = params["device"] or "cpu"
+        return {name: value for name, value in params.items() if name not in self._not_saved}
+
     def export_onnx(self, path, *, opset=None, quantize=None):
         """Export the fitted matcher to an ONNX file that runs without PyTorch.
 
@@ -566,7 +568,6 @@ class ImagePairClassifier(PairNet):
         RuntimeError
             If the exported graph does not reproduce the network on random
             images (checked with onnxruntime after every export).
-
         """
         self.check_is_fitted(["module_", "classes_"])
         return export_classifier(self, path, opset=opset, quantize=quantize)

@@ -51,6 +51,7 @@ __all__ = ["PAIR_NET_PARAMETER_CONSTRAINTS", "PairNet"]
 # parameters (see _io/device.py; tests/test_common.py runs scikit-learn's
 # parameter-validation check on it).
 PAIR_NET_PARAMETER_CONSTRAINTS = {
+    "match_label": "no_validation",
     "time_limit": [Interval(Real, 0, None, closed="neither"), None],
     "augment": ["boolean", torch.nn.Module],
     "head_lr": [Interval(Real, 0, None, closed="neither")],
@@ -111,8 +112,8 @@ class PairNet(NeuralNetBinaryClassifier):
     """A skorch net that trains a Siamese module on labelled pairs of images.
 
     The base of :class:`ImagePairClassifier`, which holds the parameters this
-    net reads (``model_name``, ``image_size``, ``augment``, ``head_lr``,
-    ``cache_size``, ``pair_mining``, ``views_per_identity``,
+    net reads (``model_name``, ``image_size``, ``match_label``, ``augment``,
+    ``head_lr``, ``cache_size``, ``pair_mining``, ``views_per_identity``,
     ``hard_identities``, ``mining_weight``, ``mining_temperature``,
     ``on_error``, ``precision``, ``freeze_backbone``, ``time_limit``, ...).
     Each skorch hook is overridden here once, and the features are plain
