@@ -21,7 +21,7 @@ from sklearn_imgpair._cli.evaluation import (
     plot_curves,
     require_matplotlib,
 )
-from sklearn_imgpair._images.decode import UnreadableImageWarning
+from sklearn_imgpair._images.unreadable import UnreadableImageWarning
 from sklearn_imgpair._images.validation import check_files_exist
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair.datasets import make_image_pairs, read_pairs_csv

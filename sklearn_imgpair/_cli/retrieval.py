@@ -25,7 +25,7 @@ from sklearn_imgpair._cli.commands import (
     load_model,
 )
 from sklearn_imgpair._cli.evaluation import require_matplotlib
-from sklearn_imgpair._images.decode import UnreadableImageWarning
+from sklearn_imgpair._images.unreadable import UnreadableImageWarning
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.device import check_device, device_type
 from sklearn_imgpair.datasets import read_pairs_csv
