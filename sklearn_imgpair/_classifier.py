@@ -17,11 +17,9 @@ from sklearn.utils._param_validation import (
 )
 
 from sklearn_imgpair._images.datasets import PairDataset, pair_dataset
-from sklearn_imgpair._images.embedding import embed_cells
-from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, warn_unreadable
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import (
     check_classes,
-    check_files_exist,
     check_labelled_pairs,
     check_pair_features,
     check_match_labels,
@@ -36,14 +34,19 @@ from sklearn_imgpair._io.device import (
 )
 from sklearn_imgpair._deploy.onnx_export import export_classifier
 from sklearn_imgpair._io.model_file import load_classifier, save_classifier
-from sklearn_imgpair._matching import class_probabilities, decision_scores, predicted_labels
+from sklearn_imgpair._matching import (
+    class_probabilities,
+    decision_scores,
+    match_logits,
+    predicted_labels,
+)
 from sklearn_imgpair._nn.augment import ViewAugmentation
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS, expected_image_size
 from sklearn_imgpair._nn.siamese import (
     SiameseNet,
     embedding_dim,
     image_embedder,
-    pair_logits,
+    pair_scorer,
     siamese_net_kwargs,
 )
 from sklearn_imgpair._training.callbacks import StopTraining, TimeBudget, default_callbacks
@@ -638,8 +641,6 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             return self.forward(X).float().numpy().reshape(-1)
         pairs = check_pairs(X)
         check_pair_features(self, X, reset=False)
-        if self.on_error == "raise":
-            check_files_exist(pairs)
         # Where the network is: ``device``, or the accelerator's (device=None).
         device = next(self.module_.parameters()).device
         embed_images = image_embedder(
@@ -647,14 +648,8 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             batch_size=self.batch_size, device=device, precision=self.precision,
             num_workers=self.num_workers, iterator=self.iterator_valid,
             iterator_params=self.get_params_for("iterator_valid"))
-        # Each distinct image once; a cell of several images: the normalised mean.
-        embeddings, inverse, failures = embed_cells(pairs, embed_images, on_error=self.on_error)
-        # Pairs are scored in chunks: memory grows with the distinct images only.
-        logits = pair_logits(self.module_, embeddings, inverse.reshape(-1, 2), device)
-        if failures:
-            warn_unreadable(failures, np.flatnonzero(np.isnan(logits)),
-                            "get NaN probabilities", stacklevel=4)
-        return logits
+        return match_logits(pairs, embed_images, pair_scorer(self.module_, device),
+                            on_error=self.on_error)
 
     def _match_column(self):
         return int(np.flatnonzero(self.classes_ == self.match_label)[0])

@@ -11,8 +11,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_imgpair._classifier import fitted_classifier
-from sklearn_imgpair._images.embedding import embed_cells
-from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, warn_unreadable
+from sklearn_imgpair._images.embedding import embed_rows
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._io.device import (
     RUNTIME_PARAMETER_CONSTRAINTS,
@@ -335,13 +335,8 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             self.module_, image_size=self.image_size_, on_error=self.on_error,
             batch_size=self.batch_size, device=self.device, precision=self.precision,
             num_workers=self.num_workers)
-        vectors, inverse, failures = embed_cells(cells, embed_images, on_error=self.on_error,
-                                                 cache=self._embedding_cache())
-        vectors = vectors[inverse]
-        if failures:
-            warn_unreadable(failures, np.flatnonzero(np.isnan(vectors).any(axis=1)),
-                            "get NaN embeddings")
-        return vectors
+        return embed_rows(cells, embed_images, on_error=self.on_error,
+                          cache=self._embedding_cache())
 
     def save(self, path):
         """Save the fitted embedder to one file that holds no pickle.

@@ -2,8 +2,8 @@
 
 What the two pair matchers share: :class:`ImagePairClassifier` (a torch network)
 and :class:`~sklearn_imgpair.onnx.OnnxImageMatcher` (an ONNX graph, no torch)
-score pairs of embeddings a chunk at a time (:func:`score_pairs`) and turn match
-logits into ``decision_function``, ``predict_proba`` and ``predict`` outputs in
+embed the images of pairs and score them (:func:`match_logits`), a chunk of
+pairs at a time (:func:`score_pairs`), and turn match logits into ``decision_function``, ``predict_proba`` and ``predict`` outputs in
 the order of ``classes_``. :class:`CosineHead` is the numpy form of the network's
 cosine match head, for the matcher that has no torch. The module sits beside
 the estimators, not in ``_nn`` (torch) nor in ``_deploy`` (ONNX), because both
@@ -13,8 +13,12 @@ use it and it imports neither.
 import numpy as np
 from scipy.special import expit
 
+from sklearn_imgpair._images.embedding import embed_cells
+from sklearn_imgpair._images.unreadable import warn_unreadable
+from sklearn_imgpair._images.validation import check_files_exist
+
 __all__ = ["SCORE_CHUNK_SIZE", "CosineHead", "class_probabilities", "decision_scores",
-           "predicted_labels", "score_pairs"]
+           "match_logits", "predicted_labels", "score_pairs"]
 
 # Pairs scored per step of score_pairs: 8192 pairs of 768-d float32 vectors
 # gather 50 MB, whatever the number of pairs.
@@ -89,6 +93,41 @@ def score_pairs(embeddings, index, similarity, chunk_size=None):
         rows = index[start:start + chunk_size]
         logits[start:start + len(rows)] = similarity(embeddings[rows[:, 0]],
                                                      embeddings[rows[:, 1]])
+    return logits
+
+
+def match_logits(pairs, embed_images, score, *, on_error="raise"):
+    """Match logits of pairs of images, each distinct image embedded once.
+
+    Parameters
+    ----------
+    pairs : ndarray of shape (n_pairs, 2), dtype=object
+        Normalised cells (see :func:`check_pairs`).
+    embed_images : callable
+        Embeds distinct images, as :func:`embed_cells` takes it.
+    score : callable
+        ``score(embeddings, index)`` returns the float32 match logits of the
+        pairs of rows ``index`` (of shape ``(n_pairs, 2)``) of
+        ``embeddings``, e.g. by :func:`score_pairs`.
+    on_error : {"raise", "warn"}, default="raise"
+        ``"raise"``: a missing file fails before any image is read, and an
+        unreadable image raises an error naming its cell. ``"warn"``: the
+        pairs of unreadable images get NaN logits, with one
+        :class:`UnreadableImageWarning` issued for the caller of
+        ``predict_proba`` (or ``decision_function``).
+
+    Returns
+    -------
+    logits : ndarray of shape (n_pairs,), dtype=float32
+    """
+    if on_error == "raise":
+        check_files_exist(pairs)
+    embeddings, inverse, failures = embed_cells(pairs, embed_images, on_error=on_error)
+    # Pairs are scored in chunks: memory grows with the distinct images only.
+    logits = score(embeddings, inverse.reshape(-1, 2))
+    if failures:
+        warn_unreadable(failures, np.flatnonzero(np.isnan(logits)), "get NaN probabilities",
+                        stacklevel=5)
     return logits
 
 

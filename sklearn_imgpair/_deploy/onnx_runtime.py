@@ -8,6 +8,7 @@ those of ``_matching``, so that both see the very same pixels and give the same
 outputs.
 """
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
@@ -18,14 +19,15 @@ from sklearn.utils.metaestimators import available_if
 
 from sklearn_imgpair._deploy.onnx_format import check_graph, read_metadata
 from sklearn_imgpair._images.cells import InMemoryImage
-from sklearn_imgpair._images.embedding import embed_cells
+from sklearn_imgpair._images.embedding import embed_rows
 from sklearn_imgpair._images.pixels import read_pixels
-from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, read_or_report, warn_unreadable
-from sklearn_imgpair._images.validation import check_files_exist, check_pairs, check_paths
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, read_or_report
+from sklearn_imgpair._images.validation import check_pairs, check_paths
 from sklearn_imgpair._matching import (
     CosineHead,
     class_probabilities,
     decision_scores,
+    match_logits,
     predicted_labels,
     score_pairs,
 )
@@ -258,31 +260,18 @@ class OnnxImageMatcher:
             Unit-length rows, in the order of ``X`` (NaN rows for unreadable
             images with ``on_error="warn"``).
         """
-        vectors, inverse, failures = embed_cells(check_paths(X), self._embed_images,
-                                                 on_error=self.on_error)
-        vectors = vectors[inverse]
-        if failures:
-            warn_unreadable(failures, np.flatnonzero(np.isnan(vectors).any(axis=1)),
-                            "get NaN embeddings")
-        return vectors
+        return embed_rows(check_paths(X), self._embed_images, on_error=self.on_error)
 
     # ------------------------------------------------------------------
     # pairs
     # ------------------------------------------------------------------
 
     def _match_logits(self, X):
-        pairs = check_pairs(X)
-        if self.on_error == "raise":
-            check_files_exist(pairs)  # a missing file fails before any work
-        vectors, inverse, failures = embed_cells(pairs, self._embed_images,
-                                                 on_error=self.on_error)
         head = CosineHead(self.metadata_["head_scale"], self.metadata_["head_bias"],
                           self.metadata_["head_link"])
-        logits = score_pairs(vectors, inverse.reshape(-1, 2), head.similarity)
-        if failures:
-            warn_unreadable(failures, np.flatnonzero(np.isnan(logits)),
-                            "get NaN probabilities", stacklevel=4)
-        return logits
+        return match_logits(check_pairs(X), self._embed_images,
+                            functools.partial(score_pairs, similarity=head.similarity),
+                            on_error=self.on_error)
 
     @available_if(_has_match_head)
     def decision_function(self, X):

@@ -7,7 +7,9 @@ gets a NaN vector (``on_error="warn"``); a cell of several images gets the
 normalised mean of their vectors (:func:`pool_embeddings`). The network runs in
 the ``embed_images`` callable it is given: a torch network with a DataLoader
 (:func:`~sklearn_imgpair._nn.siamese.image_embedder`) or an ONNX graph
-(:class:`~sklearn_imgpair.onnx.OnnxImageMatcher`). No torch here.
+(:class:`~sklearn_imgpair.onnx.OnnxImageMatcher`). :func:`embed_rows` is the
+``transform`` of both: a vector per row, and one warning for unreadable images.
+No torch here.
 """
 
 import numpy as np
@@ -19,8 +21,9 @@ from sklearn_imgpair._images.cells import (
     image_key,
     image_names,
 )
+from sklearn_imgpair._images.unreadable import warn_unreadable
 
-__all__ = ["embed_cells", "pool_embeddings"]
+__all__ = ["embed_cells", "embed_rows", "pool_embeddings"]
 
 
 def pool_embeddings(embeddings, image_index, offsets):
@@ -115,3 +118,25 @@ def embed_cells(cells, embed_images, *, on_error="raise", cache=None):
                 cache.put(keys[index], vector)
             vectors[index] = vector
     return pool_embeddings(np.stack(vectors), image_index, offsets), inverse, failures
+
+
+def embed_rows(cells, embed_images, *, on_error="raise", cache=None):
+    """Embed one column of images into a vector per row, as ``transform`` does.
+
+    Parameters are those of :func:`embed_cells`, with ``cells`` of shape
+    ``(n_rows,)``. Images that could not be read (``on_error="warn"``) give
+    their rows NaN vectors and one :class:`UnreadableImageWarning`, issued
+    for the caller of the caller (``transform``'s caller).
+
+    Returns
+    -------
+    embeddings : ndarray of shape (n_rows, d), dtype=float32
+        Unit-length rows, in the order of ``cells``.
+    """
+    embeddings, inverse, failures = embed_cells(cells, embed_images, on_error=on_error,
+                                                cache=cache)
+    embeddings = embeddings[inverse]
+    if failures:
+        warn_unreadable(failures, np.flatnonzero(np.isnan(embeddings).any(axis=1)),
+                        "get NaN embeddings", stacklevel=4)
+    return embeddings

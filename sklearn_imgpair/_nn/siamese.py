@@ -30,7 +30,7 @@ from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 from sklearn_imgpair._nn.colour import ColourHistogram
 
 __all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images",
-           "embed_pair_dataset", "embedding_dim", "image_embedder", "pair_logits",
+           "embed_pair_dataset", "embedding_dim", "image_embedder", "pair_scorer",
            "siamese_net_kwargs"]
 
 
@@ -431,31 +431,33 @@ def image_embedder(module, *, image_size, on_error, batch_size, device, precisio
     return embed
 
 
-def pair_logits(module, embeddings, index, device):
-    """Match logits of pairs of rows of ``embeddings`` by ``module.similarity``, in chunks.
+def pair_scorer(module, device):
+    """The ``score`` callable of :func:`~sklearn_imgpair._matching.match_logits` for a network.
 
     Parameters
     ----------
     module : SiameseNet
         Its ``similarity`` turns two aligned batches of embeddings into logits.
-    embeddings : ndarray of shape (n_images, d), dtype=float32
-    index : ndarray of shape (n_pairs, 2)
-        Rows of ``embeddings`` to compare.
     device : str or torch.device
         Where the network is; the embeddings are compared there.
 
     Returns
     -------
-    logits : ndarray of shape (n_pairs,), dtype=float32
-        Computed by :func:`~sklearn_imgpair._matching.score_pairs`, a chunk of
-        pairs at a time.
+    score : callable
+        ``score(embeddings, index)`` returns the float32 match logits of the
+        pairs of rows ``index`` of ``embeddings`` (a float32 array), computed
+        by :func:`~sklearn_imgpair._matching.score_pairs`, a chunk of pairs at
+        a time.
     """
 
     def similarity(embeddings_1, embeddings_2):
         return module.similarity(embeddings_1, embeddings_2).float().cpu().numpy()
 
-    with torch.no_grad():
-        return score_pairs(torch.from_numpy(embeddings).to(device), index, similarity)
+    def score(embeddings, index):
+        with torch.no_grad():
+            return score_pairs(torch.from_numpy(embeddings).to(device), index, similarity)
+
+    return score
 
 
 def embed_pair_dataset(module, dataset, *, batch_size, device, precision="fp32"):
