@@ -476,6 +476,14 @@ print(json.dumps({{"proba": proba.tolist(), "loaded": loaded}}))
                     rtol=1e-6)
 
 
+def test_the_shared_embedding_and_scoring_modules_import_no_torch():
+    code = _BLOCK_TORCH + """
+import sklearn_imgpair._images.embedding, sklearn_imgpair._matching
+print(sorted(name for name in sys.modules if name.startswith(("torch", "timm"))))
+"""
+    assert _run_python(code).strip() == "[]"
+
+
 def test_package_import_is_lazy():
     code = _BLOCK_TORCH + """
 import sklearn_imgpair
