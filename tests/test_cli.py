@@ -14,7 +14,9 @@ from numpy.testing import assert_allclose
 from sklearn.metrics import roc_auc_score
 
 from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
+from sklearn_imgpair._cli import commands
 from sklearn_imgpair._cli import parser as _cli
+from sklearn_imgpair._cli.inputs import list_image_files
 from sklearn_imgpair.__main__ import main
 from sklearn_imgpair.datasets import make_image_pairs
 
@@ -22,7 +24,7 @@ from conftest import TINY_IMAGE_SIZE, TINY_SWIN
 
 TINY_FIT = ["--no-pretrained", "--image-size", str(TINY_IMAGE_SIZE),
             "--model-kwargs", json.dumps(TINY_SWIN), "--max-epochs", "2", "--lr", "3e-3",
-            "--batch-size", "16", "--seed", "0", "--quiet"]
+            "--batch-size", "16", "--random-state", "0", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +221,21 @@ def test_embed_takes_the_image_columns_by_name(model_path, csv_dir, tmp_path):
     assert main([*command[:-1], "query"]) == 0
     paths, vectors = _read_embeddings(output)
     assert paths == list(dict.fromkeys(frame["query"])) and len(vectors) == len(paths)
+
+
+def test_embed_takes_a_folder_of_images(model_path, model, csv_dir, tmp_path, capsys):
+    output = tmp_path / "embeddings.csv"
+    assert main(["embed", "--model", str(model_path), "--data", str(csv_dir / "images"),
+                 "--output", str(output)]) == 0
+    paths, vectors = _read_embeddings(output)
+    assert paths == list_image_files(csv_dir / "images")  # every image, sorted
+    expected = ImageEmbedder(classifier=model).fit().transform(paths)
+    assert_allclose(vectors, expected, rtol=1e-5, atol=1e-6)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["embed", "--model", str(model_path), "--data", str(empty), "--output",
+                 str(output)]) == 2
+    _assert_one_line_error(capsys, f"--data folder '{empty}' holds no image file")
 
 
 @pytest.fixture
@@ -430,7 +447,7 @@ def test_an_interrupt_exits_with_130(model_path, csv_dir, monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_cli, "run_evaluate", interrupted)
+    monkeypatch.setattr(commands, "run_evaluate", interrupted)
     assert main(["evaluate", "--model", str(model_path), "--data",
                  str(csv_dir / "test.csv")]) == 130
     assert capsys.readouterr().err == "sklearn-imgpair: interrupted\n"

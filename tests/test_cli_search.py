@@ -11,7 +11,7 @@ from PIL import Image
 
 from sklearn_imgpair import ImageMatchClustering, ImageNeighbors, find_duplicates
 from sklearn_imgpair.__main__ import main
-from sklearn_imgpair._cli.retrieval import list_image_files
+from sklearn_imgpair._cli.inputs import list_image_files
 
 from conftest import make_tiny_classifier
 
@@ -93,23 +93,33 @@ def test_search_writes_the_k_nearest_with_the_classifiers_probabilities(
     # A CSV of relative paths, one of them twice: the gallery is its distinct images.
     gallery_csv = _write_column(tmp_path, [*gallery, gallery[3]], column="image")
     output = tmp_path / "out" / "results.csv"
-    assert _search(model_path, gallery_csv, catalogue / "queries", output, "--k", "4",
-                   "--image-column", "image") == 0
+    assert _search(model_path, gallery_csv, catalogue / "queries", output, "--n-neighbors",
+                   "4", "--image-column", "image") == 0
     written = pd.read_csv(output)
-    assert list(written.columns) == ["query", "rank", "match", "probability", "distance"]
+    assert list(written.columns) == ["Image1", "Image2", "rank", "probability", "distance"]
     queries = list_image_files(catalogue / "queries")
-    assert written["query"].tolist() == np.repeat(queries, 4).tolist()
+    assert written["Image1"].tolist() == np.repeat(queries, 4).tolist()
     assert written["rank"].tolist() == [1, 2, 3, 4] * len(queries)
 
     neighbors = ImageNeighbors(classifier=model).fit(gallery)
     proba, indices = neighbors.kneighbors_proba(queries, n_neighbors=4)
     distances, _ = neighbors.kneighbors(queries, n_neighbors=4)
-    assert written["match"].tolist() == np.asarray(gallery)[indices.ravel()].tolist()
+    assert written["Image2"].tolist() == np.asarray(gallery)[indices.ravel()].tolist()
     assert_allclose(written["probability"], proba.ravel(), rtol=1e-5)
     assert_allclose(written["distance"], distances.ravel(), rtol=1e-5, atol=1e-7)
     out = capsys.readouterr().out
     assert f"Embedding the 20 gallery images of {gallery_csv}" in out
     assert f"Wrote the 4 nearest gallery images of {len(queries)} queries to {output}" in out
+
+
+def test_search_writes_pairs_that_predict_reads(model_path, catalogue, tmp_path):
+    results, predictions = tmp_path / "results.csv", tmp_path / "predictions.csv"
+    assert _search(model_path, catalogue / "gallery", catalogue / "queries", results,
+                   "--n-neighbors", "2") == 0
+    assert main(["predict", "--model", str(model_path), "--data", str(results), "--output",
+                 str(predictions), "--quiet"]) == 0
+    written = pd.read_csv(predictions)
+    assert_allclose(written["probability"], pd.read_csv(results)["probability"], rtol=1e-5)
 
 
 def test_a_csv_written_with_its_index_has_one_column_of_images(
@@ -118,17 +128,18 @@ def test_a_csv_written_with_its_index_has_one_column_of_images(
     query_csv = tmp_path / "queries.csv"
     pd.DataFrame({"photo": queries}).to_csv(query_csv)  # with the unnamed index column
     output = tmp_path / "results.csv"
-    assert _search(model_path, catalogue / "gallery", query_csv, output, "--k", "1") == 0
-    assert pd.read_csv(output)["query"].tolist() == queries
+    assert _search(model_path, catalogue / "gallery", query_csv, output,
+                   "--n-neighbors", "1") == 0
+    assert pd.read_csv(output)["Image1"].tolist() == queries
 
 
 def test_a_query_in_the_gallery_finds_itself_first(model_path, catalogue, tmp_path):
     output = tmp_path / "results.csv"
     gallery = catalogue / "gallery"
-    assert _search(model_path, gallery, gallery, output, "--k", "2") == 0
+    assert _search(model_path, gallery, gallery, output, "--n-neighbors", "2") == 0
     written = pd.read_csv(output)
     first = written[written["rank"] == 1]
-    assert first["match"].tolist() == first["query"].tolist() == _gallery_paths(catalogue)
+    assert first["Image2"].tolist() == first["Image1"].tolist() == _gallery_paths(catalogue)
     assert_allclose(first["distance"], 0.0, atol=1e-5)
 
 
@@ -136,7 +147,7 @@ def test_plot_draws_a_picture_with_one_row_per_query(model_path, catalogue, tmp_
                                                      capsys):
     plot = tmp_path / "pictures" / "grid.png"
     assert _search(model_path, catalogue / "gallery", catalogue / "queries",
-                   tmp_path / "results.csv", "--k", "3", "--plot", str(plot),
+                   tmp_path / "results.csv", "--n-neighbors", "3", "--plot", str(plot),
                    "--plot-queries", "2") == 0
     assert f"Drew 2 queries and their matches in {plot}" in capsys.readouterr().out
     with Image.open(plot) as picture:
@@ -145,7 +156,7 @@ def test_plot_draws_a_picture_with_one_row_per_query(model_path, catalogue, tmp_
     assert width > height > 200  # two rows of four thumbnails
     # More queries, more rows; thumbnails keep their size.
     assert _search(model_path, catalogue / "gallery", catalogue / "queries",
-                   tmp_path / "results.csv", "--k", "3", "--plot", str(plot),
+                   tmp_path / "results.csv", "--n-neighbors", "3", "--plot", str(plot),
                    "--plot-queries", "4") == 0
     with Image.open(plot) as picture:
         assert picture.size[0] == width and picture.size[1] > 1.6 * height
@@ -226,24 +237,25 @@ def test_on_error_warn_leaves_unreadable_images_out(model_path, catalogue, tmp_p
     queries = list_image_files(catalogue / "queries")
     query_csv = _write_column(tmp_path, [*queries[:2], str(broken)], name="queries.csv")
     output = tmp_path / "results.csv"
-    assert _search(model_path, gallery_csv, query_csv, output, "--k", "2",
+    assert _search(model_path, gallery_csv, query_csv, output, "--n-neighbors", "2",
                    "--on-error", "warn") == 0
     err = capsys.readouterr().err
     assert f"{gallery_csv}, line 2, column 'path': Cannot read image '{broken}'" in err
     assert "left out of the gallery" in err
     assert f"{query_csv}, line 4, column 'path': Cannot read image '{broken}'" in err
     written = pd.read_csv(output)
-    assert written["query"].unique().tolist() == queries[:2]
-    assert str(broken) not in set(written["match"])
+    assert written["Image1"].unique().tolist() == queries[:2]
+    assert str(broken) not in set(written["Image2"])
 
 
-def test_k_larger_than_the_gallery_fails_with_a_clear_message(model_path, catalogue,
-                                                              tmp_path, capsys):
+def test_n_neighbors_larger_than_the_gallery_fails_with_a_clear_message(
+        model_path, catalogue, tmp_path, capsys):
     gallery_csv = _write_column(tmp_path, _gallery_paths(catalogue)[:3])
     output = tmp_path / "out" / "results.csv"
-    assert _search(model_path, gallery_csv, catalogue / "queries", output, "--k", "4") == 2
-    _assert_one_line_error(capsys, f"--k 4 is more than the 3 images of the gallery "
-                                   f"'{gallery_csv}'; give --k 3 or less.")
+    assert _search(model_path, gallery_csv, catalogue / "queries", output,
+                   "--n-neighbors", "4") == 2
+    _assert_one_line_error(capsys, f"--n-neighbors 4 is more than the 3 images of the gallery "
+                                   f"'{gallery_csv}'; give --n-neighbors 3 or less.")
     assert not (tmp_path / "out").exists()
 
 
@@ -303,13 +315,13 @@ def test_batch_size_and_device_options_are_applied(model_path, catalogue, tmp_pa
     # Copies: new files, so that no embedding comes from the cache.
     gallery = tmp_path / "gallery"
     shutil.copytree(catalogue / "gallery", gallery)
-    assert _search(model_path, gallery, gallery, tmp_path / "results.csv", "--k", "1",
+    assert _search(model_path, gallery, gallery, tmp_path / "results.csv", "--n-neighbors", "1",
                    "--batch-size", "3", "--device", "cpu") == 0
     assert seen and set(seen) == {3}
 
 
 def test_help_describes_both_commands(capsys):
-    for name, options in (("search", ["--gallery", "--query", "--k", "--plot"]),
+    for name, options in (("search", ["--gallery", "--query", "--n-neighbors", "--plot"]),
                           ("dedup", ["--images", "--threshold", "--n-neighbors"])):
         assert main([name, "--help"]) == 0
         out = capsys.readouterr().out

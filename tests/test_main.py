@@ -1,22 +1,83 @@
+import contextlib
+import io
 import os
+import shlex
+import warnings
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from sklearn_imgpair import ImagePairClassifier
 from sklearn_imgpair.__main__ import main
 
 from conftest import go_offline
 
+# Seconds of fitting for the demo, and for the fit command it suggests.
+TIME_LIMIT = "6"
 
-def test_demo_runs_offline_and_saves_a_working_model(tmp_path, capsys, monkeypatch):
-    go_offline(monkeypatch)
-    assert main(["demo", "--output", str(tmp_path), "--time-limit", "6"]) == 0
-    out = capsys.readouterr().out
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``(folder, stdout)`` of one offline demo run; read only."""
+    folder = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        go_offline(monkeypatch)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["demo", "--output", str(folder), "--time-limit", TIME_LIMIT]) == 0
+    return folder, out.getvalue()
+
+
+def _suggested_commands(out):
+    """The folder that the demo's output says to ``cd`` to, and the commands it suggests."""
+    lines = [shlex.split(line) for line in out.splitlines()
+             if line.lstrip().startswith(("cd ", "sklearn-imgpair "))]
+    assert [line[0] for line in lines[:2]] == ["cd", "sklearn-imgpair"]
+    (_, folder), *commands = lines
+    return folder, [command[1:] for command in commands]
+
+
+def test_demo_runs_offline_and_saves_a_working_model(demo):
+    folder, out = demo
     assert "ROC AUC" in out and "P(match)" in out
     assert "embeddings of the test pairs' first images: shape (" in out
-    model_path = tmp_path / "model.safetensors"
+    model_path = folder / "model.safetensors"
     assert f"ImagePairClassifier.load({str(model_path)!r})" in out
     clf = ImagePairClassifier.load(model_path)
-    images = sorted(os.listdir(tmp_path / "images"))
-    pair = np.array([[str(tmp_path / "images" / images[0])] * 2], dtype=object)
+    images = sorted(os.listdir(folder / "images"))
+    pair = np.array([[str(folder / "images" / images[0])] * 2], dtype=object)
     assert clf.predict_proba(pair).shape == (1, 2)
+
+
+def test_demo_writes_the_pairs_csvs_it_names(demo):
+    folder, out = demo
+    for name in ("train.csv", "test.csv"):
+        assert str(folder / name) in out
+        pairs = pd.read_csv(folder / name)
+        assert list(pairs.columns) == ["Image1", "Image2", "Label"]
+        # Relative to the CSV's folder, so that the demo's folder can move.
+        assert all((folder / path).is_file() for path in pairs["Image1"])
+
+
+def test_every_command_the_demo_suggests_runs_as_printed(demo, monkeypatch, capsys):
+    folder, out = demo
+    working_folder, commands = _suggested_commands(out)
+    assert working_folder == str(folder)
+    assert [command[0] for command in commands] == ["evaluate", "predict", "embed", "search",
+                                                    "fit"]
+    go_offline(monkeypatch)
+    monkeypatch.chdir(working_folder)
+    for command in commands:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(command) == 0, command
+        assert [str(warning.message) for warning in caught] == [], command
+        assert "warning" not in capsys.readouterr().err, command
+    for name in ("predictions.csv", "embeddings.npy", "results.csv",
+                 "model_from_shell.safetensors"):
+        assert (folder / name).is_file(), name
+    # The fit suggestion trains the demo's small Swin within the demo's time limit.
+    shell_clf = ImagePairClassifier.load(folder / "model_from_shell.safetensors")
+    assert shell_clf.image_size_ == 64 and not shell_clf.pretrained
+    assert shell_clf.time_limit == float(TIME_LIMIT)

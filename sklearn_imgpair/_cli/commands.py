@@ -1,18 +1,14 @@
-"""What each ``sklearn-imgpair`` subcommand does, given its parsed arguments."""
+"""The ``fit``, ``evaluate``, ``predict`` and ``embed`` subcommands, and the checks all share."""
 
-import contextlib
 import os
-import re
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch
-
 from tqdm import tqdm
 
 from sklearn_imgpair._cli.evaluation import (
@@ -21,24 +17,24 @@ from sklearn_imgpair._cli.evaluation import (
     plot_curves,
     require_matplotlib,
 )
-from sklearn_imgpair._images.unreadable import UnreadableImageWarning
-from sklearn_imgpair._images.validation import check_files_exist
+from sklearn_imgpair._cli.inputs import (
+    CommandError,
+    in_csv_terms,
+    pair_cells,
+    read_images,
+    read_pairs,
+    reading,
+    report_unreadable,
+    unreadable_images,
+)
 from sklearn_imgpair._io.atomic import write_atomically
-from sklearn_imgpair.datasets import make_image_pairs, read_pairs_csv
-from sklearn_imgpair.datasets._pairs_csv import check_columns, csv_location
+from sklearn_imgpair.datasets._pairs_csv import csv_location
 
-__all__ = ["CommandError", "run_demo", "run_embed", "run_evaluate", "run_fit", "run_predict"]
+__all__ = ["CHUNK_SIZE", "check_plot_path", "check_writable", "load_model", "progress",
+           "run_embed", "run_evaluate", "run_fit", "run_predict", "set_batch_size"]
 
-# A small Swin that trains from random weights in minutes on two CPU cores.
-DEMO_SWIN = dict(patch_size=4, window_size=4, embed_dim=32, depths=(2, 2), num_heads=(2, 4))
 # Pairs (or images) predicted per step of a progress bar.
-_CHUNK_SIZE = 512
-# How the library names a cell of its input in error messages: X[row, column] or X[row].
-_LIBRARY_CELL = re.compile(r"X\[(\d+)(?:, (\d+))?\]")
-
-
-class CommandError(Exception):
-    """Bad input to a subcommand; the command line prints the message, no traceback."""
+CHUNK_SIZE = 512
 
 
 # ----------------------------------------------------------------------
@@ -46,42 +42,7 @@ class CommandError(Exception):
 # ----------------------------------------------------------------------
 
 
-def _in_csv_terms(error, path, locate):
-    """Rewrite the library's ``X[...]`` cells in an error message as CSV line and column.
-
-    ``locate(index, column_index)`` maps the numbers of one ``X[...]`` (the
-    second is None for ``X[i]``) to the data row and column name in the CSV.
-    """
-    def replace(match):
-        row, column = locate(int(match[1]), None if match[2] is None else int(match[2]))
-        return csv_location(path, row, column)
-
-    return CommandError(_LIBRARY_CELL.sub(replace, str(error)))
-
-
-def _pair_cells(columns, offset=0):
-    """``locate`` for pairs whose first row is data row ``offset`` of the CSV."""
-    return lambda row, column: (offset + row, columns[column])
-
-
-def _read_pairs(path, image_columns, other_columns=(), on_error="raise"):
-    """Read a pairs CSV and check its columns and, unless ``on_error="warn"``, its images.
-
-    With ``on_error="warn"`` missing images are left to the estimator, which
-    lists them instead of failing.
-    """
-    frame = read_pairs_csv(path, image_columns=list(dict.fromkeys(image_columns)))
-    check_columns(frame, other_columns, path)
-    if on_error == "warn":
-        return frame
-    try:
-        check_files_exist(frame[list(image_columns)].to_numpy(dtype=object))
-    except (FileNotFoundError, ValueError) as exc:
-        raise _in_csv_terms(exc, path, _pair_cells(image_columns)) from None
-    return frame
-
-
-def _check_writable(path, option):
+def check_writable(path, option):
     """Fail before any work unless a file can be written at ``path``."""
     path = os.path.abspath(path)
     if os.path.isdir(path):
@@ -117,7 +78,7 @@ def check_plot_path(path):
         require_matplotlib()
     except ImportError as exc:
         raise CommandError(str(exc)) from None
-    _check_writable(path, "--plot")
+    check_writable(path, "--plot")
 
 
 def load_model(path, on_error="raise", device=None):
@@ -134,45 +95,6 @@ def load_model(path, on_error="raise", device=None):
     except ValueError as exc:
         raise CommandError(f"{exc} Give a model file written by 'sklearn-imgpair fit'.") from None
     return clf.set_params(on_error=on_error)
-
-
-@contextlib.contextmanager
-def _unreadable_images(found, path, locate):
-    """Collect the failures of the block's :class:`UnreadableImageWarning` into ``found``.
-
-    Failures are stored in CSV terms, keyed by image and reason (so an image
-    met again in a later chunk counts once); other warnings pass through.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnreadableImageWarning)
-        yield
-    collect_unreadable(caught, found, lambda failure: str(_in_csv_terms(failure, path, locate)))
-
-
-def collect_unreadable(caught, found, describe):
-    """Store the failures of the caught :class:`UnreadableImageWarning` in ``found``.
-
-    Keyed by image and reason, so an image met again in a later chunk counts
-    once; ``describe(failure)`` words each in the input's terms. Other caught
-    warnings are shown again.
-    """
-    for warning in caught:
-        if not issubclass(warning.category, UnreadableImageWarning):
-            warnings.showwarning(warning.message, warning.category, warning.filename,
-                                 warning.lineno)
-            continue
-        for failure in warning.message.failures:
-            found.setdefault(_LIBRARY_CELL.sub("", failure, count=1), describe(failure))
-
-
-def _report_unreadable(found, outcome):
-    """Print one warning line on stderr for the unreadable images in ``found``."""
-    if not found:
-        return
-    failures = list(found.values())
-    more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
-    print(f"sklearn-imgpair: warning: {len(failures)} image(s) could not be read, so "
-          f"{outcome}: {'; '.join(failures[:10])}{more}", file=sys.stderr)
 
 
 def _check_labels(labels, path, column):
@@ -198,7 +120,7 @@ def _parse_match_label(text, labels, path, column):
                        f"{column!r}: {sorted(str(label) for label in known)}.")
 
 
-def _set_batch_size(clf, batch_size):
+def set_batch_size(clf, batch_size):
     """Apply a ``--batch-size`` option to a loaded model; None keeps the model's."""
     if batch_size is not None:
         clf.set_params(batch_size=batch_size)
@@ -214,15 +136,15 @@ def _predict_pairs(clf, X, path, columns, threshold, args):
     """
     match_column = list(clf.classes_).index(clf.match_label)
     chunks, unreadable = [], {}
-    with _progress(len(X), "Predicting", unit="pair", args=args) as bar:
-        for start in range(0, len(X), _CHUNK_SIZE):
-            chunk = X[start:start + _CHUNK_SIZE]
-            locate = _pair_cells(columns, start)
+    with progress(len(X), "Predicting", unit="pair", args=args) as bar:
+        for start in range(0, len(X), CHUNK_SIZE):
+            chunk = X[start:start + CHUNK_SIZE]
+            locate = pair_cells(columns, start)
             try:
-                with _unreadable_images(unreadable, path, locate):
+                with unreadable_images(unreadable, path, locate):
                     chunks.append(clf.predict_proba(chunk))
             except (ValueError, FileNotFoundError) as exc:
-                raise _in_csv_terms(exc, path, locate) from None
+                raise in_csv_terms(exc, path, locate) from None
             bar.update(len(chunk))
     proba = np.concatenate(chunks)
     match = proba[:, match_column]
@@ -237,7 +159,7 @@ def _predict_pairs(clf, X, path, columns, threshold, args):
                  readable=readable, unreadable=unreadable)
 
 
-def _progress(total, desc, *, unit, args):
+def progress(total, desc, *, unit, args):
     """A tqdm bar on stderr: off with ``-q``, on with ``-v``, else only on a terminal."""
     disable = True if args.quiet else (False if args.verbose else None)
     return tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr)
@@ -253,16 +175,16 @@ def run_fit(args):
     from sklearn_imgpair import ImagePairClassifier
 
     columns = [args.image1, args.image2]
-    frame = _read_pairs(args.train, columns, [args.label], on_error=args.on_error)
+    frame = read_pairs(args.train, columns, [args.label], on_error=args.on_error)
     _check_labels(frame[args.label], args.train, args.label)
     match_label = _parse_match_label(args.match_label, frame[args.label], args.train,
                                      args.label)
-    _check_writable(args.model, "--model")
+    check_writable(args.model, "--model")
     clf = ImagePairClassifier(
         args.model_name, pretrained=args.pretrained, weights_path=args.weights_path,
         model_kwargs=args.model_kwargs, image_size=args.image_size, match_label=match_label,
         time_limit=args.time_limit, max_epochs=args.max_epochs, batch_size=args.batch_size,
-        lr=args.lr, pair_mining=args.pair_mining, random_state=args.seed,
+        lr=args.lr, pair_mining=args.pair_mining, random_state=args.random_state,
         on_error=args.on_error, verbose=0 if args.quiet else 1 + args.verbose,
         # Only when asked for: a model without colour keeps the parameters it had.
         **({"module__colour_share": args.colour_share} if args.colour_share else {}),
@@ -271,15 +193,15 @@ def run_fit(args):
     started = time.perf_counter()
     unreadable = {}
     try:
-        with _unreadable_images(unreadable, args.train, _pair_cells(columns)):
+        with unreadable_images(unreadable, args.train, pair_cells(columns)):
             # By position: the columns the command names are the pair, whatever their names.
             clf.fit(frame[columns].to_numpy(dtype=object), frame[args.label])
     except (ValueError, FileNotFoundError) as exc:
-        raise _in_csv_terms(exc, args.train, _pair_cells(columns)) from None
+        raise in_csv_terms(exc, args.train, pair_cells(columns)) from None
     except OSError as exc:  # pretrained weights out of reach
         raise CommandError(f"{exc} On the command line: --weights-path PATH or "
                            "--no-pretrained.") from None
-    _report_unreadable(unreadable, "their pairs were left out of training")
+    report_unreadable(unreadable, "their pairs were left out of training")
     print(f"Fitted in {time.perf_counter() - started:.1f} s ({len(clf.history)} epochs).")
     print(f"Saved the model to {clf.save(args.model)}")
     return 0
@@ -288,8 +210,8 @@ def run_fit(args):
 def run_evaluate(args):
     """``evaluate``: ROC AUC and accuracy of a saved model on a labelled pairs CSV."""
     columns = [args.image1, args.image2]
-    frame = _read_pairs(args.data, columns, [args.label], on_error=args.on_error)
-    clf = _set_batch_size(load_model(args.model, args.on_error), args.batch_size)
+    frame = read_pairs(args.data, columns, [args.label], on_error=args.on_error)
+    clf = set_batch_size(load_model(args.model, args.on_error), args.batch_size)
     y = frame[args.label].astype(str).to_numpy()
     classes = [str(label) for label in clf.classes_]
     unknown = sorted(set(y) - set(classes))
@@ -301,7 +223,7 @@ def run_evaluate(args):
     result = _predict_pairs(clf, frame[columns].to_numpy(dtype=object), args.data, columns,
                             args.threshold, args)
     n_unreadable = int((~result.readable).sum())
-    _report_unreadable(result.unreadable, f"{n_unreadable} pairs are left out of the "
+    report_unreadable(result.unreadable, f"{n_unreadable} pairs are left out of the "
                                           "evaluation")
     y, match = y[result.readable], result.match[result.readable]
     is_match = y == str(clf.match_label)
@@ -330,12 +252,12 @@ def run_evaluate(args):
 def run_predict(args):
     """``predict``: write predictions and match probabilities for a pairs CSV."""
     columns = [args.image1, args.image2]
-    frame = _read_pairs(args.data, columns, on_error=args.on_error)
-    clf = _set_batch_size(load_model(args.model, args.on_error), args.batch_size)
-    _check_writable(args.output, "--output")
+    frame = read_pairs(args.data, columns, on_error=args.on_error)
+    clf = set_batch_size(load_model(args.model, args.on_error), args.batch_size)
+    check_writable(args.output, "--output")
     result = _predict_pairs(clf, frame[columns].to_numpy(dtype=object), args.data, columns,
                             args.threshold, args)
-    _report_unreadable(result.unreadable, f"{int((~result.readable).sum())} pairs get an "
+    report_unreadable(result.unreadable, f"{int((~result.readable).sum())} pairs get an "
                                           "empty prediction and probability")
     output = frame.copy()
     output["prediction"] = result.predicted
@@ -370,88 +292,27 @@ def _write_lines(path, lines):
         file.writelines(f"{line}\n" for line in lines)
 
 
-def _distinct_images(frame, columns):
-    """Distinct images of ``columns``, column by column in first-seen order.
-
-    Returns the images and, for each, the (data row, column) of its first cell.
-    """
-    cells = frame[columns].to_numpy(dtype=object).ravel(order="F")
-    images, first = np.unique(cells, return_index=True)
-    order = np.argsort(first)
-    column_indices, rows = np.divmod(first[order], len(frame))
-    return images[order], [(int(row), columns[int(column)])
-                           for row, column in zip(rows, column_indices)]
-
-
 def run_embed(args):
-    """``embed``: write the embedding of every distinct image of a pairs CSV."""
+    """``embed``: write the embedding of every distinct image of a pairs CSV or a folder."""
     from sklearn_imgpair import ImageEmbedder
 
     if os.path.splitext(args.output)[1].lower() not in (".npy", ".csv"):
         raise CommandError(f"--output must end in .npy or .csv; got {args.output!r}.")
-    frame = _read_pairs(args.data, [args.image1, args.image2], on_error=args.on_error)
-    images, cells = _distinct_images(frame, list(dict.fromkeys([args.image1, args.image2])))
-    clf = _set_batch_size(load_model(args.model), args.batch_size)
-    _check_writable(args.output, "--output")
+    images = read_images(args.data, (args.image1, args.image2), "--data",
+                         check_files=args.on_error == "raise")
+    clf = set_batch_size(load_model(args.model), args.batch_size)
+    check_writable(args.output, "--output")
     embedder = ImageEmbedder(classifier=clf, batch_size=clf.batch_size,
                              on_error=args.on_error).fit()
     chunks, unreadable = [], {}
-    with _progress(len(images), "Embedding", unit="image", args=args) as bar:
-        for start in range(0, len(images), _CHUNK_SIZE):
-            locate = lambda index, _, start=start: cells[start + index]  # noqa: E731
-            try:
-                with _unreadable_images(unreadable, args.data, locate):
-                    chunks.append(embedder.transform(images[start:start + _CHUNK_SIZE]))
-            except (ValueError, FileNotFoundError) as exc:
-                raise _in_csv_terms(exc, args.data, locate) from None
+    with progress(len(images.paths), "Embedding", unit="image", args=args) as bar:
+        for start in range(0, len(images.paths), CHUNK_SIZE):
+            with reading(images, unreadable, offset=start):
+                chunks.append(embedder.transform(images.paths[start:start + CHUNK_SIZE]))
             bar.update(len(chunks[-1]))
     vectors = np.concatenate(chunks)
-    _report_unreadable(unreadable, "their vectors are NaN")
-    path, paths_file = _write_embeddings(args.output, images, vectors)
+    report_unreadable(unreadable, "their vectors are NaN")
+    path, paths_file = _write_embeddings(args.output, images.paths, vectors)
     also = f" and their paths to {paths_file}" if paths_file else ""
     print(f"Wrote {vectors.shape[0]} embeddings of length {vectors.shape[1]} to {path}{also}")
-    return 0
-
-
-def run_demo(args):
-    """``demo``: synthetic data, a small Swin from scratch, evaluation, a saved model."""
-    from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
-
-    output = os.path.abspath(args.output or tempfile.mkdtemp(prefix="sklearn-imgpair-demo-"))
-    image_dir = os.path.join(output, "images")
-    print(f"1. Drawing a synthetic product-matching data set into {image_dir}")
-    train, test = make_image_pairs(image_dir, n_products=32, n_views=6, image_size=64,
-                                   n_pairs=800, random_state=args.seed)
-    print(f"   {len(train)} training pairs, {len(test)} test pairs of unseen products "
-          f"({int(test['Label'].sum())} matching).")
-
-    print(f"2. Fitting a Siamese Swin from random weights (time_limit={args.time_limit:g} s)")
-    clf = ImagePairClassifier(
-        pretrained=False, model_kwargs=DEMO_SWIN, image_size=64, lr=2e-3, batch_size=32,
-        max_epochs=100, time_limit=args.time_limit, random_state=args.seed, verbose=1,
-        callbacks__early_stopping__patience=20,  # the learning rate decays over the budget
-    )
-    started = time.perf_counter()
-    clf.fit(train[["Image1", "Image2"]], train["Label"])
-    print(f"   fitted in {time.perf_counter() - started:.1f} s, {len(clf.history)} epochs")
-
-    X_test, y_test = test[["Image1", "Image2"]], test["Label"].to_numpy()
-    proba = clf.predict_proba(X_test)[:, 1]
-    predictions = clf.predict(X_test)
-    print("3. Evaluating on the test pairs")
-    print(f"   ROC AUC  {clf.score(X_test, y_test):.4f}  (clf.score)")
-    print(f"   accuracy {(predictions == y_test).mean():.4f}  (clf.predict, threshold 0.5)")
-    print("   first pairs:  label  predicted  P(match)")
-    for index in range(5):
-        print(f"      pair {index}:     {y_test[index]}        {predictions[index]}      "
-              f"{proba[index]:.3f}")
-    embeddings = ImageEmbedder(classifier=clf).fit().transform(test["Image1"])
-    print(f"   embeddings of the test pairs' first images: shape {embeddings.shape}  "
-          "(ImageEmbedder(classifier=clf))")
-
-    model_path = clf.save(os.path.join(output, "model.safetensors"))
-    print(f"4. Saved the fitted classifier to {model_path}")
-    print(f"   reload it with: ImagePairClassifier.load({model_path!r})")
-    print(f"   or use it from the shell: sklearn-imgpair predict --model {model_path} "
-          "--data pairs.csv --output predictions.csv")
     return 0

@@ -2,7 +2,8 @@
 
 import os
 
-from sklearn_imgpair._cli.commands import CommandError, _check_writable
+from sklearn_imgpair._cli.commands import check_writable
+from sklearn_imgpair._cli.inputs import CommandError
 from sklearn_imgpair._io.model_file import stored_estimator
 
 __all__ = ["load_estimator", "run_export"]
@@ -26,7 +27,7 @@ def load_estimator(path):
 
 def run_export(args):
     """``export``: write a saved model's network and metadata to an ONNX file."""
-    _check_writable(args.output, "--output")
+    check_writable(args.output, "--output")
     estimator = load_estimator(args.model)
     kind = type(estimator).__name__
     print(f"Exporting the {kind} of {args.model} ({estimator.image_size_} px) to ONNX",

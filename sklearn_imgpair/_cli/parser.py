@@ -1,6 +1,11 @@
-"""The ``sklearn-imgpair`` command line: argument parsing and one-line errors."""
+"""The ``sklearn-imgpair`` command line: argument parsing and one-line errors.
+
+Only the standard library is imported here, so that ``--help`` answers at once: each command
+names its function as ``"module:function"`` of ``_cli``, imported when the command runs.
+"""
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -8,24 +13,15 @@ import sys
 import textwrap
 import traceback
 
-from sklearn_imgpair._cli.commands import (
-    CommandError,
-    run_demo,
-    run_embed,
-    run_evaluate,
-    run_fit,
-    run_predict,
-)
-from sklearn_imgpair._cli.export import run_export
-from sklearn_imgpair._cli.retrieval import run_dedup, run_search
+from sklearn_imgpair._version import __version__
 
 __all__ = ["build_parser", "main"]
 
 PROG = "sklearn-imgpair"
 # Set to 1 to see the traceback of an error (as -v does for the commands that have it).
 TRACEBACK_ENV = "SKLEARN_IMGPAIR_TRACEBACK"
-# Errors that mean bad input; their message is all the user needs.
-_INPUT_ERRORS = (CommandError, OSError, ValueError, TypeError)
+# Errors that mean bad input, besides CommandError; their message is all the user needs.
+_INPUT_ERRORS = (OSError, ValueError, TypeError)
 
 _DESCRIPTION = """\
 Image-to-image matching with Siamese Swin Transformers (scikit-learn, skorch, timm).
@@ -48,9 +44,9 @@ examples:
       --image-size 64 --model-kwargs '{"embed_dim": 32, "depths": [2, 2], "num_heads": [2, 4]}'
   sklearn-imgpair evaluate --model model.safetensors --data test.csv
   sklearn-imgpair predict --model model.safetensors --data test.csv --output predictions.csv
-  sklearn-imgpair embed --model model.safetensors --data test.csv --output embeddings.npy
-  sklearn-imgpair search --model model.safetensors --gallery catalogue/ --query photos/ \
-      --k 10 --output results.csv --plot results.png
+  sklearn-imgpair embed --model model.safetensors --data catalogue/ --output embeddings.npy
+  sklearn-imgpair search --model model.safetensors --gallery catalogue/ --query photos/ \\
+      --n-neighbors 10 --output results.csv --plot results.png
   sklearn-imgpair dedup --model model.safetensors --images catalogue/ --output duplicates.csv
   sklearn-imgpair export --model model.safetensors --output model.onnx --quantize int8
 """
@@ -66,6 +62,33 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def _describe(text, example):
     """A subcommand's description: ``text`` wrapped, then an example command."""
     return f"{textwrap.fill(text, 79, break_on_hyphens=False)}\n\nexample:\n  {example}"
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old name of an option: it sets the new one and warns on stderr that it goes."""
+
+    def __init__(self, option_strings, dest, *, replacement, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{PROG}: warning: {option_string} is deprecated and will be removed in the next "
+              f"release; use {self.replacement}.", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_renamed(parser, name, old_name, **kwargs):
+    """Add option ``name`` and ``old_name``, its deprecated alias for one release."""
+    parser.add_argument(name, **kwargs)
+    parser.add_argument(old_name, action=_DeprecatedAlias, replacement=name,
+                        dest=name[2:].replace("-", "_"), type=kwargs.get("type"),
+                        metavar=kwargs.get("metavar"),
+                        help=f"deprecated alias of {name}, removed in the next release")
+
+
+def _add_random_state(parser):
+    _add_renamed(parser, "--random-state", "--seed", type=int, default=0, metavar="N",
+                 help="seed of every random choice, for a repeatable run (default: 0)")
 
 
 def _json_object(text):
@@ -146,12 +169,14 @@ def _error_options(effect):
     return parent
 
 
-def _model_options(unit, default):
+def _model_options(unit, default, *, folder=False):
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--model", required=True, metavar="PATH",
                         help="model file written by 'fit' (safetensors and JSON: loading it "
                              "runs no code from it)")
-    parent.add_argument("--data", required=True, metavar="CSV", help="pairs CSV file")
+    parent.add_argument("--data", required=True, metavar="CSV|FOLDER" if folder else "CSV",
+                        help="pairs CSV file" + (", or a folder (every image file under it)"
+                                                 if folder else ""))
     parent.add_argument("--batch-size", type=_positive(int), metavar="N",
                         help=f"{unit} per batch (default: {default})")
     return parent
@@ -173,8 +198,8 @@ def _add_demo(commands):
                       help="folder for images and model (default: a new temp folder)")
     demo.add_argument("--time-limit", type=_positive(float), default=90.0, metavar="SECONDS",
                       help="seconds for fitting (default: 90)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.set_defaults(run=run_demo)
+    _add_random_state(demo)
+    demo.set_defaults(run="demo:run_demo")
 
 
 def _add_fit(commands):
@@ -227,8 +252,8 @@ def _add_fit(commands):
                           help="also learn from identities mined from the matching pairs "
                                "(graph), or from the listed pairs only (none) "
                                "(default: %(default)s)")
-    training.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    fit.set_defaults(run=run_fit)
+    _add_random_state(training)
+    fit.set_defaults(run="commands:run_fit")
 
 
 def _pair_prediction_options(*, label):
@@ -256,7 +281,7 @@ def _add_evaluate(commands):
     evaluate.add_argument("--plot", metavar="FILE",
                           help="write the ROC and precision-recall curves side by side to a "
                                ".png, .pdf or .svg file (needs matplotlib)")
-    evaluate.set_defaults(run=run_evaluate)
+    evaluate.set_defaults(run="commands:run_evaluate")
 
 
 def _add_predict(commands):
@@ -271,27 +296,29 @@ def _add_predict(commands):
     predict.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
     predict.add_argument("--proba", action="store_true",
                          help="also write the probability of each label, 'proba_<label>'")
-    predict.set_defaults(run=run_predict)
+    predict.set_defaults(run="commands:run_predict")
 
 
 def _add_embed(commands):
     embed = commands.add_parser(
         "embed", formatter_class=_Formatter,
-        parents=[_model_options("images", "the model's"), _column_options(label=False),
+        parents=[_model_options("images", "the model's", folder=True),
+                 _column_options(label=False),
                  _output_options(_PROGRESS), _error_options("give them NaN vectors")],
         help="write the embedding of every distinct image to .npy or .csv",
         description=_describe(
-            "Embed every distinct image of the two image columns with the model's backbone "
-            "(unit-length vectors, the ones whose cosine the model scores); to embed one "
-            "column only, name it twice (--image2 Image1). A .csv output has a 'path' "
+            "Embed every distinct image of the two image columns of a pairs CSV, or every "
+            "image file under a folder, with the model's backbone (unit-length vectors, the "
+            "ones whose cosine the model scores); to embed one column only, name it twice "
+            "(--image2 Image1). A .csv output has a 'path' "
             "column and one column per dimension (e0, e1, ...). A .npy output holds the "
             "(n_images, dim) float32 array, and NAME.paths.txt beside NAME.npy the image "
             "paths, one a line, in the same order.",
-            "sklearn-imgpair embed --model model.safetensors --data test.csv "
+            "sklearn-imgpair embed --model model.safetensors --data catalogue/ "
             "--output embeddings.npy"))
     embed.add_argument("--output", required=True, metavar="PATH",
                        help="file to write, ending in .npy or .csv")
-    embed.set_defaults(run=run_embed)
+    embed.set_defaults(run="commands:run_embed")
 
 
 def _catalogue_options(effect):
@@ -321,21 +348,22 @@ def _add_search(commands):
                                    "out of the output"),
         help="find the most similar catalogue images of each query image",
         description=_describe(
-            "Embed every image of a gallery (a catalogue) once, then find the --k nearest "
-            "gallery images of each query image by the cosine of their embeddings, with the "
-            "model's match probability. The output CSV has one row per query and rank: "
-            "query, rank (from 1), match, probability, distance (1 - cosine). A query that "
+            "Embed every image of a gallery (a catalogue) once, then find the --n-neighbors "
+            "nearest gallery images of each query image by the cosine of their embeddings, "
+            "with the model's match probability. The output CSV is a pairs table with one row "
+            "per query and rank: Image1 (the query), Image2 (the gallery image), rank (from "
+            "1), probability, distance (1 - cosine). A query that "
             "is also in the gallery finds itself first. --plot draws the first queries and "
             "their matches.",
             "sklearn-imgpair search --model model.safetensors --gallery catalogue/ "
-            "--query photos/ --k 10 --output results.csv --plot results.png"))
+            "--query photos/ --n-neighbors 10 --output results.csv --plot results.png"))
     search.add_argument("--gallery", required=True, metavar="CSV|FOLDER",
                         help=f"the images searched: {_IMAGES}")
     search.add_argument("--query", required=True, metavar="CSV|FOLDER",
                         help=f"the images to look up: {_IMAGES}")
-    search.add_argument("--k", type=_positive(int), default=10, metavar="N",
-                        help="gallery images found per query, at most the gallery's size "
-                             "(default: %(default)s)")
+    _add_renamed(search, "--n-neighbors", "--k", type=_positive(int), default=10, metavar="K",
+                 help="gallery images found per query, at most the gallery's size "
+                      "(default: %(default)s)")
     search.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
     search.add_argument("--plot", metavar="FILE",
                         help="draw the queries beside their matches and probabilities to a "
@@ -343,7 +371,7 @@ def _add_search(commands):
     search.add_argument("--plot-queries", type=_positive(int), default=8, metavar="N",
                         help="queries drawn by --plot, the first ones, each with its first "
                              "10 matches at most (default: %(default)s)")
-    search.set_defaults(run=run_search)
+    search.set_defaults(run="retrieval:run_search")
 
 
 def _add_dedup(commands):
@@ -369,7 +397,7 @@ def _add_dedup(commands):
                        help="look for the duplicates of an image among its K nearest images "
                             "only: faster on large folders, but may miss some (default: "
                             "every pair above the threshold)")
-    dedup.set_defaults(run=run_dedup)
+    dedup.set_defaults(run="retrieval:run_dedup")
 
 
 def _add_export(commands):
@@ -394,7 +422,7 @@ def _add_export(commands):
                         help="int8 dynamic quantisation of the weights: about a quarter of "
                              "the size, faster on most CPUs, embeddings within a cosine of "
                              "about 0.9998 (default: float32)")
-    export.set_defaults(run=run_export)
+    export.set_defaults(run="export:run_export")
 
 
 def build_parser():
@@ -406,6 +434,7 @@ def build_parser():
     """
     parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, epilog=_EXAMPLES,
                                      formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_fit, _add_evaluate, _add_predict, _add_embed, _add_search,
                 _add_dedup, _add_export):
@@ -450,14 +479,19 @@ def main(argv=None):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error argparse has printed
+    except SystemExit as exc:  # --help, --version, or a usage error argparse has printed
         return exc.code if isinstance(exc.code, int) else 2
+    # Imported only now that a command runs: numpy, pandas, scikit-learn, then torch.
+    from sklearn_imgpair._cli.inputs import CommandError
+
+    module, function = args.run.split(":")
+    run = getattr(importlib.import_module(f"sklearn_imgpair._cli.{module}"), function)
     try:
-        return args.run(args)
+        return run(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except _INPUT_ERRORS as exc:
+    except (CommandError, *_INPUT_ERRORS) as exc:
         _report(exc, args, with_type=False)
         return 2
     except Exception as exc:  # a bug, or bad input that the library did not foresee
