@@ -3,12 +3,12 @@
 What the two pair matchers share: :class:`ImagePairClassifier` (a torch network)
 and :class:`~sklearn_imgpair.onnx.OnnxImageMatcher` (an ONNX graph, no torch)
 embed the images of pairs and score them (:func:`match_logits`), a chunk of
-pairs at a time (:func:`score_pairs`), and turn match logits into ``decision_function``, ``predict_proba`` and ``predict`` outputs in
-the order of ``classes_``. :class:`CosineHead` is the numpy form of the network's
-cosine match head, for the matcher that has no torch. The module sits beside
-the estimators, not in ``_nn`` (torch) nor in ``_deploy`` (ONNX), because both
-use it and it imports neither.
-"""
+pairs at a time (:func:`score_pairs`), and turn match logits into the outputs
+of ``decision_function``, ``predict_proba`` and ``predict``, in the order of
+``classes_``. :class:`CosineHead` is the numpy form of the network's cosine
+match head, for the matcher that has no torch. The module sits beside the
+estimators, not in ``_nn`` (torch) nor in ``_deploy`` (ONNX), because both use
+it and it imports neither."""
 
 import numpy as np
 from scipy.special import expit

@@ -7,8 +7,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
-from sklearn_imgpair import UnreadableImageWarning
-from sklearn_imgpair import _matching
+from sklearn_imgpair import UnreadableImageWarning, _matching
 from sklearn_imgpair._images.validation import check_pairs
 from sklearn_imgpair._matching import (
     CosineHead,

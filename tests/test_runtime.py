@@ -9,12 +9,11 @@ import torch
 from numpy.testing import assert_allclose
 from PIL import Image
 
-from sklearn_imgpair import ImageEmbedder
+from sklearn_imgpair import ImageEmbedder, _matching
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import decode as _dataset
 from sklearn_imgpair._images import pixels as _pixels
 from sklearn_imgpair._io import device as _runtime
-from sklearn_imgpair import _matching
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import load_image
 from sklearn_imgpair._nn.siamese import SiameseNet
