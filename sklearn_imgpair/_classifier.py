@@ -33,7 +33,7 @@ from sklearn_imgpair._io.device import (
     seeded,
 )
 from sklearn_imgpair._deploy.onnx_export import export_classifier
-from sklearn_imgpair._io.model_file import load_classifier, save_classifier
+from sklearn_imgpair._io.classifier_file import load_classifier, save_classifier
 from sklearn_imgpair._matching import (
     class_probabilities,
     decision_scores,
@@ -733,7 +733,9 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
     # persistence
     # ------------------------------------------------------------------
 
-    _not_saved = ()  # parameters of subclasses that a plain classifier's file leaves out
+    #: Parameters of a subclass that a plain classifier's model file leaves out (read by
+    #: :meth:`_to_file`), so that :meth:`load` of this class reads the file.
+    _not_saved = ()
 
     def save(self, path):
         """Save the fitted classifier to one file that holds no pickle.
@@ -784,6 +786,22 @@ class ImagePairClassifier(IdentityMiningMixin, FrozenBackboneMixin, MixedPrecisi
             modified, or was written by a newer version of the format.
         """
         return load_classifier(cls, path, device=device)
+
+    def _to_file(self):
+        """The parameters that :meth:`save` writes, by name.
+
+        ``get_params(deep=False)`` less the parameters named in ``_not_saved``,
+        with ``device=None`` written as ``"cpu"``. The fitted state the file
+        holds is public (``module_``, ``classes_``, ``image_size_``, ...), and
+        :meth:`load` restores it as such.
+
+        Returns
+        -------
+        params : dict
+        """
+        params = self.get_params(deep=False)
+        params["device"] = params["device"] or "cpu"
+        return {name: value for name, value in params.items() if name not in self._not_saved}
 
     def export_onnx(self, path, *, opset=None, quantize=None):
         """Export the fitted matcher to an ONNX file that runs without PyTorch.

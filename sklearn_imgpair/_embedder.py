@@ -23,7 +23,7 @@ from sklearn_imgpair._io.device import (
 )
 from sklearn_imgpair._io.embedding_cache import EmbeddingCache, model_fingerprint
 from sklearn_imgpair._deploy.onnx_export import export_embedder
-from sklearn_imgpair._io.model_file import load_embedder, save_embedder
+from sklearn_imgpair._io.embedder_file import load_embedder, save_embedder
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
 from sklearn_imgpair._nn.siamese import (
     SiameseNet,
@@ -255,7 +255,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     def _set_network(self, module, image_size, architecture, feature_names=None, *,
                      n_features_in=None):
-        """Make ``module`` the fitted network (from ``fit`` or a model file).
+        """Make ``module`` the fitted network (from ``fit`` or :meth:`_from_file`).
 
         ``feature_names`` and ``n_features_in`` restore, from a model file,
         what ``fit`` saw of ``X`` (feature names imply one feature); None
@@ -389,6 +389,47 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         return load_embedder(cls, path, device=device)
 
+    def _to_file(self):
+        """What a model file needs of the fitted embedder beyond its public state.
+
+        Returns
+        -------
+        state : dict
+            ``"architecture"``: the ``model_name``, ``model_kwargs`` and
+            ``image_size`` that rebuild ``module_`` without download (the
+            classifier's, for an embedder copied from one).
+        """
+        return {"architecture": self._architecture}
+
+    @classmethod
+    def _from_file(cls, params, *, module, image_size, architecture, feature_names_in=None,
+                   n_features_in=None):
+        """A fitted embedder of ``params`` whose network is ``module``, read from a model file.
+
+        Parameters
+        ----------
+        params : dict
+            The saved parameters, validated here.
+        module : SiameseNet
+            The rebuilt network, holding the saved weights.
+        image_size : int
+            Its input size.
+        architecture : dict
+            As :meth:`_to_file` gave it.
+        feature_names_in : array-like of str, default=None
+            The saved ``feature_names_in_`` (they imply ``n_features_in_=1``).
+        n_features_in : int, default=None
+            The saved ``n_features_in_``; None where ``fit`` saw no ``X``.
+
+        Returns
+        -------
+        embedder : ImageEmbedder
+        """
+        embedder = cls(**params)
+        embedder._validate_params()
+        return embedder._set_network(module, image_size, architecture, feature_names_in,
+                                     n_features_in=n_features_in)
+
     def export_onnx(self, path, *, opset=None, quantize=None):
         """Export the fitted embedder to an ONNX file that runs without PyTorch.
 
@@ -435,4 +476,5 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             images.
         """
         check_is_fitted(self)
-        return export_embedder(self, path, opset=opset, quantize=quantize)
+        return export_embedder(self, path, model_name=self._architecture["model_name"],
+                               opset=opset, quantize=quantize)

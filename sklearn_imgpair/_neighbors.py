@@ -586,3 +586,71 @@ class ImageNeighbors(BaseEstimator):
             its embeddings do not match its network (dimensions, count).
         """
         return load_neighbors(cls, path, device=device)
+
+    def _to_file(self):
+        """What a model file needs of the fitted search beyond its public state.
+
+        Returns
+        -------
+        state : dict
+            ``"faiss_index"``: the FAISS index as a ``uint8`` array, or None
+            for the exact search, whose index is rebuilt from ``embeddings_``.
+        """
+        if self.algorithm != "faiss":
+            return {"faiss_index": None}
+        return {"faiss_index": self._index.to_bytes()}
+
+    @classmethod
+    def _from_file(cls, params, *, embedder, gallery, embeddings, match_threshold,
+                   feature_names_in=None, faiss_index=None, path):
+        """A fitted search of ``params`` over a saved gallery, read from a model file.
+
+        Parameters
+        ----------
+        params : dict
+            The saved parameters, validated here.
+        embedder : ImageEmbedder
+            The fitted embedder, as ``embedder_``.
+        gallery : ndarray of shape (n_samples,), dtype=object
+            As ``gallery_``.
+        embeddings : ndarray of shape (n_samples, embedding_dim), dtype=float32
+            As ``embeddings_``, of the same length as ``gallery``.
+        match_threshold : float or None
+            As ``match_threshold_``.
+        feature_names_in : list of str, default=None
+            As ``feature_names_in_``.
+        faiss_index : ndarray of uint8, default=None
+            As :meth:`_to_file` gave it; None builds the index again.
+        path : str
+            The file, for messages.
+
+        Returns
+        -------
+        neighbors : ImageNeighbors
+
+        Raises
+        ------
+        ValueError
+            If the parameters are invalid, or the FAISS index does not hold
+            the gallery's vectors.
+        """
+        neighbors = cls(**params)
+        neighbors._validate_params()
+        index = neighbors._build_index(embeddings, embedder, faiss_index)
+        if neighbors.algorithm == "faiss" and (
+                index.n_samples, index.n_features) != embeddings.shape:
+            raise ValueError(
+                f"{path!r} holds a FAISS index of {index.n_samples} vectors of "
+                f"dimension {index.n_features}, not the gallery's {embeddings.shape[0]} of "
+                f"dimension {embeddings.shape[1]}.")
+        neighbors.embedder_ = embedder
+        neighbors.gallery_ = gallery
+        neighbors.embeddings_ = embeddings
+        neighbors.n_samples_fit_ = len(gallery)
+        neighbors.embedding_dim_ = int(embeddings.shape[1])
+        neighbors.match_threshold_ = match_threshold
+        neighbors.n_features_in_ = 1
+        if feature_names_in:
+            neighbors.feature_names_in_ = np.asarray(feature_names_in, dtype=object)
+        neighbors._index = index
+        return neighbors

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -17,7 +16,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn_imgpair import ImageEmbedder, ImageNeighbors, UnreadableImageWarning
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import decode as _decode
-from sklearn_imgpair._io.model_file import read_model_file, write_model_file
+from sklearn_imgpair._io.container import read_container, write_container
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 
@@ -174,11 +173,11 @@ def test_save_and_load_keep_the_search_and_the_probabilities(tmp_path, classifie
 
 def test_load_refuses_mismatched_embedding_dimensions(tmp_path, fitted):
     path = fitted.save(tmp_path / "search.safetensors")
-    content, tensors = read_model_file(path, "ImageNeighbors")
-    content.pop("versions")
-    tensors["embeddings_"] = torch.zeros(fitted.n_samples_fit_, fitted.embedding_dim_ + 1)
-    write_model_file(path, "ImageNeighbors", {k: v for k, v in content.items()
-                                              if k != "estimator"}, tensors)
+    content, arrays = read_container(path, "ImageNeighbors", max_version=3)
+    arrays["embeddings_"] = np.zeros((fitted.n_samples_fit_, fitted.embedding_dim_ + 1),
+                                     dtype=np.float32)
+    write_container(path, "ImageNeighbors", {k: v for k, v in content.items()
+                                             if k != "estimator"}, arrays, format_version=2)
     with pytest.raises(ValueError, match="mismatched embeddings.*33"):
         ImageNeighbors.load(path)
 
@@ -314,13 +313,13 @@ def test_load_refuses_a_faiss_index_of_another_gallery(tmp_path, embedder, galle
     pytest.importorskip("faiss")
     small = ImageNeighbors(embedder, algorithm="faiss").fit(gallery[:5])
     large = ImageNeighbors(embedder, algorithm="faiss").fit(gallery[:9])
-    _, small_tensors = read_model_file(small.save(tmp_path / "small.safetensors"),
-                                       "ImageNeighbors")
+    _, small_arrays = read_container(small.save(tmp_path / "small.safetensors"),
+                                     "ImageNeighbors", max_version=3)
     path = large.save(tmp_path / "large.safetensors")
-    content, tensors = read_model_file(path, "ImageNeighbors")
-    tensors["faiss_index"] = small_tensors["faiss_index"]
-    write_model_file(path, "ImageNeighbors", {k: v for k, v in content.items()
-                                              if k not in ("estimator", "versions")}, tensors)
+    content, arrays = read_container(path, "ImageNeighbors", max_version=3)
+    arrays["faiss_index"] = small_arrays["faiss_index"]
+    write_container(path, "ImageNeighbors", {k: v for k, v in content.items()
+                                             if k != "estimator"}, arrays, format_version=2)
     with pytest.raises(ValueError, match="FAISS index of 5 vectors"):
         ImageNeighbors.load(path)
 

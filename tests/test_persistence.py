@@ -6,6 +6,7 @@ import pickle
 import struct
 
 import numpy as np
+import pandas as pd
 import pytest
 import safetensors.torch
 import torch
@@ -13,9 +14,9 @@ from numpy.testing import assert_array_equal
 from skorch.dataset import ValidSplit
 
 from sklearn_imgpair import IdentityValidSplit, ImageEmbedder, ImagePairClassifier
-from sklearn_imgpair._io import model_file as _persistence
+from sklearn_imgpair._io import container as _container
+from sklearn_imgpair._io.classifier_file import CLASSIFIER_FORMAT_VERSION as FORMAT_VERSION
 from sklearn_imgpair._io.embedding_cache import tensors_digest
-from sklearn_imgpair._io.model_file import FORMAT_VERSION
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, go_offline, make_tiny_classifier
 
@@ -257,7 +258,7 @@ def test_a_failure_mid_save_keeps_the_previous_file(failure, saved, fitted_clf, 
         def __exit__(self, *exc):
             self.file.close()
 
-    monkeypatch.setattr(_persistence, "open", FailingFile, raising=False)
+    monkeypatch.setattr(_container, "open", FailingFile, raising=False)
     with pytest.raises(type(failure)):
         fitted_clf.save(path)
     assert path.read_bytes() == before  # the previous model is intact
@@ -347,3 +348,87 @@ def test_an_embedder_of_a_classifier_keeps_its_network_settings(fitted_clf, tmp_
     assert loaded.module_.test_time_flip and loaded.module_.head.link == "atanh"
     paths = image_pairs[0][:4, 0]
     assert_array_equal(loaded.transform(paths), embedder.transform(paths))
+
+
+# ----------------------------------------------------------------------
+# one schema per estimator: versions and the state they ask of the estimators
+# ----------------------------------------------------------------------
+
+
+def _format_version(path):
+    header, _ = _header(path)
+    return int(header["__metadata__"]["format_version"])
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_each_schema_writes_the_oldest_version_that_holds_it(colour, tmp_path, monkeypatch):
+    from sklearn_imgpair import ImageNeighbors
+
+    files = os.path.join(os.path.dirname(__file__), "data", "files_v3")
+    monkeypatch.chdir(files)
+    clf = ImagePairClassifier.load(f"classifier_v{3 if colour else 2}.safetensors")
+    embedder = ImageEmbedder(classifier=clf).fit()
+    neighbors = ImageNeighbors(classifier=clf, n_neighbors=2).fit(
+        [f"images/image{index}.png" for index in range(4)])
+    version = 3 if colour else 2
+    assert _format_version(clf.save(tmp_path / "clf.safetensors")) == version
+    assert _format_version(embedder.save(tmp_path / "embedder.safetensors")) == version
+    assert _format_version(neighbors.save(tmp_path / "neighbors.safetensors")) == version
+    loaded = ImageNeighbors.load(tmp_path / "neighbors.safetensors")
+    assert loaded.embedder_.module_.colour_share == (0.5 if colour else 0.0)
+    assert_array_equal(loaded.kneighbors()[1], neighbors.kneighbors()[1])
+
+
+def test_the_classifier_file_leaves_out_what_a_subclass_names(saved, fitted_clf):
+    params = fitted_clf._to_file()
+    assert params.keys() == fitted_clf.get_params(deep=False).keys()
+    subclass = type("Subclass", (ImagePairClassifier,), {"_not_saved": ("threshold",)})
+    clf = subclass(**fitted_clf.get_params(deep=False))
+    assert "threshold" not in clf._to_file()
+    assert clf.set_params(device=None)._to_file()["device"] == "cpu"
+
+
+def test_an_embedder_is_rebuilt_from_what_its_file_holds(fitted_clf, image_pairs):
+    X, _ = image_pairs
+    embedder = ImageEmbedder(classifier=fitted_clf).fit(pd.DataFrame({"image": X[:3, 0]}))
+    architecture = embedder._to_file()["architecture"]
+    assert architecture == {"model_name": fitted_clf.model_name,
+                            "model_kwargs": fitted_clf.model_kwargs,
+                            "image_size": fitted_clf.image_size_}
+    rebuilt = ImageEmbedder._from_file(
+        {**embedder.get_params(deep=False), "classifier": None}, module=embedder.module_,
+        image_size=embedder.image_size_, architecture=architecture,
+        feature_names_in=["image"], n_features_in=1)
+    assert rebuilt.classifier is None and rebuilt.n_features_in_ == 1
+    assert_array_equal(rebuilt.feature_names_in_, ["image"])
+    images = pd.DataFrame({"image": X[:4, 1]})
+    assert_array_equal(rebuilt.transform(images), embedder.transform(images))
+
+
+@pytest.mark.parametrize("algorithm", ["brute", "faiss"])
+def test_a_search_gives_its_file_the_faiss_index_only(algorithm, monkeypatch):
+    from sklearn_imgpair import ImageNeighbors
+
+    if algorithm == "faiss":
+        pytest.importorskip("faiss", reason="the faiss extra is not installed")
+    monkeypatch.chdir(os.path.join(os.path.dirname(__file__), "data", "files_v3"))
+    neighbors = ImageNeighbors.load(f"neighbors_{algorithm}.safetensors")
+    faiss_index = neighbors._to_file()["faiss_index"]
+    if algorithm == "brute":
+        assert faiss_index is None
+    else:
+        assert faiss_index.dtype == np.uint8 and faiss_index.ndim == 1
+
+
+def test_torch_losses_and_optimizers_are_known_classes():
+    # The table of classes a file may name finds torch's losses by their private
+    # base class, torch.nn.modules.loss._Loss: this fails if torch renames it.
+    from sklearn_imgpair._io.estimator_state import decode_value, encode_value
+
+    for cls in (torch.nn.BCEWithLogitsLoss, torch.nn.MSELoss, torch.optim.AdamW,
+                torch.optim.SGD):
+        encoded = encode_value(cls)
+        assert encoded == {"__class__": f"{cls.__module__}.{cls.__qualname__}"}
+        assert decode_value(encoded) is cls
+    with pytest.raises(ValueError, match="cannot be saved without pickle"):
+        encode_value(torch.nn.Linear)

@@ -4,7 +4,7 @@ import os
 
 from sklearn_imgpair._cli.commands import check_writable
 from sklearn_imgpair._cli.inputs import CommandError
-from sklearn_imgpair._io.model_file import stored_estimator
+from sklearn_imgpair._io.container import stored_estimator
 
 __all__ = ["load_estimator", "run_export"]
 

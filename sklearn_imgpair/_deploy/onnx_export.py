@@ -35,7 +35,7 @@ from sklearn_imgpair._deploy.onnx_format import (
     encode_metadata,
 )
 from sklearn_imgpair._io.atomic import write_atomically
-from sklearn_imgpair._io.model_file import encode_labels
+from sklearn_imgpair._io.container import encode_labels
 from sklearn_imgpair._nn.siamese import SiameseNet, embedding_dim
 from sklearn_imgpair._scale.optional import import_optional
 from sklearn_imgpair._version import __version__
@@ -245,8 +245,10 @@ def _export(net, path, *, estimator_name, fields, opset, quantize, model_name):
 def export_classifier(clf, path, *, opset=None, quantize=None):
     """Write a fitted :class:`ImagePairClassifier`'s pair graph to ``path`` (see its method)."""
     net, classes = clf.module_, encode_labels(clf.classes_)
+    # match_label as the labels' JSON holds it (1 for the label 1.0 among floats, ...).
+    match_column = int(np.flatnonzero(clf.classes_ == clf.match_label)[0])
     fields = {"image_size": int(clf.image_size_), "classes": classes,
-              "match_label": classes["values"][clf._match_column()],
+              "match_label": classes["values"][match_column],
               "threshold": float(clf.threshold),
               "head_scale": float(net.head.scale.detach().float().cpu()),
               "head_bias": float(net.head.bias.detach().float().cpu()),
@@ -255,8 +257,12 @@ def export_classifier(clf, path, *, opset=None, quantize=None):
                    quantize=quantize, model_name=clf.model_name)
 
 
-def export_embedder(embedder, path, *, opset=None, quantize=None):
-    """Write a fitted :class:`ImageEmbedder`'s embedding graph to ``path`` (see its method)."""
+def export_embedder(embedder, path, *, model_name, opset=None, quantize=None):
+    """Write a fitted :class:`ImageEmbedder`'s embedding graph to ``path`` (see its method).
+
+    ``model_name`` is the timm name of its backbone (the classifier's, for an
+    embedder copied from one).
+    """
     return _export(embedder.module_, path, estimator_name="ImageEmbedder",
                    fields={"image_size": int(embedder.image_size_)}, opset=opset,
-                   quantize=quantize, model_name=embedder._architecture["model_name"])
+                   quantize=quantize, model_name=model_name)

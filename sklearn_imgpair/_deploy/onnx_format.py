@@ -6,7 +6,15 @@
 
 The metadata are the ONNX model's ``metadata_props``, string keys and string
 values: the text fields as they are, the others (numbers, labels, lists,
-mappings) as JSON.
+mappings) as JSON; the class labels in the model files' form
+(:func:`~sklearn_imgpair._io.container.encode_labels`).
+
+Versions of the metadata (``ONNX_FORMAT_VERSION``, apart from the model
+files' versions):
+
+1. The first.
+2. ``head_link``, the link of the classifier's head; files of version 1 are
+   read as a linear head.
 """
 
 import json
@@ -14,11 +22,12 @@ from numbers import Real
 
 import numpy as np
 
+from sklearn_imgpair._io.container import decode_labels
+
 __all__ = ["GRAPH_NAMES", "MIN_OPSET", "ONNX_FORMAT", "ONNX_FORMAT_VERSION", "check_graph",
            "encode_metadata", "read_metadata"]
 
 ONNX_FORMAT = "sklearn-imgpair-onnx"
-# 2: head_link in the metadata (files of version 1 are read as a linear head).
 ONNX_FORMAT_VERSION = 2
 #: The lowest opset the exporter writes (torch's exporter implements opset 18 and later).
 MIN_OPSET = 18
@@ -65,17 +74,10 @@ def encode_metadata(fields):
 
 
 def _decode_labels(encoded, path):
-    """The ``classes_`` array of ``{"dtype": ..., "values": [...]}``, the model file's form."""
+    """The ``classes_`` array of the metadata, in the model file's form (two labels)."""
     try:
-        dtype, values = encoded["dtype"], encoded["values"]
-        if dtype == "object":
-            labels = np.empty(len(values), dtype=object)
-            labels[:] = values
-        elif np.dtype(dtype).kind in "biufU":
-            labels = np.asarray(values, dtype=np.dtype(dtype))
-        else:
-            raise TypeError(dtype)
-    except (KeyError, TypeError, ValueError):
+        labels = decode_labels(encoded)
+    except ValueError:
         raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: bad class labels "
                          f"{encoded!r}.") from None
     if labels.shape != (2,):

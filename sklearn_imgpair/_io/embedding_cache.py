@@ -6,35 +6,11 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
-import torch
 
 from sklearn_imgpair._io.atomic import write_atomically
+from sklearn_imgpair._io.container import tensors_digest
 
 __all__ = ["EmbeddingCache", "MemoryStore", "model_fingerprint", "tensors_digest"]
-
-
-def tensors_digest(prefix, tensors):
-    """Return the SHA-256 hex digest of ``prefix`` and a dict of named tensors.
-
-    Names, dtypes, shapes and bytes all count, in sorted name order, so two
-    state dicts have the same digest only when they hold the same tensors.
-
-    Parameters
-    ----------
-    prefix : str
-        Text hashed first (e.g. JSON metadata, or a model's input size).
-    tensors : dict of str to Tensor
-
-    Returns
-    -------
-    digest : str
-    """
-    digest = hashlib.sha256(prefix.encode())
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def model_fingerprint(module, image_size):

@@ -1,22 +1,51 @@
-"""Model files of ImageNeighbors: the embedder's network, the gallery and its index."""
+"""The model file of ImageNeighbors: its schema, its versions, its save and load.
+
+The file is a :mod:`~sklearn_imgpair._io.container` whose arrays are the
+embedder's state dict (names prefixed with ``embedder.``), the gallery's
+``embeddings_`` and, for ``algorithm="faiss"``, the FAISS index's bytes
+(``faiss_index``, :meth:`ImageNeighbors._to_file`). Its JSON document holds:
+
+``params``
+    The parameters, ``embedder`` and ``classifier`` saved as None (what the
+    search needs of them is in the file).
+``embedder``
+    The embedder's document (:func:`~sklearn_imgpair._io.embedder_file.embedder_content`).
+``fitted``
+    ``gallery_`` (paths, and lists of paths for items of several images),
+    ``match_threshold_``, ``feature_names_in_`` and ``embedding_dim_``.
+``versions``
+    The versions of the library and of what it runs on.
+
+Versions of the schema, numbered as the embedder's whose document it holds:
+
+1. The first.
+2. The embedder's ``network`` and head's link.
+3. An embedder with colour. Files written before the schemas were split
+   held such an embedder under version 2.
+
+A file is written in the oldest version that holds its content.
+"""
 
 import os
 
 import numpy as np
-import torch
 
-from sklearn_imgpair._io.model_file import (
+from sklearn_imgpair._io.container import read_container, write_container
+from sklearn_imgpair._io.embedder_file import (
+    embedder_content,
+    embedder_format_version,
+    embedder_from_content,
+)
+from sklearn_imgpair._io.estimator_state import (
     constructor_defaults,
     decode_params,
-    embedder_content,
-    embedder_from_content,
+    library_versions,
     persisted_params,
-    read_model_file,
-    write_model_file,
 )
 
-__all__ = ["load_neighbors", "save_neighbors"]
+__all__ = ["NEIGHBORS_FORMAT_VERSION", "load_neighbors", "save_neighbors"]
 
+NEIGHBORS_FORMAT_VERSION = 3
 _EMBEDDER = "embedder."
 
 
@@ -37,38 +66,41 @@ def _gallery_json(gallery):
 
 def save_neighbors(neighbors, path):
     """Write a fitted :class:`ImageNeighbors` to ``path`` (see its ``save``)."""
-    embedder, tensors = embedder_content(neighbors.embedder_)
-    tensors = {_EMBEDDER + name: tensor for name, tensor in tensors.items()}
-    tensors["embeddings_"] = torch.from_numpy(neighbors.embeddings_)
-    if neighbors.algorithm == "faiss":
-        tensors["faiss_index"] = torch.from_numpy(neighbors._index.to_bytes())
+    embedder, state = embedder_content(neighbors.embedder_)
+    arrays = {_EMBEDDER + name: array for name, array in state.items()}
+    arrays["embeddings_"] = neighbors.embeddings_
+    faiss_index = neighbors._to_file()["faiss_index"]
+    if faiss_index is not None:
+        arrays["faiss_index"] = faiss_index
+    params = {**neighbors.get_params(deep=False), "embedder": None, "classifier": None}
     content = {
-        "params": persisted_params(neighbors, constructor_defaults(type(neighbors)),
-                                   overrides={"embedder": None, "classifier": None}),
+        "params": persisted_params(params, constructor_defaults(type(neighbors))),
         "embedder": embedder,
         "fitted": {"gallery_": _gallery_json(neighbors.gallery_),
                    "match_threshold_": neighbors.match_threshold_,
                    "feature_names_in_": [str(name) for name in
                                          getattr(neighbors, "feature_names_in_", [])],
                    "embedding_dim_": int(neighbors.embedding_dim_)},
+        "versions": library_versions(),
     }
-    return write_model_file(path, type(neighbors).__name__, content, tensors)
+    return write_container(path, type(neighbors).__name__, content, arrays,
+                           format_version=embedder_format_version(embedder))
 
 
 def load_neighbors(cls, path, *, device=None):
     """Read an :class:`ImageNeighbors` written by :func:`save_neighbors`."""
     from sklearn_imgpair._embedder import ImageEmbedder
 
-    content, tensors = read_model_file(path, cls.__name__)
+    content, arrays = read_container(path, cls.__name__, max_version=NEIGHBORS_FORMAT_VERSION)
     try:
         fitted = content["fitted"]
         params = decode_params(content["params"])
         gallery = np.empty(len(fitted["gallery_"]), dtype=object)
         gallery[:] = [tuple(entry) if isinstance(entry, list) else entry
                       for entry in fitted["gallery_"]]
-        embeddings = tensors.pop("embeddings_").numpy()
-        index_bytes = tensors.pop("faiss_index", None)
-        state = {name[len(_EMBEDDER):]: tensor for name, tensor in tensors.items()
+        embeddings = arrays.pop("embeddings_")
+        faiss_index = arrays.pop("faiss_index", None)
+        state = {name[len(_EMBEDDER):]: array for name, array in arrays.items()
                  if name.startswith(_EMBEDDER)}
         embedder_document = content["embedder"]
         threshold = fitted.get("match_threshold_")
@@ -88,24 +120,9 @@ def load_neighbors(cls, path, *, device=None):
             f"{', '.join(f'{name} {value}' for name, value in dims.items())}; "
             f"{embeddings.shape[0] if embeddings.ndim else 0} vectors for {len(gallery)} "
             "gallery images.")
-    neighbors = cls(**params)
-    neighbors._validate_params()
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    index = neighbors._build_index(embeddings, embedder,
-                                   None if index_bytes is None else index_bytes.numpy())
-    if neighbors.algorithm == "faiss" and (index.n_samples, index.n_features) != embeddings.shape:
-        raise ValueError(
-            f"{os.fspath(path)!r} holds a FAISS index of {index.n_samples} vectors of "
-            f"dimension {index.n_features}, not the gallery's {embeddings.shape[0]} of "
-            f"dimension {embeddings.shape[1]}.")
-    neighbors.embedder_ = embedder
-    neighbors.gallery_ = gallery
-    neighbors.embeddings_ = embeddings
-    neighbors.n_samples_fit_ = len(gallery)
-    neighbors.embedding_dim_ = int(embeddings.shape[1])
-    neighbors.match_threshold_ = None if threshold is None else float(threshold)
-    neighbors.n_features_in_ = 1
-    if fitted.get("feature_names_in_"):
-        neighbors.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-    neighbors._index = index
-    return neighbors
+    return cls._from_file(
+        params, embedder=embedder, gallery=gallery,
+        embeddings=np.ascontiguousarray(embeddings, dtype=np.float32),
+        match_threshold=None if threshold is None else float(threshold),
+        feature_names_in=fitted.get("feature_names_in_") or None, faiss_index=faiss_index,
+        path=os.fspath(path))

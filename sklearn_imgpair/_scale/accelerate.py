@@ -118,6 +118,7 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         "callbacks__print_log__sink": [StrOptions({"auto"}), callable],
     }
 
+    # Left out of the file by ImagePairClassifier._to_file: it holds a plain classifier.
     _not_saved = ("accelerator", "unwrap_after_train", "callbacks__print_log__sink")
 
     @classmethod

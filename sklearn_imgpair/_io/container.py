@@ -1,0 +1,291 @@
+"""The model file container: safetensors arrays, a JSON document and a checksum; no torch.
+
+Every model file of the library is one ``.safetensors`` file. Its tensors are
+numpy arrays (a network's weights, a gallery's embeddings, ...); its
+safetensors metadata hold four strings:
+
+``format``
+    ``"sklearn-imgpair"``, which tells a model file from bare weights.
+``format_version``
+    The version of the schema that wrote the document, chosen by that schema
+    (see :mod:`~sklearn_imgpair._io.classifier_file`,
+    :mod:`~sklearn_imgpair._io.embedder_file` and
+    :mod:`~sklearn_imgpair._io.neighbors_file`); the container only refuses a
+    version above the one its reader knows.
+``content``
+    The JSON document: ``"estimator"``, the class name, and whatever the
+    schema writes.
+``sha256``
+    :func:`tensors_digest` of the document and every array, so that a file
+    modified after saving is refused.
+
+Reading a file parses JSON and copies array bytes, nothing else: no pickle,
+no import named by the file. This module imports neither torch nor timm, so
+that the ONNX metadata (:mod:`~sklearn_imgpair._deploy.onnx_format`) share its
+label codec without them.
+"""
+
+import hashlib
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import safetensors.numpy
+
+from sklearn_imgpair._io.atomic import write_atomically
+
+__all__ = ["FORMAT_NAME", "decode_labels", "encode_labels", "read_container",
+           "stored_estimator", "tensors_digest", "write_container"]
+
+FORMAT_NAME = "sklearn-imgpair"
+_MAX_HEADER_BYTES = 100 * 2**20
+# The digest names dtypes as torch spells them: files were first signed from torch
+# tensors, and their checksums must still match.
+_DTYPE_NAMES = {
+    np.dtype(np.bool_): "torch.bool", np.dtype(np.uint8): "torch.uint8",
+    np.dtype(np.int8): "torch.int8", np.dtype(np.int16): "torch.int16",
+    np.dtype(np.int32): "torch.int32", np.dtype(np.int64): "torch.int64",
+    np.dtype(np.uint16): "torch.uint16", np.dtype(np.uint32): "torch.uint32",
+    np.dtype(np.uint64): "torch.uint64", np.dtype(np.float16): "torch.float16",
+    np.dtype(np.float32): "torch.float32", np.dtype(np.float64): "torch.float64",
+}
+
+
+def _digest_parts(value):
+    """The dtype name, shape and bytes of an array or of a torch tensor, for the digest."""
+    if not isinstance(value, np.ndarray) and hasattr(value, "detach"):
+        # A torch tensor (the embedding cache's keys): torch is imported already, and a
+        # uint8 view gives the bytes of the dtypes that numpy lacks, such as bfloat16.
+        tensor = value.detach().cpu().contiguous()
+        torch = sys.modules[type(tensor).__module__.partition(".")[0]]
+        return str(tensor.dtype), tuple(tensor.shape), tensor.reshape(-1).view(torch.uint8).numpy()
+    array = np.asarray(value, order="C")
+    return _DTYPE_NAMES[array.dtype], array.shape, array.reshape(-1).view(np.uint8)
+
+
+def tensors_digest(prefix, arrays):
+    """Return the SHA-256 hex digest of ``prefix`` and a dict of named arrays.
+
+    Names, dtypes, shapes and bytes all count, in sorted name order, so two
+    dicts have the same digest only when they hold the same arrays. A numpy
+    array and a torch tensor of the same values have the same digest: the
+    checksums of model files and the embedding cache's keys of model weights
+    (:func:`~sklearn_imgpair._io.embedding_cache.model_fingerprint`) are both
+    this digest.
+
+    Parameters
+    ----------
+    prefix : str
+        Text hashed first (a file's JSON document, a model's input size).
+    arrays : dict of str to ndarray or Tensor
+
+    Returns
+    -------
+    digest : str
+    """
+    digest = hashlib.sha256(prefix.encode())
+    for name in sorted(arrays):
+        dtype_name, shape, data = _digest_parts(arrays[name])
+        digest.update(f"{name}|{dtype_name}|{tuple(shape)}".encode())
+        digest.update(data.tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------
+# class labels
+# ----------------------------------------------------------------------
+
+
+def encode_labels(classes):
+    """Encode a ``classes_`` array as ``{"dtype": ..., "values": [...]}``.
+
+    The form of class labels in model files and in the ONNX metadata.
+
+    Raises
+    ------
+    ValueError
+        If a label is not a number, a boolean or a string.
+    """
+    values = [value.item() if isinstance(value, np.generic) else value for value in classes]
+    if not all(isinstance(value, (bool, int, float, str)) for value in values):
+        raise ValueError(f"classes_ {classes!r} cannot be saved without pickle: labels must "
+                         "be numbers, booleans or strings.")
+    dtype = "object" if classes.dtype.kind == "O" else classes.dtype.str
+    return {"dtype": dtype, "values": values}
+
+
+def decode_labels(encoded):
+    """Rebuild a ``classes_`` array from :func:`encode_labels`'s output.
+
+    Raises
+    ------
+    ValueError
+        If ``encoded`` is not such a mapping, or names a dtype that labels
+        cannot have.
+    """
+    try:
+        dtype, values = encoded["dtype"], encoded["values"]
+        if dtype == "object":
+            labels = np.empty(len(values), dtype=object)
+            labels[:] = values
+            return labels
+        if np.dtype(dtype).kind not in "biufU":
+            raise TypeError(dtype)
+        return np.asarray(values, dtype=np.dtype(dtype))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"the file holds bad class labels: {encoded!r}.") from None
+
+
+# ----------------------------------------------------------------------
+# the file
+# ----------------------------------------------------------------------
+
+
+def write_container(path, estimator_name, content, arrays, *, format_version):
+    """Write a JSON ``content`` and numpy ``arrays`` to ``path``, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write; an existing file is replaced only once the new one
+        is complete.
+    estimator_name : str
+        Class name of the estimator, checked by :func:`read_container`.
+    content : dict
+        The schema's JSON-ready document.
+    arrays : dict of str to ndarray
+        The arrays of the file.
+    format_version : int
+        The schema's version of ``content``.
+
+    Returns
+    -------
+    path : str
+        The absolute path written.
+    """
+    arrays = {name: np.asarray(array, order="C") for name, array in arrays.items()}
+    text = json.dumps({"estimator": estimator_name, **content}, sort_keys=True)
+    metadata = {"format": FORMAT_NAME, "format_version": str(int(format_version)),
+                "content": text, "sha256": tensors_digest(text, arrays)}
+    data = safetensors.numpy.save(arrays, metadata=metadata)
+
+    def write(partial):
+        with open(partial, "wb") as file:
+            file.write(data)
+
+    return write_atomically(os.fspath(path), write)
+
+
+def _check_path(path):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Model file not found: {path!r}.")
+    if not os.path.isfile(path):
+        raise ValueError(f"Model path is not a file: {path!r}.")
+    return path
+
+
+def _read_metadata(data, path):
+    if len(data) < 8:
+        raise ValueError(f"{path!r} is not a sklearn-imgpair model file: it is "
+                         f"{len(data)} bytes long (truncated or empty).")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > min(len(data) - 8, _MAX_HEADER_BYTES):
+        raise ValueError(f"{path!r} is not a sklearn-imgpair model file, or it is truncated: "
+                         "its header does not fit in the file.")
+    try:
+        header = json.loads(data[8:8 + size])
+        metadata = header.get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        raise ValueError(f"{path!r} is not a sklearn-imgpair model file: its header is "
+                         "not valid safetensors JSON.") from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path!r} is not a sklearn-imgpair model file (a safetensors file "
+                         "without the library's metadata, such as bare weights?). Bare "
+                         "backbone weights go to the weights_path parameter.")
+    return metadata
+
+
+def stored_estimator(path):
+    """The class name of the estimator a model file holds; only its header is read.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If it is not a model file of this library.
+    """
+    path = _check_path(path)
+    with open(path, "rb") as file:
+        head = file.read(8)
+        size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        data = head + file.read(min(size, _MAX_HEADER_BYTES))
+    metadata = _read_metadata(data, path)
+    try:
+        return json.loads(metadata.get("content", ""))["estimator"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path!r} is corrupt: its content names no estimator.") from None
+
+
+def read_container(path, estimator_name, *, max_version):
+    """Read and verify a file written by :func:`write_container`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The model file.
+    estimator_name : str
+        The class name the file must hold.
+    max_version : int
+        The newest version of the schema that the caller reads.
+
+    Returns
+    -------
+    content : dict
+        The JSON document, ``"estimator"`` included.
+    arrays : dict of str to ndarray
+        The arrays of the file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a model file of this library, is truncated or
+        corrupt, was modified after saving (checksum), holds another
+        estimator, or was written in a version above ``max_version``.
+    """
+    path = _check_path(path)
+    with open(path, "rb") as file:
+        data = file.read()
+    metadata = _read_metadata(data, path)
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise ValueError(f"{path!r} has no valid format version.") from None
+    if version > max_version:
+        raise ValueError(
+            f"{path!r} was written in model file format {version} by a newer sklearn-imgpair; "
+            f"this version reads formats up to {max_version}. Upgrade sklearn-imgpair.")
+    try:
+        arrays = safetensors.numpy.load(data)
+    except Exception as exc:  # safetensors raises its own error types for broken data
+        raise ValueError(f"{path!r} is truncated or corrupt: its tensors cannot be read "
+                         f"({exc}).") from None
+    text = metadata.get("content", "")
+    if tensors_digest(text, arrays) != metadata.get("sha256"):
+        raise ValueError(f"{path!r} is corrupt or was modified after it was saved: its "
+                         "checksum does not match its content.")
+    try:
+        content = json.loads(text)
+    except ValueError:
+        content = None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path!r} is corrupt: its content is not a JSON object.")
+    if content.get("estimator") != estimator_name:
+        raise ValueError(f"{path!r} holds a {content.get('estimator')!r}, not a "
+                         f"{estimator_name}; load it with {content.get('estimator')}.load.")
+    return content, arrays

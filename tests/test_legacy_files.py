@@ -1,0 +1,78 @@
+"""Files written by earlier versions of the library load and predict as they did."""
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from sklearn_imgpair import ImageEmbedder, ImageNeighbors, ImagePairClassifier
+
+# Written by tests/data/make_legacy_files.py with model file format 3 and ONNX format 2.
+FILES_V3 = Path(__file__).resolve().parent / "data" / "files_v3"
+IMAGES = [f"images/image{index}.png" for index in range(6)]
+PAIRS = [(0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 5), (0, 5)]
+
+
+@pytest.fixture
+def legacy_folder(monkeypatch):
+    """Run in the folder of the files: their gallery paths are relative to it."""
+    monkeypatch.chdir(FILES_V3)
+    return FILES_V3
+
+
+@pytest.fixture(scope="module")
+def expected():
+    with np.load(FILES_V3 / "expected.npz") as arrays:
+        return dict(arrays)
+
+
+def _format_version(path):
+    with open(path, "rb") as file:
+        (size,) = struct.unpack("<Q", file.read(8))
+        return int(json.loads(file.read(size))["__metadata__"]["format_version"])
+
+
+def _pairs():
+    return np.array(IMAGES, dtype=object)[np.asarray(PAIRS)]
+
+
+@pytest.mark.parametrize("name, format_version", [("classifier_v2", 2), ("classifier_v3", 3)])
+def test_a_classifier_file_of_an_earlier_version_predicts_as_it_did(
+        legacy_folder, expected, name, format_version):
+    path = os.fspath(legacy_folder / f"{name}.safetensors")
+    assert _format_version(path) == format_version
+    clf = ImagePairClassifier.load(path)
+    assert_allclose(clf.predict_proba(_pairs()), expected[f"proba_{name[-2:]}"], atol=1e-6)
+    assert clf.module_.colour_share == (0.5 if format_version == 3 else 0.0)
+
+
+def test_an_embedder_file_of_an_earlier_version_embeds_as_it_did(legacy_folder, expected):
+    embedder = ImageEmbedder.load(legacy_folder / "embedder.safetensors")
+    assert_allclose(embedder.transform(IMAGES), expected["transform"], atol=1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["brute", "faiss"])
+def test_a_search_file_of_an_earlier_version_finds_what_it_found(legacy_folder, expected,
+                                                                 algorithm):
+    path = legacy_folder / f"neighbors_{algorithm}.safetensors"
+    if algorithm == "faiss":
+        pytest.importorskip("faiss", reason="the faiss extra is not installed")
+    neighbors = ImageNeighbors.load(path)
+    assert neighbors.algorithm == algorithm
+    distances, indices = neighbors.kneighbors(IMAGES)
+    assert_array_equal(indices, expected[f"indices_{algorithm}"])
+    assert_allclose(distances, expected[f"distances_{algorithm}"], atol=1e-6)
+    assert list(neighbors.gallery_) == IMAGES
+
+
+def test_an_onnx_file_of_an_earlier_version_predicts_as_it_did(legacy_folder, expected):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from sklearn_imgpair.onnx import OnnxImageMatcher
+
+    matcher = OnnxImageMatcher(legacy_folder / "classifier.onnx")
+    assert matcher.metadata_["format_version"] == 2
+    assert_allclose(matcher.predict_proba(_pairs()), expected["proba_onnx"], atol=1e-6)
