@@ -13,9 +13,7 @@ from sklearn_imgpair._matching import (
     CosineHead,
     class_probabilities,
     decision_scores,
-    match_logits,
     predicted_labels,
-    score_pairs,
 )
 from sklearn_imgpair._nn.siamese import CosineMatchHead
 
@@ -57,11 +55,11 @@ def test_score_pairs_in_chunks_equals_scoring_at_once(monkeypatch):
         return head.similarity(first, second)
 
     for chunk_size in (1, 4, 23, 100):
-        assert_allclose(score_pairs(vectors, index, similarity, chunk_size=chunk_size),
+        assert_allclose(_matching.score_pairs(vectors, index, similarity, chunk_size=chunk_size),
                         expected, rtol=1e-6)
     monkeypatch.setattr(_matching, "SCORE_CHUNK_SIZE", 5)
     sizes.clear()
-    assert score_pairs(vectors, index, similarity).dtype == np.float32
+    assert _matching.score_pairs(vectors, index, similarity).dtype == np.float32
     assert max(sizes) == 5 and sum(sizes) == 23
 
 
@@ -95,10 +93,11 @@ def test_match_logits_warns_once_for_the_caller_of_predict_proba():
 
     def predict_proba(X):
         def score(embeddings, index):
-            return score_pairs(embeddings, index, CosineHead(1.0, 0.0, "linear").similarity)
+            head = CosineHead(1.0, 0.0, "linear")
+            return _matching.score_pairs(embeddings, index, head.similarity)
 
         def logits():
-            return match_logits(check_pairs(X), embed_images, score, on_error="warn")
+            return _matching.match_logits(check_pairs(X), embed_images, score, on_error="warn")
 
         return logits()
 
@@ -115,5 +114,5 @@ def test_match_logits_finds_missing_files_before_reading_any_image(tmp_path):
         raise AssertionError("nothing is read before the files are checked")
 
     with pytest.raises(FileNotFoundError, match="lost.png"):
-        match_logits(check_pairs([[str(tmp_path / "lost.png"), "a.png"]]), embed_images,
-                     None)
+        _matching.match_logits(check_pairs([[str(tmp_path / "lost.png"), "a.png"]]),
+                               embed_images, None)
