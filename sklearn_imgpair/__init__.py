@@ -22,7 +22,7 @@ _LAZY_NAMES = {
     "StopTraining": "sklearn_imgpair._training.budget",
     "TimeBudget": "sklearn_imgpair._training.budget",
     "TimeLimit": "sklearn_imgpair._training.budget",
-    "UnreadableImageWarning": "sklearn_imgpair._images.decode",
+    "UnreadableImageWarning": "sklearn_imgpair._images.unreadable",
     "ViewAugmentation": "sklearn_imgpair._nn.augment",
     "WeightAveraging": "sklearn_imgpair._training.averaging",
     "check_pairs": "sklearn_imgpair._images.validation",

@@ -2,26 +2,27 @@
 
 import numpy as np
 import torch
-from scipy.special import expit
 from skorch.dataset import ValidSplit
 from skorch.utils import is_dataset
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import roc_auc_score
 
 from sklearn_imgpair._deploy.onnx_export import export_classifier
-from sklearn_imgpair._images.cells import distinct_images, distinct_paths, image_names
-from sklearn_imgpair._images.datasets import ImageDataset
-from sklearn_imgpair._images.decode import warn_unreadable
 from sklearn_imgpair._images.validation import (
-    check_files_exist,
     check_match_labels,
     check_pair_features,
     check_pairs,
 )
 from sklearn_imgpair._io.classifier_file import load_classifier, save_classifier
 from sklearn_imgpair._io.device import RUNTIME_PARAMETER_CONSTRAINTS
+from sklearn_imgpair._matching import (
+    class_probabilities,
+    decision_scores,
+    match_logits,
+    predicted_labels,
+)
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
-from sklearn_imgpair._nn.siamese import SiameseNet, embed_dataset, pool_embeddings, score_pairs
+from sklearn_imgpair._nn.siamese import SiameseNet, image_embedder, pair_scorer
 from sklearn_imgpair._training.fitting import fit_pairs
 from sklearn_imgpair._training.net import PAIR_NET_PARAMETER_CONSTRAINTS, PairNet
 
@@ -352,27 +353,15 @@ class ImagePairClassifier(PairNet):
             return self.forward(X).float().numpy().reshape(-1)
         pairs = check_pairs(X)
         check_pair_features(self, X, reset=False)
-        if self.on_error == "raise":
-            check_files_exist(pairs)
-        cells, first, inverse = distinct_paths(pairs)
-        images, image_index, offsets, image_first = distinct_images(cells)
-        names = image_names(cells, offsets, image_first,
-                            [f"X[{position // 2}, {position % 2}]" for position in first])
-        dataset = ImageDataset(images, self.image_size_, names=names, on_error=self.on_error)
         # Where the network is: ``device``, or the accelerator's (device=None).
         device = next(self.module_.parameters()).device
-        embeddings, failures = embed_dataset(
-            self.module_, dataset, batch_size=self.batch_size, device=device,
-            precision=self.precision, num_workers=self.num_workers,
-            iterator=self.iterator_valid, iterator_params=self.get_params_for("iterator_valid"))
-        # A cell of several images: the normalised mean of their embeddings.
-        embeddings = pool_embeddings(embeddings, image_index, offsets)
-        # Pairs are scored in chunks: memory grows with the distinct images only.
-        logits = score_pairs(self.module_, embeddings, inverse.reshape(-1, 2))
-        if failures:
-            warn_unreadable(failures, np.flatnonzero(np.isnan(logits)),
-                            "get NaN probabilities", stacklevel=4)
-        return logits
+        embed_images = image_embedder(
+            self.module_, image_size=self.image_size_, on_error=self.on_error,
+            batch_size=self.batch_size, device=device, precision=self.precision,
+            num_workers=self.num_workers, iterator=self.iterator_valid,
+            iterator_params=self.get_params_for("iterator_valid"))
+        return match_logits(pairs, embed_images, pair_scorer(self.module_, device),
+                            on_error=self.on_error)
 
     def _match_column(self):
         return int(np.flatnonzero(self.classes_ == self.match_label)[0])
@@ -394,8 +383,7 @@ class ImagePairClassifier(PairNet):
         -------
         scores : ndarray of shape (n_pairs,)
         """
-        logits = self._match_logits(X)
-        return logits if self._match_column() == 1 else -logits
+        return decision_scores(self._match_logits(X), self._match_column())
 
     def predict_proba(self, X):
         """Probabilities of the two classes, in ``classes_`` order.
@@ -409,14 +397,7 @@ class ImagePairClassifier(PairNet):
         -------
         proba : ndarray of shape (n_pairs, 2), dtype=float64
         """
-        # float64: the calibrated head's logits reach 20 and more for close pairs,
-        # whose float32 sigmoids would all round to 1.0 and tie.
-        match = expit(self._match_logits(X).astype(np.float64))
-        proba = np.empty((len(match), 2), dtype=np.float64)
-        column = self._match_column()
-        proba[:, column] = match
-        proba[:, 1 - column] = 1.0 - match
-        return proba
+        return class_probabilities(self._match_logits(X), self._match_column())
 
     def predict(self, X):
         """Predict ``match_label`` where the match probability exceeds ``threshold``.
@@ -431,10 +412,8 @@ class ImagePairClassifier(PairNet):
         y_pred : ndarray of shape (n_pairs,)
             Labels from ``classes_``.
         """
-        proba = self.predict_proba(X)
-        column = self._match_column()
-        is_match = proba[:, column] > self.threshold
-        return np.where(is_match, self.classes_[column], self.classes_[1 - column])
+        return predicted_labels(self.predict_proba(X), self.classes_, self._match_column(),
+                                self.threshold)
 
     def score(self, X, y, sample_weight=None):
         """ROC AUC of the match probability against the true labels.

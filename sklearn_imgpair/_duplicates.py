@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 from sklearn.utils.validation import validate_data
 
-from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths, distinct_paths
 from sklearn_imgpair._neighbors import ImageNeighbors
 

@@ -6,15 +6,13 @@ import os
 from numbers import Integral
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_imgpair._classifier import fitted_classifier
-from sklearn_imgpair._images.cells import distinct_images, distinct_paths, image_names
-from sklearn_imgpair._images.datasets import ImageDataset
-from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS, warn_unreadable
+from sklearn_imgpair._images.embedding import embed_rows
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._io.device import (
     RUNTIME_PARAMETER_CONSTRAINTS,
@@ -23,15 +21,14 @@ from sklearn_imgpair._io.device import (
     resolve_device,
     seeded,
 )
-from sklearn_imgpair._io.embedding_cache import EmbeddingCache, image_key, model_fingerprint
+from sklearn_imgpair._io.embedding_cache import EmbeddingCache, model_fingerprint
 from sklearn_imgpair._deploy.onnx_export import export_embedder
 from sklearn_imgpair._io.embedder_file import load_embedder, save_embedder
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
 from sklearn_imgpair._nn.siamese import (
     SiameseNet,
-    embed_dataset,
     embedding_dim,
-    pool_embeddings,
+    image_embedder,
     siamese_net_kwargs,
 )
 
@@ -311,8 +308,9 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return self.embedding_dim_
 
     def _embedding_cache(self):
+        fingerprint = _settings_key(self._fingerprint, self.module_)
         location = getattr(self.memory, "location", self.memory)
-        return EmbeddingCache(location, in_memory=self.cache)
+        return EmbeddingCache(fingerprint, location, in_memory=self.cache)
 
     def transform(self, X):
         """Embed images; a row of several images gets their normalised mean vector.
@@ -333,45 +331,12 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         cells = check_paths(X)
         if hasattr(self, "n_features_in_"):  # fit saw X: compare column names
             validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
-        unique, first, inverse = distinct_paths(cells)
-        images, image_index, offsets, image_first = distinct_images(unique)
-        names = image_names(unique, offsets, image_first, [f"X[{row}]" for row in first])
-        keys = []
-        for image, name in zip(images, names):
-            try:
-                keys.append(image_key(image))
-            except FileNotFoundError:
-                if self.on_error == "raise":
-                    raise FileNotFoundError(f"{name}: image file not found: {image!r}.") from None
-                keys.append(None)  # loading it fails below, with the same message
-        cache = self._embedding_cache()
-        fingerprint = _settings_key(self._fingerprint, self.module_)
-        vectors = np.empty((len(images), self.embedding_dim_), dtype=np.float32)
-        missing = []
-        for index, key in enumerate(keys):
-            vector = None if key is None else cache.get(fingerprint, key)
-            if vector is None:
-                missing.append(index)
-            else:
-                vectors[index] = vector
-        failures = []
-        if missing:
-            dataset = ImageDataset(images[missing], self.image_size_,
-                                   names=[names[i] for i in missing], on_error=self.on_error)
-            computed, failures = embed_dataset(
-                self.module_, dataset, batch_size=self.batch_size, device=self.device,
-                precision=self.precision, num_workers=self.num_workers)
-            computed = computed.float().cpu().numpy()
-            for index, vector in zip(missing, computed):
-                vectors[index] = vector
-                if not np.isnan(vector).any():
-                    cache.put(fingerprint, keys[index], vector)
-        vectors = pool_embeddings(torch.from_numpy(vectors), image_index, offsets).numpy()
-        vectors = vectors[inverse.reshape(-1)]
-        if failures:
-            warn_unreadable(failures, np.flatnonzero(np.isnan(vectors).any(axis=1)),
-                            "get NaN embeddings")
-        return vectors
+        embed_images = image_embedder(
+            self.module_, image_size=self.image_size_, on_error=self.on_error,
+            batch_size=self.batch_size, device=self.device, precision=self.precision,
+            num_workers=self.num_workers)
+        return embed_rows(cells, embed_images, on_error=self.on_error,
+                          cache=self._embedding_cache())
 
     def save(self, path):
         """Save the fitted embedder to one file that holds no pickle.

@@ -25,10 +25,9 @@ from sklearn_imgpair import (
 )
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import decode as _decode
-from sklearn_imgpair._images.cells import InMemoryImage
+from sklearn_imgpair._images.cells import InMemoryImage, image_key
 from sklearn_imgpair._images.datasets import PairDataset
 from sklearn_imgpair._images.pixels import read_pixels
-from sklearn_imgpair._io.embedding_cache import image_key
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 

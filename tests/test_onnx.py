@@ -15,7 +15,7 @@ from PIL import Image
 from sklearn.exceptions import NotFittedError
 
 import sklearn_imgpair
-from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
+from sklearn_imgpair import ImageEmbedder, ImagePairClassifier, UnreadableImageWarning
 from sklearn_imgpair.__main__ import main
 from sklearn_imgpair._cli.export import load_estimator
 from sklearn_imgpair._deploy.onnx_format import (
@@ -374,9 +374,42 @@ def test_bad_images_name_their_cell(clf_onnx, image_pairs, tmp_path):
         matcher.transform([X[0, 0], X[1, 0], np.zeros((4, 4, 3), dtype=np.int64)])
 
 
+@pytest.mark.slow
+def test_warn_gives_nan_to_exactly_the_rows_of_unreadable_images(fitted_clf, clf_onnx,
+                                                                 image_pairs, tmp_path):
+    X, _ = image_pairs
+    X = X[:12].copy()
+    expected = OnnxImageMatcher(clf_onnx).predict_proba(X)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(open(X[0, 0], "rb").read()[:40])
+    X[2, 0], X[5, 1], X[9, 0] = str(tmp_path / "lost.png"), str(truncated), str(truncated)
+    matcher = OnnxImageMatcher(clf_onnx, on_error="warn")
+    with pytest.warns(UnreadableImageWarning, match="get NaN probabilities") as record:
+        proba = matcher.predict_proba(X)
+    assert len(record) == 1 and record[0].filename == __file__
+    warning = record[0].message
+    bad_rows = [2, 5, 9]
+    assert warning.rows.tolist() == bad_rows and len(warning.failures) == 2
+    assert "X[2, 0]" in warning.failures[0] and "lost.png" in warning.failures[0]
+    assert "X[5, 1]" in warning.failures[1] and "truncated.png" in warning.failures[1]
+    assert np.isnan(proba[bad_rows]).all()
+    good = np.setdiff1d(np.arange(len(X)), bad_rows)
+    assert_allclose(proba[good], expected[good], rtol=0, atol=1e-5)
+    assert_allclose(proba[good], fitted_clf.predict_proba(X[good]), atol=1e-4)
+    with pytest.warns(UnreadableImageWarning):
+        assert np.isnan(matcher.decision_function(X)[bad_rows]).all()
+    with pytest.warns(UnreadableImageWarning):
+        assert (matcher.predict(X)[bad_rows] == 0).all()  # NaN is not above the threshold
+    with pytest.warns(UnreadableImageWarning, match=r"get NaN embeddings.*X\[2\]"):
+        vectors = matcher.transform(X[:3, 0].tolist() + [b"not an image"])
+    assert np.isnan(vectors[[2, 3]]).all() and not np.isnan(vectors[:2]).any()
+
+
 def test_matcher_validates_its_parameters(tmp_path):
     with pytest.raises(ValueError, match="'batch_size' parameter of OnnxImageMatcher"):
         OnnxImageMatcher(tmp_path / "a.onnx", batch_size=0)
+    with pytest.raises(ValueError, match="'on_error' parameter of OnnxImageMatcher"):
+        OnnxImageMatcher(tmp_path / "a.onnx", on_error="ignore")
 
 
 def test_metadata_reading_finds_the_match_column():
@@ -441,6 +474,14 @@ print(json.dumps({{"proba": proba.tolist(), "loaded": loaded}}))
     assert result["loaded"] == []
     assert_allclose(result["proba"], OnnxImageMatcher(clf_onnx).predict_proba(X[:5]),
                     rtol=1e-6)
+
+
+def test_the_shared_embedding_and_scoring_modules_import_no_torch():
+    code = _BLOCK_TORCH + """
+import sklearn_imgpair._images.embedding, sklearn_imgpair._matching
+print(sorted(name for name in sys.modules if name.startswith(("torch", "timm"))))
+"""
+    assert _run_python(code).strip() == "[]"
 
 
 def test_package_import_is_lazy():

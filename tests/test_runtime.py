@@ -9,12 +9,11 @@ import torch
 from numpy.testing import assert_allclose
 from PIL import Image
 
-from sklearn_imgpair import ImageEmbedder
+from sklearn_imgpair import ImageEmbedder, _matching
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import decode as _dataset
 from sklearn_imgpair._images import pixels as _pixels
 from sklearn_imgpair._io import device as _runtime
-from sklearn_imgpair._nn import siamese as _siamese
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import load_image
 from sklearn_imgpair._nn.siamese import SiameseNet
@@ -24,7 +23,7 @@ from sklearn_imgpair._io.device import (
     loadable_precision,
     loader_kwargs,
 )
-from sklearn_imgpair._nn.siamese import score_pairs
+from sklearn_imgpair._matching import score_pairs
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 
@@ -174,15 +173,20 @@ def test_score_pairs_in_chunks_equals_scoring_at_once():
     embeddings = torch.nn.functional.normalize(torch.randn(7, 5), dim=-1)
     index = np.random.default_rng(0).integers(0, 7, size=(23, 2))
     expected = 10.0 * (embeddings[index[:, 0]] * embeddings[index[:, 1]]).sum(-1) - 5.0
+
+    def similarity(embeddings_1, embeddings_2):
+        with torch.no_grad():
+            return module.similarity(embeddings_1, embeddings_2).numpy()
+
     for chunk_size in (1, 4, 23, 100):
-        assert_allclose(score_pairs(module, embeddings, index, chunk_size=chunk_size),
+        assert_allclose(score_pairs(embeddings, index, similarity, chunk_size=chunk_size),
                         expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_predict_proba_never_gathers_more_than_a_chunk_of_pairs(clf, image_pairs, monkeypatch):
     X, _ = image_pairs
     expected = clf.predict_proba(X)
-    monkeypatch.setattr(_siamese, "SCORE_CHUNK_SIZE", 7)
+    monkeypatch.setattr(_matching, "SCORE_CHUNK_SIZE", 7)
     sizes = []
     original = type(clf.module_).similarity
 

@@ -1,42 +1,46 @@
 """OnnxImageMatcher: an exported model run by onnxruntime, without PyTorch.
 
 Nothing here, nor in what it imports, imports torch or timm: images are
-checked and read by the same torch-free functions as the estimators use
-(:func:`check_pairs`, :func:`check_paths` and :func:`read_pixels`), so that
-both see the very same pixels.
+checked, read and embedded by the same torch-free functions as the estimators
+use (:func:`check_pairs`, :func:`check_paths`, :func:`read_pixels`,
+:func:`embed_cells`), and pairs are scored and turned into probabilities by
+those of ``_matching``, so that both see the very same pixels and give the same
+outputs.
 """
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 
 import numpy as np
-from scipy.special import expit
-from sklearn.utils._param_validation import Interval, validate_parameter_constraints
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.metaestimators import available_if
 
 from sklearn_imgpair._deploy.onnx_format import check_graph, read_metadata
-from sklearn_imgpair._images.cells import (
-    InMemoryImage,
-    distinct_images,
-    distinct_paths,
-    image_names,
-)
+from sklearn_imgpair._images.cells import InMemoryImage
+from sklearn_imgpair._images.embedding import embed_rows
 from sklearn_imgpair._images.pixels import read_pixels
-from sklearn_imgpair._images.validation import check_files_exist, check_pairs, check_paths
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, read_or_report
+from sklearn_imgpair._images.validation import check_pairs, check_paths
+from sklearn_imgpair._matching import (
+    CosineHead,
+    class_probabilities,
+    decision_scores,
+    match_logits,
+    predicted_labels,
+    score_pairs,
+)
 from sklearn_imgpair._scale.optional import import_optional
 
 __all__ = ["OnnxImageMatcher"]
 
-# Pairs scored per step: memory beyond the embeddings is proportional to this.
-_SCORE_CHUNK_SIZE = 2**13
-# CosineMatchHead clips cosines to this magnitude before its atanh link.
-_COSINE_LIMIT = np.float32(1.0 - 1e-6)
 _PARAMETER_CONSTRAINTS = {
     "path": [str, os.PathLike],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "providers": [list, tuple, None],
     "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+    "on_error": [StrOptions(ON_ERROR_OPTIONS)],
 }
 
 
@@ -56,22 +60,6 @@ def _open_session(path, providers, n_threads):
     except Exception as exc:  # onnxruntime's error types derive from Exception alone
         raise ValueError(f"{path!r} is not an ONNX model, or it is truncated or corrupt: "
                          f"{exc}") from None
-
-
-def _pool(vectors, image_index, offsets):
-    """One unit vector per cell: the normalised mean of its images' vectors.
-
-    The numpy twin of :func:`~sklearn_imgpair._nn.siamese.pool_embeddings`:
-    a cell of one image keeps its vector unchanged.
-    """
-    counts = np.diff(offsets)
-    starts = image_index[offsets[:-1]]
-    if (counts == 1).all():
-        return vectors[starts]
-    sums = np.zeros((len(counts), vectors.shape[1]), dtype=vectors.dtype)
-    np.add.at(sums, np.repeat(np.arange(len(counts)), counts), vectors[image_index])
-    norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return np.where((counts == 1)[:, None], vectors[starts], sums / norms)
 
 
 def _has_match_head(matcher):
@@ -113,6 +101,15 @@ class OnnxImageMatcher:
     n_threads : int, default=None
         onnxruntime's intra-op threads; None lets it choose (one per
         physical core).
+    on_error : {"raise", "warn"}, default="raise"
+        What an image that cannot be read (missing, empty, truncated, not an
+        image, above PIL's pixel limit) does: ``"raise"`` raises an error
+        naming its cell (``X[row, column]``, or ``X[row]`` in
+        :meth:`transform`) and what the image was; ``"warn"`` gives exactly
+        the rows of that image NaN (probabilities, scores, vectors) and
+        issues one :class:`~sklearn_imgpair.UnreadableImageWarning` listing
+        them, as the estimators' ``on_error`` does. :meth:`predict` turns a
+        NaN probability into the label of no match.
 
     Attributes
     ----------
@@ -151,11 +148,6 @@ class OnnxImageMatcher:
     sklearn_imgpair.ImagePairClassifier.export_onnx : Writes the classifier's file.
     sklearn_imgpair.ImageEmbedder.export_onnx : Writes the embedder's file.
 
-    Notes
-    -----
-    Unreadable images raise an error naming their cell (``X[row, column]``)
-    and what the image was; there is no ``on_error="warn"``.
-
     Examples
     --------
     >>> from sklearn_imgpair import ImageEmbedder
@@ -167,15 +159,20 @@ class OnnxImageMatcher:
     (5, 32)
     """
 
-    def __init__(self, path, *, batch_size=32, providers=None, n_threads=None):
+    on_error = "raise"  # matchers pickled before on_error existed
+
+    def __init__(self, path, *, batch_size=32, providers=None, n_threads=None,
+                 on_error="raise"):
         validate_parameter_constraints(
             _PARAMETER_CONSTRAINTS, {"path": path, "batch_size": batch_size,
-                                     "providers": providers, "n_threads": n_threads},
+                                     "providers": providers, "n_threads": n_threads,
+                                     "on_error": on_error},
             caller_name=type(self).__name__)
         self.path = os.path.abspath(os.fspath(path))
         self.batch_size = batch_size
         self.providers = providers
         self.n_threads = n_threads
+        self.on_error = on_error
         self._load()
 
     def _load(self):
@@ -211,12 +208,9 @@ class OnnxImageMatcher:
     # embedding
     # ------------------------------------------------------------------
 
-    def _read(self, image, name):
+    def _read(self, image):
         source = image.data if isinstance(image, InMemoryImage) else image
-        try:
-            return read_pixels(source, self.image_size_).transpose(2, 0, 1)
-        except (FileNotFoundError, ValueError, TypeError) as exc:
-            raise type(exc)(f"{name}: {exc}") from exc
+        return read_pixels(source, self.image_size_).transpose(2, 0, 1)
 
     def _run(self, images):
         """Embeddings of a batch of uint8 images of shape (n, 3, S, S)."""
@@ -232,18 +226,24 @@ class OnnxImageMatcher:
                                           {"images1": images[:half], "images2": second})
         return np.concatenate([first, second])[:len(images)]
 
-    def _embed_cells(self, cells, cell_names):
-        """Unit vectors of distinct normalised ``cells``, each image read and embedded once."""
-        images, image_index, offsets, image_first = distinct_images(cells)
-        names = image_names(cells, offsets, image_first, cell_names)
+    def _embed_images(self, images, names):
+        """Embed distinct single images, a batch at a time (see :func:`embed_cells`)."""
         vectors = np.empty((len(images), self.embedding_dim_), dtype=np.float32)
+        errors = []
+        placeholder = np.zeros((3, self.image_size_, self.image_size_), dtype=np.uint8)
+
+        def read(image, name):
+            return read_or_report(self._read, image, name, self.on_error)
+
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             for start in range(0, len(images), self.batch_size):
                 stop = start + self.batch_size
                 # PIL releases the GIL while it decodes.
-                batch = list(pool.map(self._read, images[start:stop], names[start:stop]))
-                vectors[start:stop] = self._run(np.stack(batch))
-        return _pool(vectors, image_index, offsets)
+                batch = list(pool.map(read, images[start:stop], names[start:stop]))
+                vectors[start:stop] = self._run(np.stack(
+                    [placeholder if pixels is None else pixels for pixels, _ in batch]))
+                errors.extend(error for _, error in batch)
+        return vectors, errors
 
     def transform(self, X):
         """Embed images.
@@ -257,34 +257,21 @@ class OnnxImageMatcher:
         Returns
         -------
         embeddings : ndarray of shape (n_images, embedding_dim), dtype=float32
-            Unit-length rows, in the order of ``X``.
+            Unit-length rows, in the order of ``X`` (NaN rows for unreadable
+            images with ``on_error="warn"``).
         """
-        cells, first, inverse = distinct_paths(check_paths(X))
-        vectors = self._embed_cells(cells, [f"X[{row}]" for row in first])
-        return vectors[inverse]
+        return embed_rows(check_paths(X), self._embed_images, on_error=self.on_error)
 
     # ------------------------------------------------------------------
     # pairs
     # ------------------------------------------------------------------
 
     def _match_logits(self, X):
-        pairs = check_pairs(X)
-        check_files_exist(pairs)  # a missing file fails before any work
-        cells, first, inverse = distinct_paths(pairs)
-        vectors = self._embed_cells(
-            cells, [f"X[{position // 2}, {position % 2}]" for position in first])
-        index = inverse.reshape(-1, 2)
-        scale = np.float32(self.metadata_["head_scale"])
-        bias = np.float32(self.metadata_["head_bias"])
-        atanh = self.metadata_["head_link"] == "atanh"  # else linear in the cosine
-        logits = np.empty(len(index), dtype=np.float32)
-        for start in range(0, len(index), _SCORE_CHUNK_SIZE):
-            rows = index[start:start + _SCORE_CHUNK_SIZE]
-            cosine = np.einsum("ij,ij->i", vectors[rows[:, 0]], vectors[rows[:, 1]])
-            if atanh:  # as CosineMatchHead: Fisher's z of the clipped cosine
-                cosine = np.arctanh(np.clip(cosine, -_COSINE_LIMIT, _COSINE_LIMIT))
-            logits[start:start + len(rows)] = scale * cosine + bias
-        return logits
+        head = CosineHead(self.metadata_["head_scale"], self.metadata_["head_bias"],
+                          self.metadata_["head_link"])
+        return match_logits(check_pairs(X), self._embed_images,
+                            functools.partial(score_pairs, similarity=head.similarity),
+                            on_error=self.on_error)
 
     @available_if(_has_match_head)
     def decision_function(self, X):
@@ -300,8 +287,7 @@ class OnnxImageMatcher:
         -------
         scores : ndarray of shape (n_pairs,), dtype=float32
         """
-        logits = self._match_logits(X)
-        return logits if self.metadata_["match_column"] == 1 else -logits
+        return decision_scores(self._match_logits(X), self.metadata_["match_column"])
 
     @available_if(_has_match_head)
     def predict_proba(self, X):
@@ -318,12 +304,7 @@ class OnnxImageMatcher:
             As the classifier's (float64: close pairs' probabilities do not
             all round to 1.0).
         """
-        match = expit(self._match_logits(X).astype(np.float64))
-        column = self.metadata_["match_column"]
-        proba = np.empty((len(match), 2), dtype=np.float64)
-        proba[:, column] = match
-        proba[:, 1 - column] = 1.0 - match
-        return proba
+        return class_probabilities(self._match_logits(X), self.metadata_["match_column"])
 
     @available_if(_has_match_head)
     def predict(self, X):
@@ -339,6 +320,5 @@ class OnnxImageMatcher:
         y_pred : ndarray of shape (n_pairs,)
             Labels from ``classes_``.
         """
-        column = self.metadata_["match_column"]
-        is_match = self.predict_proba(X)[:, column] > self.threshold
-        return np.where(is_match, self.classes_[column], self.classes_[1 - column])
+        return predicted_labels(self.predict_proba(X), self.classes_,
+                                self.metadata_["match_column"], self.threshold)

@@ -26,9 +26,9 @@ from PIL import ExifTags, Image
 
 from sklearn_imgpair._images.pixels import ENCODED_TYPES, array_problem, describe_image
 
-__all__ = ["IMAGE_SEPARATOR", "InMemoryImage", "as_cell", "cell_images", "cell_sort_key",
-           "describe_cell", "distinct_images", "distinct_paths", "image_names", "is_missing",
-           "public_cell", "split_joined"]
+__all__ = ["IMAGE_SEPARATOR", "InMemoryImage", "as_cell", "cell_images", "cell_names",
+           "cell_sort_key", "describe_cell", "distinct_images", "distinct_paths", "file_key",
+           "image_key", "image_names", "is_missing", "public_cell", "split_joined"]
 
 #: Joins several images of one item in a cell of a pairs table (AutoMM's format).
 IMAGE_SEPARATOR = ";"
@@ -347,7 +347,28 @@ def distinct_images(cells):
     return images, image_index, offsets, first
 
 
-def image_names(cells, offsets, first, cell_names):
+def cell_names(positions, shape):
+    """How errors refer to cells of ``X``: ``"X[row]"``, or ``"X[row, column]"`` for pairs.
+
+    Parameters
+    ----------
+    positions : sequence of int
+        Flat positions (C order) in an array of ``shape``, as
+        :func:`distinct_paths` returns them.
+    shape : tuple of int
+        ``(n_rows,)`` for one column of images, ``(n_rows, n_columns)`` for pairs.
+
+    Returns
+    -------
+    names : list of str
+    """
+    if len(shape) == 1:
+        return [f"X[{position}]" for position in positions]
+    n_columns = shape[1]
+    return [f"X[{position // n_columns}, {position % n_columns}]" for position in positions]
+
+
+def image_names(cells, offsets, first, names_of_cells):
     """How errors refer to each image of :func:`distinct_images`: its first cell and place.
 
     Parameters
@@ -356,7 +377,7 @@ def image_names(cells, offsets, first, cell_names):
         The cells given to :func:`distinct_images`.
     offsets, first : ndarray
         As returned by :func:`distinct_images`.
-    cell_names : sequence of str
+    names_of_cells : sequence of str
         The name of each cell, e.g. ``"X[3, 1]"``.
 
     Returns
@@ -368,8 +389,40 @@ def image_names(cells, offsets, first, cell_names):
     owners = np.searchsorted(offsets, first, side="right") - 1
     names = []
     for entry, owner in zip(first.tolist(), owners.tolist()):
-        name, n_images = cell_names[owner], offsets[owner + 1] - offsets[owner]
+        name, n_images = names_of_cells[owner], offsets[owner + 1] - offsets[owner]
         if n_images > 1:
             name = f"{name} (image {entry - offsets[owner] + 1} of {n_images})"
         names.append(name)
     return names
+
+
+def file_key(path):
+    """Identify an image file by absolute path, size and modification time.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    stat = os.stat(path)
+    return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def image_key(image):
+    """Identify one image: a file by :func:`file_key`, an in-memory image by its content.
+
+    Parameters
+    ----------
+    image : str or InMemoryImage
+        A path, or an in-memory image of ``check_pairs``, whose ``key`` is a
+        digest of its content: the same bytes, PIL image or array, given
+        again in another call, hits the cache.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``image`` is a path that does not exist.
+    """
+    if isinstance(image, str):
+        return file_key(image)
+    return f"content|{image.key}"

@@ -3,13 +3,8 @@
 import numpy as np
 import torch
 
-from sklearn_imgpair._images.decode import (
-    IMAGE_ERRORS,
-    DecodedImageCache,
-    decode_pair_images,
-    load_image,
-    warn_unreadable,
-)
+from sklearn_imgpair._images.decode import DecodedImageCache, decode_pair_images, load_image
+from sklearn_imgpair._images.unreadable import IMAGE_ERRORS, read_or_report, warn_unreadable
 from sklearn_imgpair._images.validation import check_files_exist
 
 __all__ = ["EmbeddingPairDataset", "ImageDataset", "PairDataset", "pair_dataset",
@@ -69,15 +64,15 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.paths)
 
+    def _read(self, image):
+        return load_image(image, self.image_size)
+
     def __getitem__(self, index):
-        try:
-            return load_image(self.paths[index], self.image_size), ""
-        except IMAGE_ERRORS as exc:
-            name = f"item {index}" if self.names is None else self.names[index]
-            if self.on_error == "raise":
-                raise type(exc)(f"{name}: {exc}") from exc
-            placeholder = torch.zeros((3, self.image_size, self.image_size), dtype=torch.uint8)
-            return placeholder, f"{name}: {exc}"
+        name = f"item {index}" if self.names is None else self.names[index]
+        image, error = read_or_report(self._read, self.paths[index], name, self.on_error)
+        if image is None:
+            image = torch.zeros((3, self.image_size, self.image_size), dtype=torch.uint8)
+        return image, error
 
 
 class PairDataset(torch.utils.data.Dataset):

@@ -1,7 +1,6 @@
-"""Reading images: decoding one, keeping decoded images, and the ``on_error`` policy."""
+"""Reading images: decoding one, keeping decoded images, decoding the images of pairs once."""
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -9,18 +8,16 @@ import torch
 
 from sklearn_imgpair._images.cells import (
     InMemoryImage,
+    cell_names,
     distinct_images,
     distinct_paths,
     image_names,
 )
 from sklearn_imgpair._images.pixels import read_pixels
+from sklearn_imgpair._images.unreadable import read_or_report
 from sklearn_imgpair._io.embedding_cache import MemoryStore
 
-__all__ = ["IMAGE_ERRORS", "ON_ERROR_OPTIONS", "DecodedImageCache", "UnreadableImageWarning",
-           "decode_pair_images", "load_image", "warn_unreadable"]
-
-#: The error types :func:`load_image` raises for a file that cannot be read.
-IMAGE_ERRORS = (FileNotFoundError, ValueError)
+__all__ = ["DecodedImageCache", "decode_pair_images", "load_image"]
 
 
 def load_image(source, image_size):
@@ -100,57 +97,6 @@ class DecodedImageCache:
         return image
 
 
-ON_ERROR_OPTIONS = {"raise", "warn"}
-
-# Failures listed in a warning's message; all of them are in its ``failures``.
-_SHOWN = 10
-
-
-class UnreadableImageWarning(UserWarning):
-    """Images could not be read and ``on_error="warn"`` skipped them.
-
-    Parameters
-    ----------
-    message : str
-        What happened, listing the first failures.
-    failures : list of str
-        Every failure, each naming the cell (``"X[row, column]"``), the path
-        and the reason.
-    rows : ndarray of int
-        The rows of ``X`` that got NaN (or, in ``fit``, were left out).
-    """
-
-    def __init__(self, message, failures=(), rows=()):
-        super().__init__(message)
-        self.failures = list(failures)
-        self.rows = np.asarray(rows, dtype=np.intp)
-
-
-def warn_unreadable(failures, rows, outcome, stacklevel=3):
-    """Issue one :class:`UnreadableImageWarning` for all ``failures``.
-
-    Parameters
-    ----------
-    failures : list of str
-        One message per unreadable image.
-    rows : array-like of int
-        The affected rows of ``X``.
-    outcome : str
-        What happened to them, e.g. ``"get NaN probabilities"``.
-    stacklevel : int, default=3
-        Passed to :func:`warnings.warn`.
-    """
-    rows = np.unique(np.asarray(rows, dtype=np.intp))
-    shown = "; ".join(failures[:_SHOWN])
-    more = f"; and {len(failures) - _SHOWN} more" if len(failures) > _SHOWN else ""
-    listed = rows[:_SHOWN].tolist()
-    row_text = f"{listed}{' ...' if len(rows) > _SHOWN else ''}"
-    message = (f"{len(failures)} image(s) could not be read, so {len(rows)} row(s) "
-               f"{outcome} (rows {row_text}; the warning's .failures and .rows list them "
-               f"all): {shown}{more}")
-    warnings.warn(UnreadableImageWarning(message, failures, rows), stacklevel=stacklevel)
-
-
 def decode_pair_images(pairs, load, on_error="raise", n_threads=None):
     """Decode every distinct image of ``pairs`` once, before any training.
 
@@ -181,27 +127,17 @@ def decode_pair_images(pairs, load, on_error="raise", n_threads=None):
     """
     cells, first, inverse = distinct_paths(pairs)  # in row order: errors come in row order
     images, image_index, offsets, image_first = distinct_images(cells)
+    names = image_names(cells, offsets, image_first, cell_names(first, pairs.shape))
 
-    def read(image):
-        try:
-            load(image)
-        except IMAGE_ERRORS as exc:
-            return exc
-        return None
+    def read(image, name):
+        return read_or_report(load, image, name, on_error)[1]
 
     n_threads = n_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        errors = list(pool.map(read, images))
-    bad_images = np.array([error is not None for error in errors], dtype=bool)
-    failures = []
-    if bad_images.any():
-        names = image_names(cells, offsets, image_first,
-                            [f"X[{position // 2}, {position % 2}]" for position in first])
-        for index in np.flatnonzero(bad_images):
-            error = errors[index]
-            if on_error == "raise":
-                raise type(error)(f"{names[index]}: {error}") from error
-            failures.append(f"{names[index]}: {error}")
+        # With on_error="raise", the first unreadable image in row order raises here.
+        errors = list(pool.map(read, images, names))
+    bad_images = np.array([bool(error) for error in errors], dtype=bool)
+    failures = [error for error in errors if error]
     bad_cells = np.logical_or.reduceat(bad_images[image_index], offsets[:-1])
     bad_rows = bad_cells[inverse.reshape(-1, 2)].any(axis=1)
     return bad_rows, failures

@@ -10,8 +10,7 @@ import numpy as np
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.container import tensors_digest
 
-__all__ = ["EmbeddingCache", "MemoryStore", "file_key", "image_key", "model_fingerprint",
-           "tensors_digest"]
+__all__ = ["EmbeddingCache", "MemoryStore", "model_fingerprint", "tensors_digest"]
 
 
 def model_fingerprint(module, image_size):
@@ -22,38 +21,6 @@ def model_fingerprint(module, image_size):
     ``image_size`` never reuses stale vectors.
     """
     return tensors_digest(f"{type(module).__qualname__}:{image_size}", module.state_dict())
-
-
-def file_key(path):
-    """Identify an image file by absolute path, size and modification time.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    """
-    stat = os.stat(path)
-    return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
-
-
-def image_key(image):
-    """Identify one image: a file by :func:`file_key`, an in-memory image by its content.
-
-    Parameters
-    ----------
-    image : str or InMemoryImage
-        A path, or an in-memory image of ``check_pairs``, whose ``key`` is a
-        digest of its content: the same bytes, PIL image or array, given
-        again in another call, hits the cache.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``image`` is a path that does not exist.
-    """
-    if isinstance(image, str):
-        return file_key(image)
-    return f"content|{image.key}"
 
 
 class MemoryStore:
@@ -128,15 +95,18 @@ _PROCESS_STORE = MemoryStore(max_bytes=512 * 2**20)
 
 
 class EmbeddingCache:
-    """Embeddings stored in process memory and, optionally, in a folder on disk.
+    """The embeddings of one network, in process memory and, optionally, in a folder on disk.
 
-    Entries are keyed by :func:`model_fingerprint` and :func:`image_key`: an
-    edited image file or different weights miss the cache. Disk entries are
-    one ``.npy`` file each, written atomically, so several processes can
+    Entries are keyed by the network's fingerprint (:func:`model_fingerprint`)
+    and an image's identity (:func:`~sklearn_imgpair._images.cells.image_key`):
+    an edited image file or different weights miss the cache. Disk entries
+    are one ``.npy`` file each, written atomically, so several processes can
     share a folder.
 
     Parameters
     ----------
+    fingerprint : str
+        The network's fingerprint.
     directory : str or path-like, default=None
         Folder for the disk cache; None uses no disk.
     in_memory : bool, default=True
@@ -144,32 +114,33 @@ class EmbeddingCache:
         used out).
     """
 
-    def __init__(self, directory=None, in_memory=True):
+    def __init__(self, fingerprint, directory=None, in_memory=True):
+        self.fingerprint = fingerprint
         self.directory = None if directory is None else os.fspath(directory)
         self.memory = _PROCESS_STORE if in_memory else None
 
-    def _disk_path(self, fingerprint, key):
+    def _disk_path(self, key):
         name = hashlib.sha256(key.encode()).hexdigest()
-        return os.path.join(self.directory, fingerprint[:32], name[:2], name + ".npy")
+        return os.path.join(self.directory, self.fingerprint[:32], name[:2], name + ".npy")
 
-    def get(self, fingerprint, key):
-        """Return the cached vector for ``key`` under ``fingerprint``, or None."""
-        vector = None if self.memory is None else self.memory.get((fingerprint, key))
+    def get(self, key):
+        """Return the cached vector of the image ``key``, or None."""
+        vector = None if self.memory is None else self.memory.get((self.fingerprint, key))
         if vector is None and self.directory is not None:
-            path = self._disk_path(fingerprint, key)
+            path = self._disk_path(key)
             try:
                 vector = np.load(path, allow_pickle=False)
             except (OSError, ValueError):
                 return None
             if self.memory is not None:
-                self.memory.put((fingerprint, key), vector)
+                self.memory.put((self.fingerprint, key), vector)
         return vector
 
-    def put(self, fingerprint, key, vector):
-        """Store ``vector`` for ``key`` under ``fingerprint``."""
+    def put(self, key, vector):
+        """Store ``vector`` as the vector of the image ``key``."""
         vector = np.array(vector, dtype=np.float32)  # a copy: never a view of a batch
         if self.memory is not None:
-            self.memory.put((fingerprint, key), vector)
+            self.memory.put((self.fingerprint, key), vector)
         if self.directory is None:
             return
 
@@ -177,4 +148,4 @@ class EmbeddingCache:
             with open(partial, "wb") as file:
                 np.save(file, vector, allow_pickle=False)
 
-        write_atomically(self._disk_path(fingerprint, key), write, durable=False)
+        write_atomically(self._disk_path(key), write, durable=False)

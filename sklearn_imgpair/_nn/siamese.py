@@ -1,21 +1,23 @@
 """SiameseNet: one shared backbone, L2-normalised embeddings and a cosine match head.
 
 Besides the network, the steps every estimator takes with it: building it from
-a timm backbone, embedding a dataset of images, scoring pairs of embeddings.
+a timm backbone, embedding images with it (the torch side of
+:func:`~sklearn_imgpair._images.embedding.embed_cells`: a DataLoader, a
+prefetch thread, autocast, the device) and scoring pairs of embeddings with its
+head.
 """
 
 import contextlib
 import math
 from numbers import Real
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sklearn_imgpair._images.cells import distinct_images, distinct_paths
-from sklearn_imgpair._images.datasets import EmbeddingPairDataset
+from sklearn_imgpair._images.datasets import EmbeddingPairDataset, ImageDataset
+from sklearn_imgpair._images.embedding import embed_cells
 from sklearn_imgpair._io.device import (
     autocast,
     loader_kwargs,
@@ -23,16 +25,13 @@ from sklearn_imgpair._io.device import (
     resolve_device,
     to_device,
 )
+from sklearn_imgpair._matching import score_pairs
 from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 from sklearn_imgpair._nn.colour import ColourHistogram
 
 __all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images",
-           "embed_pair_dataset", "embedding_dim", "pool_embeddings", "score_pairs",
+           "embed_pair_dataset", "embedding_dim", "image_embedder", "pair_scorer",
            "siamese_net_kwargs"]
-
-# Pairs scored per step of score_pairs: 8192 pairs of 768-d float32 vectors
-# gather 50 MB, whatever the number of pairs.
-SCORE_CHUNK_SIZE = 2**13
 
 
 class CosineMatchHead(nn.Module):
@@ -363,31 +362,27 @@ def embed_images(module, batches, device):
     ----------
     module : SiameseNet
         Network whose ``embed`` maps uint8 images to unit vectors.
-    batches : iterable of (Tensor, sequence of str)
+    batches : iterable of (Tensor, sequence of str or None)
         Batches as an :class:`ImageDataset` loader yields them: images, and
-        per image an error message, empty for an image that was read.
+        per image an error message, empty for an image that was read (None:
+        every image was read).
     device : str or torch.device
         Where the network runs.
 
     Returns
     -------
     embeddings : Tensor of shape (n_images, d)
-        NaN rows for the images that could not be read.
-    failures : list of str
-        The error messages of those images, in order.
+        On ``device``; the rows of unreadable images embed a placeholder.
+    errors : list of str
+        Per image, ``""`` or the message of an image that could not be read.
     """
     module.eval()
-    chunks, failures = [], []
+    chunks, errors = [], []
     with torch.no_grad():
-        for images, errors in batches:
-            vectors = module.embed(to_device(images, device))
-            if isinstance(errors, (list, tuple)) and any(errors):
-                unreadable = torch.tensor([bool(error) for error in errors],
-                                          device=vectors.device)
-                vectors = vectors.masked_fill(unreadable[:, None], float("nan"))
-                failures.extend(error for error in errors if error)
-            chunks.append(vectors)
-    return torch.cat(chunks), failures
+        for images, batch_errors in batches:
+            chunks.append(module.embed(to_device(images, device)))
+            errors.extend([""] * len(images) if batch_errors is None else batch_errors)
+    return torch.cat(chunks), errors
 
 
 def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_workers=None,
@@ -418,9 +413,9 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
     Returns
     -------
     embeddings : Tensor of shape (n_images, d)
-        NaN rows for the images that could not be read.
-    failures : list of str
-        The error messages of those images, in order.
+        On the device; the rows of unreadable images embed a placeholder.
+    errors : list of str
+        Per image, ``""`` or the message of an image that could not be read.
     """
     device = resolve_device(device)
     params = {"batch_size": batch_size, **(iterator_params or {})}
@@ -436,63 +431,57 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
         return embed_images(module, batches, device)
 
 
-def pool_embeddings(embeddings, image_index, offsets):
-    """One unit vector per cell: the L2-normalised mean of its images' embeddings.
+def image_embedder(module, *, image_size, on_error, batch_size, device, precision="fp32",
+                   num_workers=None, iterator=DataLoader, iterator_params=None):
+    """The ``embed_images`` callable of :func:`embed_cells` for a torch network.
 
-    Parameters
-    ----------
-    embeddings : Tensor of shape (n_images, d)
-        Unit vectors of the distinct images (NaN rows for unreadable ones).
-    image_index, offsets : ndarray
-        Each cell's images, as :func:`distinct_images` gives them: cell
-        ``i`` has the rows ``image_index[offsets[i]:offsets[i + 1]]``.
+    Images are decoded by an :class:`ImageDataset` (under ``on_error``) and
+    embedded by :func:`embed_dataset`, whose other parameters these are.
 
     Returns
     -------
-    pooled : Tensor of shape (n_cells, d)
-        A cell of one image gets its image's vector unchanged (bit for bit);
-        a cell of several images the normalised mean of theirs, NaN when one
-        of them is NaN.
+    embed_images : callable
+        ``embed_images(images, names)`` returns a float32 array of shape
+        ``(len(images), d)`` and the error message of each image.
     """
-    counts = np.diff(offsets)
-    starts = torch.as_tensor(image_index[offsets[:-1]], device=embeddings.device)
-    if (counts == 1).all():
-        return embeddings[starts]
-    owners = torch.as_tensor(np.repeat(np.arange(len(counts)), counts), device=embeddings.device)
-    rows = torch.as_tensor(image_index, device=embeddings.device)
-    sums = torch.zeros((len(counts), embeddings.shape[1]), dtype=embeddings.dtype,
-                       device=embeddings.device).index_add_(0, owners, embeddings[rows])
-    single = torch.as_tensor(counts == 1, device=embeddings.device)
-    # The mean's direction is the sum's; F.normalize keeps NaN rows NaN.
-    return torch.where(single[:, None], embeddings[starts], F.normalize(sums, dim=-1))
+
+    def embed(images, names):
+        dataset = ImageDataset(images, image_size, names=names, on_error=on_error)
+        embeddings, errors = embed_dataset(
+            module, dataset, batch_size=batch_size, device=device, precision=precision,
+            num_workers=num_workers, iterator=iterator, iterator_params=iterator_params)
+        return embeddings.float().cpu().numpy(), errors
+
+    return embed
 
 
-def score_pairs(module, embeddings, index, chunk_size=None):
-    """Match logits of pairs of rows of ``embeddings``, a chunk of pairs at a time.
+def pair_scorer(module, device):
+    """The ``score`` callable of :func:`~sklearn_imgpair._matching.match_logits` for a network.
 
     Parameters
     ----------
     module : SiameseNet
         Its ``similarity`` turns two aligned batches of embeddings into logits.
-    embeddings : Tensor of shape (n_images, d)
-    index : ndarray of shape (n_pairs, 2)
-        Rows of ``embeddings`` to compare.
-    chunk_size : int, default=None
-        Pairs per step (None: ``SCORE_CHUNK_SIZE``, 8192); memory beyond
-        ``embeddings`` is proportional to ``chunk_size * d``.
+    device : str or torch.device
+        Where the network is; the embeddings are compared there.
 
     Returns
     -------
-    logits : ndarray of shape (n_pairs,), dtype=float32
+    score : callable
+        ``score(embeddings, index)`` returns the float32 match logits of the
+        pairs of rows ``index`` of ``embeddings`` (a float32 array), computed
+        by :func:`~sklearn_imgpair._matching.score_pairs`, a chunk of pairs at
+        a time.
     """
-    chunk_size = SCORE_CHUNK_SIZE if chunk_size is None else chunk_size
-    logits = np.empty(len(index), dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, len(index), chunk_size):
-            rows = torch.as_tensor(index[start:start + chunk_size], device=embeddings.device)
-            chunk = module.similarity(embeddings[rows[:, 0]], embeddings[rows[:, 1]])
-            logits[start:start + len(rows)] = chunk.float().cpu().numpy()
-    return logits
+
+    def similarity(embeddings_1, embeddings_2):
+        return module.similarity(embeddings_1, embeddings_2).float().cpu().numpy()
+
+    def score(embeddings, index):
+        with torch.no_grad():
+            return score_pairs(torch.from_numpy(embeddings).to(device), index, similarity)
+
+    return score
 
 
 def embed_pair_dataset(module, dataset, *, batch_size, device, precision="fp32"):
@@ -500,23 +489,25 @@ def embed_pair_dataset(module, dataset, *, batch_size, device, precision="fp32")
 
     The images come from the dataset's cache, filled when they were read
     before training; the embeddings replace them. A cell of several images
-    gets the normalised mean of their embeddings (:func:`pool_embeddings`),
-    as at prediction time: without augmentation there is nothing to gain
-    from drawing one of them.
+    gets the normalised mean of their embeddings (:func:`embed_cells`), as
+    at prediction time: without augmentation there is nothing to gain from
+    drawing one of them.
 
     Returns
     -------
     dataset : EmbeddingPairDataset
         The same pairs and targets, as rows of an embedding matrix.
     """
-    cells, _, inverse = distinct_paths(dataset.pairs)
-    images, image_index, offsets, _ = distinct_images(cells)
-    batches = ((torch.stack([dataset.cache.get(image, dataset.image_size)
-                             for image in images[start:start + batch_size]]), None)
-               for start in range(0, len(images), batch_size))
     device = resolve_device(device)
-    with autocast(precision, device):
-        embeddings, _ = embed_images(module, batches, device)
-    embeddings = pool_embeddings(embeddings, image_index, offsets)
-    return EmbeddingPairDataset(dataset.pairs, dataset.y, embeddings=embeddings.cpu(),
+
+    def embed_cached(images, names):
+        batches = ((torch.stack([dataset.cache.get(image, dataset.image_size)
+                                 for image in images[start:start + batch_size]]), None)
+                   for start in range(0, len(images), batch_size))
+        with autocast(precision, device):
+            embeddings, errors = embed_images(module, batches, device)
+        return embeddings.float().cpu().numpy(), errors
+
+    embeddings, inverse, _ = embed_cells(dataset.pairs, embed_cached)
+    return EmbeddingPairDataset(dataset.pairs, dataset.y, embeddings=torch.from_numpy(embeddings),
                                 index=inverse.reshape(-1, 2))
