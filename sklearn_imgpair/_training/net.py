@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import (
 from torch.utils.data import Dataset
 
 from sklearn_imgpair._images.datasets import pair_dataset
-from sklearn_imgpair._images.decode import ON_ERROR_OPTIONS
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_pairs
 from sklearn_imgpair._io.device import (
     autocast,
