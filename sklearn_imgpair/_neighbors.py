@@ -1,11 +1,9 @@
 """ImageNeighbors: nearest-neighbour search of images in a catalogue of images."""
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy import sparse
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
@@ -14,11 +12,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from sklearn_imgpair._classifier import fitted_classifier
 from sklearn_imgpair._embedder import ImageEmbedder
 from sklearn_imgpair._images.cells import public_cell
-from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, UnreadableImageWarning
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, leave_out_unreadable
 from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._io.neighbors_file import load_neighbors, save_neighbors
 from sklearn_imgpair._search.faiss_index import FaissIndex, import_faiss, resolve_params
-from sklearn_imgpair._search.vector_index import BruteForceIndex
+from sklearn_imgpair._search.vector_index import BruteForceIndex, neighbors_graph
 
 __all__ = ["ImageNeighbors"]
 
@@ -229,47 +227,30 @@ class ImageNeighbors(BaseEstimator):
             import_faiss()
             resolve_params(self.faiss_index, self.faiss_params, len(gallery))
         embedder.set_params(on_error=self.on_error).fit()
-        embeddings, unreadable = self._embed_gallery(embedder, gallery)
+        embeddings, unreadable = leave_out_unreadable(embedder.transform, gallery, "gallery")
         embeddings = np.ascontiguousarray(embeddings[~unreadable])
         index = self._build_index(embeddings, embedder)
+        kept = np.array([None] * len(embeddings), dtype=object)
+        kept[:] = [public_cell(cell) for cell in gallery[~unreadable]]
         # Nothing is set before everything has worked: a failed fit leaves the
         # estimator as it was.
-        self.embedder_ = embedder
-        self.gallery_ = np.array([None] * len(embeddings), dtype=object)
-        self.gallery_[:] = [public_cell(cell) for cell in gallery[~unreadable]]
-        self.embeddings_ = embeddings
-        self.n_samples_fit_ = len(embeddings)
-        self.embedding_dim_ = embeddings.shape[1]
-        self.match_threshold_ = threshold
+        self._set_fitted(embedder, kept, embeddings, threshold, index)
         # Sets or deletes feature_names_in_, as the embedder does; ensure_2d=False:
         # scikit-learn counts no features in a 1-D list of strings, so we set the count.
         validate_data(self, X, skip_check_array=True, ensure_2d=False)
-        self.n_features_in_ = 1
-        self._index = index
         self._gallery_rows = np.flatnonzero(~unreadable)  # rows of X kept in the gallery
         return self
 
-    def _embed_gallery(self, embedder, gallery):
-        """Embeddings of the gallery and which rows could not be read (one warning)."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UnreadableImageWarning)
-            embeddings = embedder.transform(gallery)
-        unreadable = np.isnan(embeddings).any(axis=1)
-        if unreadable.all():
-            raise ValueError(f"None of the {len(gallery)} gallery images could be read; "
-                             "the gallery would be empty.")
-        for warning in caught:
-            if isinstance(warning.message, UnreadableImageWarning):
-                failures = warning.message.failures
-                rows = np.flatnonzero(unreadable)
-                warnings.warn(UnreadableImageWarning(
-                    f"{len(failures)} gallery image(s) could not be read and are left out of "
-                    f"the gallery ({len(rows)} row(s) of X; the warning's .failures and .rows "
-                    f"list them): {'; '.join(failures[:10])}", failures, rows), stacklevel=3)
-            else:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                       warning.lineno)
-        return embeddings, unreadable
+    def _set_fitted(self, embedder, gallery, embeddings, match_threshold, index):
+        """Set the fitted state of a search over ``gallery`` (from ``fit`` or a file)."""
+        self.embedder_ = embedder
+        self.gallery_ = gallery
+        self.embeddings_ = embeddings
+        self.n_samples_fit_ = len(embeddings)
+        self.embedding_dim_ = int(embeddings.shape[1])
+        self.match_threshold_ = match_threshold
+        self.n_features_in_ = 1
+        self._index = index
 
     def _build_index(self, embeddings, embedder, faiss_bytes=None):
         """The search structure over ``embeddings`` (a saved FAISS index when given)."""
@@ -307,8 +288,7 @@ class ImageNeighbors(BaseEstimator):
     def _queries(self, X, n_wanted, what):
         """Embeddings of the queries, whether they are the gallery, and readable rows."""
         check_is_fitted(self)
-        available = self.n_samples_fit_ - (X is None)
-        if n_wanted > available:
+        if n_wanted > self.n_samples_fit_ - (X is None):
             bound = ("n_samples_fit - 1 (X=None leaves each image out of its own list)"
                      if X is None else "n_samples_fit")
             raise ValueError(f"Expected {what} <= {bound}, but {what} = {n_wanted}, "
@@ -389,26 +369,9 @@ class ImageNeighbors(BaseEstimator):
         for row in np.flatnonzero(~readable):
             distances[row], indices[row] = np.empty(0), np.empty(0, dtype=np.int64)
         if readable.any():
-            found = self._index.radius_neighbors(queries[readable], radius,
-                                                 exclude_self=is_gallery)
-            distances[readable], indices[readable] = found
+            distances[readable], indices[readable] = self._index.radius_neighbors(
+                queries[readable], radius, exclude_self=is_gallery)
         return (distances, indices) if return_distance else indices
-
-    def _graph(self, distances, indices, mode):
-        if mode not in ("connectivity", "distance"):
-            raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
-                             f'"distance" but got "{mode}" instead')
-        lengths = np.array([len(row) for row in indices])
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        columns = np.concatenate(list(indices)) if len(indices) else np.empty(0, np.int64)
-        values = (np.ones(len(columns)) if mode == "connectivity"
-                  else np.concatenate(list(distances)) if len(distances) else np.empty(0))
-        keep = columns >= 0  # unreadable queries have no neighbours
-        if not keep.all():
-            lengths = np.array([int((np.asarray(row) >= 0).sum()) for row in indices])
-            indptr = np.concatenate([[0], np.cumsum(lengths)])
-        return sparse.csr_matrix((values[keep], columns[keep], indptr),
-                                 shape=(len(indices), self.n_samples_fit_))
 
     def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
         """Sparse graph of each query's ``n_neighbors`` nearest gallery images.
@@ -428,7 +391,7 @@ class ImageNeighbors(BaseEstimator):
             In CSR format.
         """
         distances, indices = self.kneighbors(X, n_neighbors)
-        return self._graph(distances, indices, mode)
+        return neighbors_graph(distances, indices, mode, self.n_samples_fit_)
 
     def radius_neighbors_graph(self, X=None, radius=None, mode="connectivity",
                                sort_results=False):
@@ -451,7 +414,7 @@ class ImageNeighbors(BaseEstimator):
             In CSR format.
         """
         distances, indices = self.radius_neighbors(X, radius)
-        return self._graph(distances, indices, mode)
+        return neighbors_graph(distances, indices, mode, self.n_samples_fit_)
 
     @available_if(_has_match_head)
     def kneighbors_proba(self, X=None, n_neighbors=None):
@@ -588,14 +551,7 @@ class ImageNeighbors(BaseEstimator):
         return load_neighbors(cls, path, device=device)
 
     def _to_file(self):
-        """What a model file needs of the fitted search beyond its public state.
-
-        Returns
-        -------
-        state : dict
-            ``"faiss_index"``: the FAISS index as a ``uint8`` array, or None
-            for the exact search, whose index is rebuilt from ``embeddings_``.
-        """
+        """The file's ``"faiss_index"``: the index's bytes, None for the exact search."""
         if self.algorithm != "faiss":
             return {"faiss_index": None}
         return {"faiss_index": self._index.to_bytes()}
@@ -605,34 +561,8 @@ class ImageNeighbors(BaseEstimator):
                    feature_names_in=None, faiss_index=None, path):
         """A fitted search of ``params`` over a saved gallery, read from a model file.
 
-        Parameters
-        ----------
-        params : dict
-            The saved parameters, validated here.
-        embedder : ImageEmbedder
-            The fitted embedder, as ``embedder_``.
-        gallery : ndarray of shape (n_samples,), dtype=object
-            As ``gallery_``.
-        embeddings : ndarray of shape (n_samples, embedding_dim), dtype=float32
-            As ``embeddings_``, of the same length as ``gallery``.
-        match_threshold : float or None
-            As ``match_threshold_``.
-        feature_names_in : list of str, default=None
-            As ``feature_names_in_``.
-        faiss_index : ndarray of uint8, default=None
-            As :meth:`_to_file` gave it; None builds the index again.
-        path : str
-            The file, for messages.
-
-        Returns
-        -------
-        neighbors : ImageNeighbors
-
-        Raises
-        ------
-        ValueError
-            If the parameters are invalid, or the FAISS index does not hold
-            the gallery's vectors.
+        ``faiss_index`` is as :meth:`_to_file` gave it (None builds the index
+        again); ``path`` names the file in messages.
         """
         neighbors = cls(**params)
         neighbors._validate_params()
@@ -643,14 +573,7 @@ class ImageNeighbors(BaseEstimator):
                 f"{path!r} holds a FAISS index of {index.n_samples} vectors of "
                 f"dimension {index.n_features}, not the gallery's {embeddings.shape[0]} of "
                 f"dimension {embeddings.shape[1]}.")
-        neighbors.embedder_ = embedder
-        neighbors.gallery_ = gallery
-        neighbors.embeddings_ = embeddings
-        neighbors.n_samples_fit_ = len(gallery)
-        neighbors.embedding_dim_ = int(embeddings.shape[1])
-        neighbors.match_threshold_ = match_threshold
-        neighbors.n_features_in_ = 1
+        neighbors._set_fitted(embedder, gallery, embeddings, match_threshold, index)
         if feature_names_in:
             neighbors.feature_names_in_ = np.asarray(feature_names_in, dtype=object)
-        neighbors._index = index
         return neighbors

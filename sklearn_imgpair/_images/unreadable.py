@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["IMAGE_ERRORS", "ON_ERROR_OPTIONS", "UnreadableImageWarning", "read_or_report",
-           "warn_unreadable"]
+__all__ = ["IMAGE_ERRORS", "ON_ERROR_OPTIONS", "UnreadableImageWarning", "leave_out_unreadable",
+           "read_or_report", "warn_unreadable"]
 
 #: The error types raised for an image that cannot be read (missing, not an image, ...).
 IMAGE_ERRORS = (FileNotFoundError, ValueError)
@@ -94,3 +94,50 @@ def warn_unreadable(failures, rows, outcome, stacklevel=3):
                f"{outcome} (rows {row_text}; the warning's .failures and .rows list them "
                f"all): {shown}{more}")
     warnings.warn(UnreadableImageWarning(message, failures, rows), stacklevel=stacklevel)
+
+
+def leave_out_unreadable(embed, images, what):
+    """Embed ``images`` and tell, in one warning, which are left out as unreadable.
+
+    Parameters
+    ----------
+    embed : callable
+        ``embed(images)`` returns one row per image, NaN for an image that
+        could not be read, which it reports in an :class:`UnreadableImageWarning`
+        (``on_error="warn"``); its other warnings are issued again as they are.
+    images : ndarray of shape (n_images,), dtype=object
+        The images.
+    what : str
+        What the images make up, for messages, e.g. ``"gallery"``.
+
+    Returns
+    -------
+    embeddings : ndarray of shape (n_images, d)
+        All rows, the unreadable ones included.
+    unreadable : ndarray of shape (n_images,), dtype=bool
+        The rows to leave out.
+
+    Raises
+    ------
+    ValueError
+        If none of the images could be read.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreadableImageWarning)
+        embeddings = embed(images)
+    unreadable = np.isnan(embeddings).any(axis=1)
+    if unreadable.all():
+        raise ValueError(f"None of the {len(images)} {what} images could be read; "
+                         f"the {what} would be empty.")
+    for warning in caught:
+        if isinstance(warning.message, UnreadableImageWarning):
+            failures = warning.message.failures
+            rows = np.flatnonzero(unreadable)
+            warnings.warn(UnreadableImageWarning(
+                f"{len(failures)} {what} image(s) could not be read and are left out of "
+                f"the {what} ({len(rows)} row(s) of X; the warning's .failures and .rows "
+                f"list them): {'; '.join(failures[:_SHOWN])}", failures, rows), stacklevel=3)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+    return embeddings, unreadable

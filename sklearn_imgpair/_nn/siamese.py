@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sklearn_imgpair._images.datasets import EmbeddingPairDataset, ImageDataset
-from sklearn_imgpair._images.embedding import embed_cells
+from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._io.device import (
     autocast,
     loader_kwargs,
@@ -29,9 +28,8 @@ from sklearn_imgpair._matching import score_pairs
 from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 from sklearn_imgpair._nn.colour import ColourHistogram
 
-__all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images",
-           "embed_pair_dataset", "embedding_dim", "image_embedder", "pair_scorer",
-           "siamese_net_kwargs"]
+__all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images", "embedding_dim",
+           "image_embedder", "pair_scorer", "siamese_net_kwargs"]
 
 
 class CosineMatchHead(nn.Module):
@@ -483,31 +481,3 @@ def pair_scorer(module, device):
 
     return score
 
-
-def embed_pair_dataset(module, dataset, *, batch_size, device, precision="fp32"):
-    """Embed each distinct image of a :class:`PairDataset` once, for a frozen backbone.
-
-    The images come from the dataset's cache, filled when they were read
-    before training; the embeddings replace them. A cell of several images
-    gets the normalised mean of their embeddings (:func:`embed_cells`), as
-    at prediction time: without augmentation there is nothing to gain from
-    drawing one of them.
-
-    Returns
-    -------
-    dataset : EmbeddingPairDataset
-        The same pairs and targets, as rows of an embedding matrix.
-    """
-    device = resolve_device(device)
-
-    def embed_cached(images, names):
-        batches = ((torch.stack([dataset.cache.get(image, dataset.image_size)
-                                 for image in images[start:start + batch_size]]), None)
-                   for start in range(0, len(images), batch_size))
-        with autocast(precision, device):
-            embeddings, errors = embed_images(module, batches, device)
-        return embeddings.float().cpu().numpy(), errors
-
-    embeddings, inverse, _ = embed_cells(dataset.pairs, embed_cached)
-    return EmbeddingPairDataset(dataset.pairs, dataset.y, embeddings=torch.from_numpy(embeddings),
-                                index=inverse.reshape(-1, 2))

@@ -3,6 +3,7 @@
 import numpy as np
 import sklearn
 import torch
+from scipy import sparse
 
 # Candidates kept per query beyond the k asked for, re-ranked in float64: enough
 # that float32 rounding of the similarity (about 1e-7) cannot push a true
@@ -13,7 +14,7 @@ RERANK_MARGIN = 8
 SIMILARITY_SLACK = 1e-5
 
 __all__ = ["BruteForceIndex", "RERANK_MARGIN", "SIMILARITY_SLACK", "chunk_rows",
-           "cosine_distances", "sort_neighbors"]
+           "cosine_distances", "neighbors_graph", "sort_neighbors"]
 
 
 def chunk_rows(n_columns, chunk_size=None, *, row_bytes=0):
@@ -191,3 +192,27 @@ class BruteForceIndex:
                 distances[start + offset] = exact[keep][order]
                 indices[start + offset] = columns[keep][order]
         return distances, indices
+
+
+def neighbors_graph(distances, indices, mode, n_samples_fit):
+    """CSR graph of each query's neighbours, as scikit-learn's ``*_neighbors_graph``.
+
+    ``distances`` and ``indices`` hold one row per query, as ``kneighbors``
+    or ``radius_neighbors`` of either index return them; index -1 (an
+    unreadable query's) is no neighbour. ``mode`` is ``"connectivity"``
+    (ones) or ``"distance"``.
+    """
+    if mode not in ("connectivity", "distance"):
+        raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
+                         f'"distance" but got "{mode}" instead')
+    lengths = np.array([len(row) for row in indices])
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    columns = np.concatenate(list(indices)) if len(indices) else np.empty(0, np.int64)
+    values = (np.ones(len(columns)) if mode == "connectivity"
+              else np.concatenate(list(distances)) if len(distances) else np.empty(0))
+    keep = columns >= 0  # unreadable queries have no neighbours
+    if not keep.all():
+        lengths = np.array([int((np.asarray(row) >= 0).sum()) for row in indices])
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sparse.csr_matrix((values[keep], columns[keep], indptr),
+                             shape=(len(indices), n_samples_fit))

@@ -14,12 +14,16 @@ of the optimizer and the pairs are embedded once before the first epoch.
 
 from collections.abc import Mapping
 
+import torch
 from skorch.utils import to_tensor
 
-from sklearn_imgpair._images.datasets import PairDataset
-from sklearn_imgpair._nn.siamese import embed_pair_dataset
+from sklearn_imgpair._images.datasets import EmbeddingPairDataset, PairDataset
+from sklearn_imgpair._images.embedding import embed_cells
+from sklearn_imgpair._io.device import autocast, resolve_device
+from sklearn_imgpair._nn.siamese import embed_images
 
 __all__ = [
+    "embed_pair_dataset",
     "embed_training_pairs",
     "freeze_backbone_parameters",
     "is_embedding_batch",
@@ -42,6 +46,35 @@ def freeze_backbone_parameters(module):
 def trainable_parameters(named_parameters):
     """The ``(name, parameter)`` pairs that train (a frozen backbone's do not)."""
     return [(name, param) for name, param in named_parameters if param.requires_grad]
+
+
+def embed_pair_dataset(module, dataset, *, batch_size, device, precision="fp32"):
+    """Embed each distinct image of a :class:`PairDataset` once, for a frozen backbone.
+
+    The images come from the dataset's cache, filled when they were read
+    before training; the embeddings replace them. A cell of several images
+    gets the normalised mean of their embeddings (:func:`embed_cells`), as
+    at prediction time: without augmentation there is nothing to gain from
+    drawing one of them.
+
+    Returns
+    -------
+    dataset : EmbeddingPairDataset
+        The same pairs and targets, as rows of an embedding matrix.
+    """
+    device = resolve_device(device)
+
+    def embed_cached(images, names):
+        batches = ((torch.stack([dataset.cache.get(image, dataset.image_size)
+                                 for image in images[start:start + batch_size]]), None)
+                   for start in range(0, len(images), batch_size))
+        with autocast(precision, device):
+            embeddings, errors = embed_images(module, batches, device)
+        return embeddings.float().cpu().numpy(), errors
+
+    embeddings, inverse, _ = embed_cells(dataset.pairs, embed_cached)
+    return EmbeddingPairDataset(dataset.pairs, dataset.y, embeddings=torch.from_numpy(embeddings),
+                                index=inverse.reshape(-1, 2))
 
 
 def embed_training_pairs(module, dataset, *, batch_size, precision):
