@@ -415,8 +415,10 @@ def test_fit_and_predict_proba_on_in_memory_pairs_equal_those_on_paths(image_pai
     assert_allclose(in_memory.predict_proba(_in_memory(X)), expected, atol=1e-6)
     assert_allclose(on_paths.predict_proba(_in_memory(X)), expected, atol=1e-6)
     mixed = list(zip(_in_memory(X)[:, 0], X[:, 1]))  # a list of (bytes, path) pairs
+    # The same image, embedded in another batch, may differ in float32's last bits; the
+    # calibrated head's atanh magnifies that near cosine 1 (logits near 30), so relative.
     assert_allclose(on_paths.decision_function(mixed), on_paths.decision_function(X),
-                    atol=1e-5)
+                    rtol=1e-4, atol=1e-5)
 
 
 def _multi_image_pairs(image_pairs):
