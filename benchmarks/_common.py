@@ -121,7 +121,7 @@ def format_table(rows, columns):
 def describe_machine(device):
     import platform
 
-    from sklearn_imgpair._io.device import available_cores, cpu_has_fast_bf16
+    from sklearn_imgpair._nn.device import available_cores, cpu_has_fast_bf16
 
     text = (f"{platform.processor() or platform.machine()}, {available_cores()} cores, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), "

@@ -34,7 +34,6 @@ import tempfile
 
 import numpy as np
 import torch
-
 from _common import (
     MIN_SECONDS,
     MODELS,
@@ -46,8 +45,9 @@ from _common import (
     timed,
     write_photos,
 )
+
 from sklearn_imgpair import ImagePairClassifier
-from sklearn_imgpair._io.device import autocast, resolve_device
+from sklearn_imgpair._nn.device import autocast, resolve_device
 
 
 def raw_forward_backward(backbone, images, batch_size, precision):

@@ -42,7 +42,6 @@ import tempfile
 
 import numpy as np
 import torch
-
 from _common import (
     MIN_SECONDS,
     MODELS,
@@ -56,9 +55,10 @@ from _common import (
     timed,
     write_photos,
 )
+
 from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
 from sklearn_imgpair._images.datasets import PairDataset
-from sklearn_imgpair._io.device import autocast, default_num_workers, resolve_device, to_device
+from sklearn_imgpair._nn.device import autocast, default_num_workers, resolve_device, to_device
 
 
 def raw_forward(backbone, images, batch_size, precision, device):

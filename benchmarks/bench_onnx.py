@@ -34,7 +34,6 @@ import tempfile
 import numpy as np
 import onnxruntime
 import torch
-
 from _common import (
     MIN_SECONDS,
     MODELS,
@@ -44,9 +43,10 @@ from _common import (
     timed,
     write_photos,
 )
+
 from sklearn_imgpair import ImageEmbedder
 from sklearn_imgpair._images.pixels import read_pixels
-from sklearn_imgpair._io.device import autocast
+from sklearn_imgpair._nn.device import autocast
 from sklearn_imgpair.onnx import OnnxImageMatcher
 
 ENGINES = ["torch fp32", "torch bf16", "onnxruntime fp32", "onnxruntime int8"]

@@ -68,7 +68,6 @@ import tempfile
 import time
 
 import numpy as np
-
 from _common import describe_machine, format_table, median, memory_mb, reset_peak_memory
 
 METHODS = ("sklearn", "brute", "faiss_flat", "faiss_ivf", "faiss_hnsw")

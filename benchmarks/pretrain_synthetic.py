@@ -20,10 +20,10 @@ import json
 import tempfile
 import time
 
+from quality import add_fit_arguments, fit_config, make_classifier
 from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
-from quality import add_fit_arguments, fit_config, make_classifier
 from sklearn_imgpair.datasets import make_image_pairs
 
 

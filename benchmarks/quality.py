@@ -42,7 +42,6 @@ from PIL import Image
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-
 from skorch.dataset import ValidSplit
 
 from sklearn_imgpair import (

@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.neighbors import NearestNeighbors
-
 from quality import (
     COIL,
     _histogram,
@@ -38,6 +36,7 @@ from quality import (
     make_classifier,
     read_pairs,
 )
+from sklearn.neighbors import NearestNeighbors
 
 from sklearn_imgpair import ImageNeighbors
 from sklearn_imgpair.metrics import (

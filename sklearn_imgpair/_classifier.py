@@ -2,10 +2,10 @@
 
 import numpy as np
 import torch
-from skorch.dataset import ValidSplit
-from skorch.utils import is_dataset
 from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import roc_auc_score
+from skorch.dataset import ValidSplit
+from skorch.utils import is_dataset
 
 from sklearn_imgpair._deploy.onnx_export import export_classifier
 from sklearn_imgpair._images.validation import (
@@ -13,8 +13,6 @@ from sklearn_imgpair._images.validation import (
     check_pair_features,
     check_pairs,
 )
-from sklearn_imgpair._io.classifier_file import load_classifier, save_classifier
-from sklearn_imgpair._io.device import RUNTIME_PARAMETER_CONSTRAINTS
 from sklearn_imgpair._matching import (
     class_probabilities,
     decision_scores,
@@ -22,7 +20,9 @@ from sklearn_imgpair._matching import (
     predicted_labels,
 )
 from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
+from sklearn_imgpair._nn.device import RUNTIME_PARAMETER_CONSTRAINTS
 from sklearn_imgpair._nn.siamese import SiameseNet, image_embedder, pair_scorer
+from sklearn_imgpair._persistence.classifier_file import load_classifier, save_classifier
 from sklearn_imgpair._training.fitting import fit_pairs
 from sklearn_imgpair._training.net import PAIR_NET_PARAMETER_CONSTRAINTS, PairNet
 

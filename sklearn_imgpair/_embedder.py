@@ -11,26 +11,26 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_imgpair._classifier import fitted_classifier
+from sklearn_imgpair._deploy.onnx_export import export_embedder
 from sklearn_imgpair._images.embedding import embed_rows
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths
-from sklearn_imgpair._io.device import (
+from sklearn_imgpair._io.embedding_cache import EmbeddingCache, model_fingerprint
+from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
+from sklearn_imgpair._nn.device import (
     RUNTIME_PARAMETER_CONSTRAINTS,
     check_device,
     check_precision,
     resolve_device,
     seeded,
 )
-from sklearn_imgpair._io.embedding_cache import EmbeddingCache, model_fingerprint
-from sklearn_imgpair._deploy.onnx_export import export_embedder
-from sklearn_imgpair._io.embedder_file import load_embedder, save_embedder
-from sklearn_imgpair._nn.backbone import BACKBONE_PARAMETER_CONSTRAINTS
 from sklearn_imgpair._nn.siamese import (
     SiameseNet,
     embedding_dim,
     image_embedder,
     siamese_net_kwargs,
 )
+from sklearn_imgpair._persistence.embedder_file import load_embedder, save_embedder
 
 __all__ = ["ImageEmbedder"]
 

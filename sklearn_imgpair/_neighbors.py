@@ -14,7 +14,7 @@ from sklearn_imgpair._embedder import ImageEmbedder
 from sklearn_imgpair._images.cells import public_cell
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, leave_out_unreadable
 from sklearn_imgpair._images.validation import check_paths
-from sklearn_imgpair._io.neighbors_file import load_neighbors, save_neighbors
+from sklearn_imgpair._persistence.neighbors_file import load_neighbors, save_neighbors
 from sklearn_imgpair._search.faiss_index import FaissIndex, import_faiss, resolve_params
 from sklearn_imgpair._search.vector_index import BruteForceIndex, neighbors_graph
 

@@ -9,12 +9,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklearn_imgpair._embedder import ImageEmbedder
 from sklearn_imgpair._images.cells import distinct_paths
-from sklearn_imgpair._training.mining import match_components
 from sklearn_imgpair._images.validation import (
     check_files_exist,
     check_pair_features,
     check_pairs,
 )
+from sklearn_imgpair._training.mining import match_components
 
 __all__ = ["PairFeatures", "pair_groups"]
 

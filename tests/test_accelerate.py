@@ -1,4 +1,4 @@
-"""AcceleratedImagePairClassifier: the Accelerate path trains like the plain one on one CPU process."""
+"""AcceleratedImagePairClassifier: on one CPU process it trains like the plain classifier."""
 
 import pickle
 
@@ -15,7 +15,8 @@ from sklearn.utils.estimator_checks import (
 
 pytest.importorskip(
     "accelerate",
-    reason='the Accelerate path needs the distributed extra: pip install "sklearn-imgpair[distributed]"',
+    reason=('the Accelerate path needs the distributed extra: '
+            'pip install "sklearn-imgpair[distributed]"'),
 )
 from accelerate import Accelerator  # noqa: E402
 

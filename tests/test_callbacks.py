@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from skorch.history import History
 from sklearn.metrics import roc_auc_score
+from skorch.history import History
 
 from sklearn_imgpair._nn.siamese import CosineMatchHead
 from sklearn_imgpair._training.budget import StopTraining, TimeBudget, TimeLimit

@@ -9,17 +9,18 @@ from numpy.testing import assert_allclose, assert_array_equal
 from safetensors.torch import save_file
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import InvalidParameterError
-from skorch.callbacks import Callback
-from skorch.dataset import ValidSplit
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils import get_tags
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import (
     check_no_attributes_set_in_init,
     check_param_validation,
     check_set_params,
 )
+from skorch.callbacks import Callback
+from skorch.dataset import ValidSplit
+from test_callbacks import FakeClock
 
 from sklearn_imgpair import ImagePairClassifier, SiameseNet, ViewAugmentation
 from sklearn_imgpair._images.validation import check_match_labels
@@ -27,7 +28,6 @@ from sklearn_imgpair._nn.backbone import create_backbone
 from sklearn_imgpair._training.budget import TimeBudget
 
 from conftest import TINY_SWIN, go_offline
-from test_callbacks import FakeClock
 
 
 def test_learns_a_separable_task(make_clf, separable_pairs):
@@ -361,7 +361,7 @@ def test_device_auto_is_resolved_for_skorch_and_kept_as_a_parameter(make_clf, im
 
 def test_the_estimators_share_one_set_of_runtime_constraints():
     from sklearn_imgpair import AcceleratedImagePairClassifier, ImageEmbedder, ImagePairClassifier
-    from sklearn_imgpair._io.device import RUNTIME_PARAMETER_CONSTRAINTS
+    from sklearn_imgpair._nn.device import RUNTIME_PARAMETER_CONSTRAINTS
 
     for estimator in (ImagePairClassifier, AcceleratedImagePairClassifier, ImageEmbedder):
         for name, constraint in RUNTIME_PARAMETER_CONSTRAINTS.items():

@@ -17,7 +17,8 @@ def _save(image, tmp_path, name="image.png", **kwargs):
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F"])
 def test_load_image_handles_png_modes(tmp_path, mode):
     image = Image.new("RGB", (20, 10), (200, 100, 50)).convert(mode)
-    tensor = load_image(_save(image, tmp_path, "image.tiff" if mode in ("I", "F") else "image.png"), 16)
+    name = "image.tiff" if mode in ("I", "F") else "image.png"
+    tensor = load_image(_save(image, tmp_path, name), 16)
     assert tensor.shape == (3, 16, 16)
     assert tensor.dtype == torch.uint8
 

@@ -12,8 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklearn_imgpair.datasets import expand_paths, fetch_stanford_online_products, read_pairs_csv
-from sklearn_imgpair.datasets import _download
+from sklearn_imgpair.datasets import (
+    _download,
+    expand_paths,
+    fetch_stanford_online_products,
+    read_pairs_csv,
+)
 from sklearn_imgpair.datasets._stanford_online_products import _find_dataset_dir
 
 # ----------------------------------------------------------------------

@@ -159,7 +159,7 @@ def test_alpha_grey_and_16_bit_images_in_memory_are_read_as_their_files(tmp_path
     grey = _photo(3, shape=(40, 40, 3))[..., 0]
     grey_path = _save(grey, tmp_path / "grey.png")
     assert_array_equal(read_pixels(grey, SIZE), read_pixels(grey_path, SIZE))
-    deep = Image.fromarray((np.arange(1600, dtype=np.uint16).reshape(40, 40) * 40))
+    deep = Image.fromarray(np.arange(1600, dtype=np.uint16).reshape(40, 40) * 40)
     deep_path = tmp_path / "deep.png"
     deep.save(deep_path)
     expected = read_pixels(str(deep_path), SIZE)

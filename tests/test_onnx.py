@@ -34,7 +34,6 @@ pytest.importorskip("onnxscript")
 
 from sklearn_imgpair.onnx import OnnxImageMatcher  # noqa: E402  (after the skips)
 
-
 # The tests marked slow use exported files: each export takes seconds (torch.export traces
 # the network, then onnxruntime checks the graph).
 

@@ -15,8 +15,8 @@ from skorch.dataset import ValidSplit
 
 from sklearn_imgpair import IdentityValidSplit, ImageEmbedder, ImagePairClassifier
 from sklearn_imgpair._io import container as _container
-from sklearn_imgpair._io.classifier_file import CLASSIFIER_FORMAT_VERSION as FORMAT_VERSION
 from sklearn_imgpair._io.embedding_cache import tensors_digest
+from sklearn_imgpair._persistence.classifier_file import CLASSIFIER_FORMAT_VERSION as FORMAT_VERSION
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, go_offline, make_tiny_classifier
 
@@ -423,7 +423,7 @@ def test_a_search_gives_its_file_the_faiss_index_only(algorithm, monkeypatch):
 def test_torch_losses_and_optimizers_are_known_classes():
     # The table of classes a file may name finds torch's losses by their private
     # base class, torch.nn.modules.loss._Loss: this fails if torch renames it.
-    from sklearn_imgpair._io.estimator_state import decode_value, encode_value
+    from sklearn_imgpair._persistence.estimator_state import decode_value, encode_value
 
     for cls in (torch.nn.BCEWithLogitsLoss, torch.nn.MSELoss, torch.optim.AdamW,
                 torch.optim.SGD):

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from sklearn_imgpair._io.device import prefetch
+from sklearn_imgpair._nn.device import prefetch
 
 
 def _readers():
@@ -38,12 +38,12 @@ def test_an_error_of_the_reader_comes_after_the_batches_before_it():
 
 
 def test_a_consumer_that_stops_or_fails_early_leaves_no_thread_behind():
-    for batch in prefetch(iter(range(1000))):
+    for _ in prefetch(iter(range(1000))):
         break
     assert _joined()
     batches = prefetch(iter(range(1000)))
     with pytest.raises(RuntimeError):
-        for batch in batches:
+        for _ in batches:
             raise RuntimeError("the network failed")
     batches.close()
     assert _joined()

@@ -13,17 +13,17 @@ from sklearn_imgpair import ImageEmbedder, _matching
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import decode as _dataset
 from sklearn_imgpair._images import pixels as _pixels
-from sklearn_imgpair._io import device as _runtime
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import load_image
-from sklearn_imgpair._nn.siamese import SiameseNet
-from sklearn_imgpair._io.device import (
+from sklearn_imgpair._io import device as _runtime
+from sklearn_imgpair._matching import score_pairs
+from sklearn_imgpair._nn.device import (
     check_precision,
     default_num_workers,
     loadable_precision,
     loader_kwargs,
 )
-from sklearn_imgpair._matching import score_pairs
+from sklearn_imgpair._nn.siamese import SiameseNet
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 

@@ -32,7 +32,8 @@ def _tiny_embedder(**params):
 def grouped_pairs(synthetic_pairs):
     """Pairs only within groups of two products, so that images form 6 components."""
     train, test = synthetic_pairs
-    paths = sorted(set(np.ravel(train[["Image1", "Image2"]])) | set(np.ravel(test[["Image1", "Image2"]])))
+    columns = ["Image1", "Image2"]
+    paths = sorted(set(np.ravel(train[columns])) | set(np.ravel(test[columns])))
     product = {path: path.rsplit("product", 1)[1][:3] for path in paths}
     products = sorted(set(product.values()))
     rows, labels = [], []
@@ -98,8 +99,8 @@ def test_grid_search_over_the_head_embeds_each_image_once(grouped_pairs, monkeyp
 
     monkeypatch.setattr(_siamese, "embed_images", counting)
     pipeline = make_pipeline(PairFeatures(_tiny_embedder()), LogisticRegression(max_iter=500))
-    search = GridSearchCV(pipeline, {"logisticregression__C": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]},
-                          scoring="roc_auc", cv=GroupKFold(3))
+    grid = {"logisticregression__C": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]}
+    search = GridSearchCV(pipeline, grid, scoring="roc_auc", cv=GroupKFold(3))
     search.fit(X, y, groups=pair_groups(X))
     assert sum(embedded) == len(np.unique(X))  # 6 candidates x 3 folds + refit, one pass
 

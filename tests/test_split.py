@@ -46,5 +46,6 @@ def test_falls_back_to_a_pair_split_when_one_identity_spans_everything():
                      + [[f"a{i}", f"b{i}"] for i in range(10)], dtype=object)
     y = np.array([1.0] * 10 + [0.0] * 10, dtype=np.float32)
     with pytest.warns(UserWarning, match="Cannot hold out whole identities"):
-        train, valid = IdentityValidSplit(0.2, random_state=0)(PairDataset(pairs, y, image_size=8), y)
+        dataset = PairDataset(pairs, y, image_size=8)
+        train, valid = IdentityValidSplit(0.2, random_state=0)(dataset, y)
     assert len(valid.indices) == 4 and set(y[valid.indices]) == {0.0, 1.0}

@@ -20,7 +20,7 @@ from sklearn_imgpair._cli.commands import (
 from sklearn_imgpair._cli.evaluation import require_matplotlib
 from sklearn_imgpair._cli.inputs import CommandError, read_images, reading, report_unreadable
 from sklearn_imgpair._io.atomic import write_atomically
-from sklearn_imgpair._io.device import check_device, device_type
+from sklearn_imgpair._nn.device import check_device, device_type
 
 __all__ = ["duplicate_groups", "plot_search", "run_dedup", "run_search"]
 

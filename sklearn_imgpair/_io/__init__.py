@@ -1,1 +1,1 @@
-"""Model files, atomic writes, the embedding cache, and where and how networks run."""
+"""Bytes on disk: the model-file container, atomic writes and the embedding cache (no torch)."""

@@ -8,9 +8,9 @@ safetensors metadata hold four strings:
     ``"sklearn-imgpair"``, which tells a model file from bare weights.
 ``format_version``
     The version of the schema that wrote the document, chosen by that schema
-    (see :mod:`~sklearn_imgpair._io.classifier_file`,
-    :mod:`~sklearn_imgpair._io.embedder_file` and
-    :mod:`~sklearn_imgpair._io.neighbors_file`); the container only refuses a
+    (see :mod:`~sklearn_imgpair._persistence.classifier_file`,
+    :mod:`~sklearn_imgpair._persistence.embedder_file` and
+    :mod:`~sklearn_imgpair._persistence.neighbors_file`); the container only refuses a
     version above the one its reader knows.
 ``content``
     The JSON document: ``"estimator"``, the class name, and whatever the

@@ -1,1 +1,1 @@
-"""Torch parts: backbone building, the Siamese network and its cosine head, augmentation."""
+"""Torch parts: device and precision, backbones, the Siamese network and its head, augmentation."""

@@ -17,16 +17,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sklearn_imgpair._images.datasets import ImageDataset
-from sklearn_imgpair._io.device import (
+from sklearn_imgpair._matching import score_pairs
+from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
+from sklearn_imgpair._nn.colour import ColourHistogram
+from sklearn_imgpair._nn.device import (
     autocast,
     loader_kwargs,
     prefetch,
     resolve_device,
     to_device,
 )
-from sklearn_imgpair._matching import score_pairs
-from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
-from sklearn_imgpair._nn.colour import ColourHistogram
 
 __all__ = ["CosineMatchHead", "SiameseNet", "embed_dataset", "embed_images", "embedding_dim",
            "image_embedder", "pair_scorer", "siamese_net_kwargs"]

@@ -1,7 +1,7 @@
 """AcceleratedImagePairClassifier: ImagePairClassifier trained through Hugging Face Accelerate."""
 
-from skorch.hf import AccelerateMixin
 from sklearn.utils._param_validation import StrOptions
+from skorch.hf import AccelerateMixin
 from torch.utils.data import DataLoader
 
 from sklearn_imgpair._classifier import ImagePairClassifier

@@ -2,8 +2,8 @@
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
 from sklearn.linear_model import LogisticRegression
+from skorch.callbacks import Callback
 
 from sklearn_imgpair._training.selection import bare_module
 

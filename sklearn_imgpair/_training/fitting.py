@@ -18,8 +18,8 @@ from sklearn_imgpair._images.validation import (
     check_labelled_pairs,
     check_pair_features,
 )
-from sklearn_imgpair._io.device import seeded
 from sklearn_imgpair._nn.backbone import expected_image_size
+from sklearn_imgpair._nn.device import seeded
 from sklearn_imgpair._training.budget import TimeBudget
 
 __all__ = ["at_network_size", "fit_in_progress", "fit_pairs", "read_pairs", "time_budget"]

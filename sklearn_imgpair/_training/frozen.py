@@ -19,7 +19,7 @@ from skorch.utils import to_tensor
 
 from sklearn_imgpair._images.datasets import EmbeddingPairDataset, PairDataset
 from sklearn_imgpair._images.embedding import embed_cells
-from sklearn_imgpair._io.device import autocast, resolve_device
+from sklearn_imgpair._nn.device import autocast, resolve_device
 from sklearn_imgpair._nn.siamese import embed_images
 
 __all__ = [

@@ -4,27 +4,27 @@ import warnings
 from numbers import Integral, Real
 
 import torch
-from skorch import NeuralNetBinaryClassifier
-from skorch.utils import is_dataset
 from sklearn.utils._param_validation import (
     Interval,
     Options,
     StrOptions,
     validate_parameter_constraints,
 )
+from skorch import NeuralNetBinaryClassifier
+from skorch.utils import is_dataset
 from torch.utils.data import Dataset
 
 from sklearn_imgpair._images.datasets import pair_dataset
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_pairs
-from sklearn_imgpair._io.device import (
+from sklearn_imgpair._nn.augment import ViewAugmentation
+from sklearn_imgpair._nn.device import (
     autocast,
     check_device,
     device_type,
     resolve_device,
     to_device,
 )
-from sklearn_imgpair._nn.augment import ViewAugmentation
 from sklearn_imgpair._nn.siamese import embedding_dim, siamese_net_kwargs
 from sklearn_imgpair._training.budget import StopTraining
 from sklearn_imgpair._training.callbacks import default_callbacks
@@ -48,7 +48,7 @@ __all__ = ["PAIR_NET_PARAMETER_CONSTRAINTS", "PairNet"]
 # Constraints of the parameters the net reads for training, then of skorch's
 # own, in scikit-learn's vocabulary (skorch checks their names only). The
 # vocabulary is scikit-learn's private _param_validation, as for the runtime
-# parameters (see _io/device.py; tests/test_common.py runs scikit-learn's
+# parameters (see _nn/device.py; tests/test_common.py runs scikit-learn's
 # parameter-validation check on it).
 PAIR_NET_PARAMETER_CONSTRAINTS = {
     "match_label": "no_validation",
@@ -119,7 +119,7 @@ class PairNet(NeuralNetBinaryClassifier):
     Each skorch hook is overridden here once, and the features are plain
     functions: identity mining (``_training.mining``), the frozen backbone
     (``_training.frozen``), fp16 loss scaling (``_training.precision``) and
-    autocast (``_io.device``).
+    autocast (``_nn.device``).
 
     It also keeps the parts of scikit-learn's estimator contract that skorch's
     ``NeuralNet`` misses:

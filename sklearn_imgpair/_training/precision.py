@@ -7,14 +7,14 @@ with inf or NaN. The net makes its scaler (``grad_scaler_``) with
 :func:`training_loss_scaler` and calls the two step functions from its
 ``train_step`` and ``train_step_single`` when it holds one; they assume one
 optimizer, ``optimizer_``. Autocast itself is :func:`autocast`, in
-``_io.device``. Under Hugging Face Accelerate mixed precision is the
+``_nn.device``. Under Hugging Face Accelerate mixed precision is the
 accelerator's, so :class:`AcceleratedImagePairClassifier` never holds a scaler.
 """
 
 from skorch.dataset import unpack_data
 from skorch.utils import TeeGenerator
 
-from sklearn_imgpair._io.device import check_precision, grad_scaler
+from sklearn_imgpair._nn.device import check_precision, grad_scaler
 
 __all__ = ["scaled_train_step", "scaled_train_step_single", "training_loss_scaler"]
 

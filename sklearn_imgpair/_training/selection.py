@@ -4,8 +4,8 @@ import copy
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
 from sklearn.metrics import roc_auc_score
+from skorch.callbacks import Callback
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from sklearn_imgpair._training.budget import StopTraining

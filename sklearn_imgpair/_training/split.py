@@ -3,8 +3,8 @@
 import warnings
 
 import numpy as np
-from skorch.dataset import ValidSplit
 from sklearn.utils import check_random_state
+from skorch.dataset import ValidSplit
 from torch.utils.data import Subset
 
 from sklearn_imgpair._training.mining import match_components

@@ -7,7 +7,6 @@ from sklearn.datasets import get_data_home
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
 
-from sklearn_imgpair.datasets._pairs_csv import read_pairs_csv
 from sklearn_imgpair.datasets._download import (
     ArchiveError,
     DownloadError,
@@ -15,6 +14,7 @@ from sklearn_imgpair.datasets._download import (
     extract_zip,
     remove_if_exists,
 )
+from sklearn_imgpair.datasets._pairs_csv import read_pairs_csv
 
 __all__ = ["fetch_stanford_online_products"]
 

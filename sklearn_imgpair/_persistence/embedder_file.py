@@ -11,7 +11,7 @@ network's state dict and whose JSON document holds:
     ``model_kwargs`` and ``image_size`` (:meth:`ImageEmbedder._to_file`).
 ``network``
     The network's settings that its weights do not record
-    (:func:`~sklearn_imgpair._io.estimator_state.network_options`).
+    (:func:`~sklearn_imgpair._persistence.estimator_state.network_options`).
 ``fitted``
     ``image_size_``, ``n_features_in_`` and ``feature_names_in_``.
 ``versions``
@@ -34,8 +34,9 @@ A file is written in the oldest version that holds its content.
 import numpy as np
 
 from sklearn_imgpair._io.container import read_container, write_container
-from sklearn_imgpair._io.device import seeded
-from sklearn_imgpair._io.estimator_state import (
+from sklearn_imgpair._nn.device import seeded
+from sklearn_imgpair._nn.siamese import SiameseNet, siamese_net_kwargs
+from sklearn_imgpair._persistence.estimator_state import (
     apply_network_options,
     constructor_defaults,
     decode_value,
@@ -48,7 +49,6 @@ from sklearn_imgpair._io.estimator_state import (
     persisted_params,
     rebuilding,
 )
-from sklearn_imgpair._nn.siamese import SiameseNet, siamese_net_kwargs
 
 __all__ = ["EMBEDDER_FORMAT_VERSION", "embedder_content", "embedder_format_version",
            "embedder_from_content", "load_embedder", "save_embedder"]

@@ -9,7 +9,7 @@ embedder's state dict (names prefixed with ``embedder.``), the gallery's
     The parameters, ``embedder`` and ``classifier`` saved as None (what the
     search needs of them is in the file).
 ``embedder``
-    The embedder's document (:func:`~sklearn_imgpair._io.embedder_file.embedder_content`).
+    The embedder's document (:func:`~sklearn_imgpair._persistence.embedder_file.embedder_content`).
 ``fitted``
     ``gallery_`` (paths, and lists of paths for items of several images),
     ``match_threshold_``, ``feature_names_in_`` and ``embedding_dim_``.
@@ -31,12 +31,12 @@ import os
 import numpy as np
 
 from sklearn_imgpair._io.container import read_container, write_container
-from sklearn_imgpair._io.embedder_file import (
+from sklearn_imgpair._persistence.embedder_file import (
     embedder_content,
     embedder_format_version,
     embedder_from_content,
 )
-from sklearn_imgpair._io.estimator_state import (
+from sklearn_imgpair._persistence.estimator_state import (
     constructor_defaults,
     decode_params,
     library_versions,

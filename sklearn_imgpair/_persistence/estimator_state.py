@@ -1,8 +1,8 @@
 """Estimator state in model files: parameters as JSON, network weights and settings.
 
-What the schemas of :mod:`~sklearn_imgpair._io.classifier_file`,
-:mod:`~sklearn_imgpair._io.embedder_file` and
-:mod:`~sklearn_imgpair._io.neighbors_file` share, on top of the torch-free
+What the schemas of :mod:`~sklearn_imgpair._persistence.classifier_file`,
+:mod:`~sklearn_imgpair._persistence.embedder_file` and
+:mod:`~sklearn_imgpair._persistence.neighbors_file` share, on top of the torch-free
 :mod:`~sklearn_imgpair._io.container`. Parameters are encoded as JSON without
 pickle: classes named in a file are looked up in a fixed table of known
 classes, never imported, so a file cannot run code.
@@ -22,8 +22,8 @@ import timm
 import torch
 from skorch.dataset import Dataset, ValidSplit
 
-from sklearn_imgpair._io.device import loadable_device, loadable_precision
 from sklearn_imgpair._nn.augment import ViewAugmentation
+from sklearn_imgpair._nn.device import loadable_device, loadable_precision
 from sklearn_imgpair._nn.siamese import SiameseNet
 from sklearn_imgpair._training.split import IdentityValidSplit
 from sklearn_imgpair._version import __version__

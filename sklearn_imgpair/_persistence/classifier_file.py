@@ -6,13 +6,13 @@ document holds:
 
 ``params``
     The parameters (:meth:`ImagePairClassifier._to_file`), encoded by
-    :func:`~sklearn_imgpair._io.estimator_state.persisted_params`.
+    :func:`~sklearn_imgpair._persistence.estimator_state.persisted_params`.
 ``fitted``
     ``classes_`` (with its dtype), ``image_size_``, ``embedding_dim_``,
     ``n_features_in_`` and ``feature_names_in_``.
 ``network``
     The network's settings that its weights do not record
-    (:func:`~sklearn_imgpair._io.estimator_state.network_options`).
+    (:func:`~sklearn_imgpair._persistence.estimator_state.network_options`).
 ``preprocessing``
     The input size and the normalisation's mean and std, for readers of the
     file that do not rebuild the network.
@@ -45,8 +45,9 @@ from sklearn_imgpair._io.container import (
     read_container,
     write_container,
 )
-from sklearn_imgpair._io.device import seeded
-from sklearn_imgpair._io.estimator_state import (
+from sklearn_imgpair._nn.device import seeded
+from sklearn_imgpair._nn.siamese import SiameseNet, embedding_dim
+from sklearn_imgpair._persistence.estimator_state import (
     apply_network_options,
     constructor_defaults,
     encode_value,
@@ -58,7 +59,6 @@ from sklearn_imgpair._io.estimator_state import (
     persisted_params,
     rebuilding,
 )
-from sklearn_imgpair._nn.siamese import SiameseNet, embedding_dim
 
 __all__ = ["CLASSIFIER_FORMAT_VERSION", "load_classifier", "save_classifier"]
 

@@ -1,0 +1,1 @@
+"""The estimators' model files: one schema per estimator on the container of ``_io``."""
