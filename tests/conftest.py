@@ -40,6 +40,18 @@ def make_tiny_classifier(**params):
     return ImagePairClassifier(**{**defaults, **params})
 
 
+class FakeClock:
+    """Advances by ``step`` seconds every time it is read."""
+
+    def __init__(self, step=1.0):
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
 @pytest.fixture
 def make_clf():
     """Factory for tiny, seeded classifiers: ``make_clf(max_epochs=5)``."""

@@ -20,14 +20,13 @@ from sklearn.utils.estimator_checks import (
 )
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
-from test_callbacks import FakeClock
 
 from sklearn_imgpair import ImagePairClassifier, SiameseNet, ViewAugmentation
 from sklearn_imgpair._images.validation import check_match_labels
 from sklearn_imgpair._nn.backbone import create_backbone
 from sklearn_imgpair._training.budget import TimeBudget
 
-from conftest import TINY_SWIN, go_offline
+from conftest import TINY_SWIN, FakeClock, go_offline
 
 
 def test_learns_a_separable_task(make_clf, separable_pairs):

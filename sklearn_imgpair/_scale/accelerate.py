@@ -182,7 +182,7 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
     # accelerator.print (a parameter changed by fit) and compares any value to "auto"
     # (an error for values that do not compare to a string). It is handed print for
     # the time of the call, and "auto" is resolved on the PrintLog callback instead;
-    # tests/test_accelerate.py fails if skorch renames the hook or calls it no more.
+    # tests/scale/test_accelerate.py fails if skorch renames the hook or calls it no more.
     def _initialize_callbacks(self):
         sink = self.callbacks__print_log__sink
         self.callbacks__print_log__sink = print

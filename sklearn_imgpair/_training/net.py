@@ -416,7 +416,7 @@ class PairNet(NeuralNetBinaryClassifier):
         dataset = at_network_size(self, dataset)
         # skorch's fit passes its private _routing_method ("fit") to partial_fit, so that
         # metadata routing resolves fit's requests; fit_pairs passes it alike.
-        # tests/test_net.py fails if skorch's partial_fit stops taking it.
+        # tests/training/test_net.py fails if skorch's partial_fit stops taking it.
         return super().partial_fit(dataset, dataset.y, **fit_params)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):

@@ -12,17 +12,7 @@ from sklearn_imgpair._training.calibration import HeadCalibration
 from sklearn_imgpair._training.schedule import CosineSchedule
 from sklearn_imgpair._training.selection import AucEarlyStopping, valid_roc_auc
 
-
-class FakeClock:
-    """Advances by ``step`` seconds every time it is read."""
-
-    def __init__(self, step=1.0):
-        self.now = 0.0
-        self.step = step
-
-    def __call__(self):
-        self.now += self.step
-        return self.now
+from conftest import FakeClock
 
 
 class _Net:

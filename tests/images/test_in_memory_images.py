@@ -196,7 +196,7 @@ def test_decoding_and_cells_import_no_torch():
     code = ("import sys, sklearn_imgpair._images.pixels, sklearn_imgpair._images.cells; "
             "print(sorted(name for name in sys.modules if name.startswith('torch')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1], timeout=120, check=True)
+                            cwd=Path(__file__).resolve().parents[2], timeout=120, check=True)
     assert result.stdout.strip() == "[]"
 
 

@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_imgpair import ImageEmbedder, ImageNeighbors, ImagePairClassifier
 
-# Written by tests/data/make_legacy_files.py with model file format 3 and ONNX format 2.
+# Written by tests/persistence/data/make_legacy_files.py with model file format 3 and ONNX format 2.
 FILES_V3 = Path(__file__).resolve().parent / "data" / "files_v3"
 IMAGES = [f"images/image{index}.png" for index in range(6)]
 PAIRS = [(0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 5), (0, 5)]

@@ -92,7 +92,7 @@ def test_every_command_speaks_the_same_option_names(name, option, capsys):
 
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _shell_blocks(text):

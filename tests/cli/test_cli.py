@@ -5,6 +5,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -475,7 +476,7 @@ def test_python_dash_m_exits_with_status_2_and_no_traceback(model_path, tmp_path
     result = subprocess.run(
         [sys.executable, "-m", "sklearn_imgpair", "predict", "--model", str(model_path),
          "--data", str(data), "--output", str(tmp_path / "out.csv")],
-        capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
         timeout=120)
     assert result.returncode == 2
     assert result.stderr == (f"sklearn-imgpair: error: {data}, line 2, column 'Image1': image "

@@ -105,10 +105,10 @@ def test_a_frozen_fit_trains_the_head_for_what_is_left_of_its_time_budget(separa
                                                                         monkeypatch):
     # Embedding every image comes before the first epoch: it is spent, but the
     # time limit must not take it for the length of a training step.
-    from test_callbacks import FakeClock
-
     from sklearn_imgpair import TimeBudget
     from sklearn_imgpair._training import frozen
+
+    from conftest import FakeClock
 
     X, y = separable_pairs
     clock = FakeClock(step=0.01)

@@ -1,11 +1,11 @@
-"""Write the model files that tests/test_legacy_files.py loads with the current code.
+"""Write the model files that tests/persistence/test_legacy_files.py loads with the current code.
 
 Run it from the repository root with the version of sklearn-imgpair that is to
 write them, into a new folder named after the versions it writes::
 
-    python tests/data/make_legacy_files.py tests/data/files_v3
+    python tests/persistence/data/make_legacy_files.py tests/persistence/data/files_v3
 
-The files in ``tests/data/files_v3`` were written by the code of model file
+The files in ``tests/persistence/data/files_v3`` were written by the code of model file
 format 3 and ONNX format 2 (sklearn-imgpair before the file format was split
 into one container and one schema per estimator). Never write them again with a
 later version: they are there to prove that the files users already have still

@@ -15,8 +15,8 @@ from sklearn_imgpair._images import decode as _dataset
 from sklearn_imgpair._images import pixels as _pixels
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import load_image
-from sklearn_imgpair._io import device as _runtime
 from sklearn_imgpair._matching import score_pairs
+from sklearn_imgpair._nn import device as _runtime
 from sklearn_imgpair._nn.device import (
     check_precision,
     default_num_workers,

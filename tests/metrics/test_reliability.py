@@ -71,9 +71,9 @@ def test_keyboard_interrupt_without_validation_keeps_the_last_weights(make_clf, 
 def test_the_time_limit_stops_without_the_interrupt_warning(make_clf, image_pairs, recwarn,
                                                             monkeypatch):
     X, y = image_pairs
-    from test_callbacks import FakeClock
-
     from sklearn_imgpair import TimeBudget
+
+    from conftest import FakeClock
 
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(FakeClock()))
     clf = make_clf(max_epochs=1000, time_limit=30)
