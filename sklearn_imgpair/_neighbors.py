@@ -548,7 +548,7 @@ class ImageNeighbors(BaseEstimator):
             If the file is not such a model file, is corrupt or modified, or
             its embeddings do not match its network (dimensions, count).
         """
-        return load_neighbors(cls, path, device=device)
+        return load_neighbors(cls, path, embedder_class=ImageEmbedder, device=device)
 
     def _to_file(self):
         """The file's ``"faiss_index"``: the index's bytes, None for the exact search."""

@@ -37,7 +37,7 @@ from sklearn_imgpair._deploy.onnx_format import (
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.container import encode_labels
 from sklearn_imgpair._nn.siamese import SiameseNet, embedding_dim
-from sklearn_imgpair._scale.optional import import_optional
+from sklearn_imgpair._optional import import_optional
 from sklearn_imgpair._version import __version__
 
 __all__ = ["EXPORT_PARAMETER_CONSTRAINTS", "EmbeddingGraph", "PairGraph", "export_classifier",

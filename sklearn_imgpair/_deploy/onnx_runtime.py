@@ -31,7 +31,7 @@ from sklearn_imgpair._matching import (
     predicted_labels,
     score_pairs,
 )
-from sklearn_imgpair._scale.optional import import_optional
+from sklearn_imgpair._optional import import_optional
 
 __all__ = ["OnnxImageMatcher"]
 

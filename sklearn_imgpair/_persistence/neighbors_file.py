@@ -87,10 +87,12 @@ def save_neighbors(neighbors, path):
                            format_version=embedder_format_version(embedder))
 
 
-def load_neighbors(cls, path, *, device=None):
-    """Read an :class:`ImageNeighbors` written by :func:`save_neighbors`."""
-    from sklearn_imgpair._embedder import ImageEmbedder
+def load_neighbors(cls, path, *, embedder_class, device=None):
+    """Read an :class:`ImageNeighbors` written by :func:`save_neighbors`.
 
+    ``embedder_class`` (:class:`ImageEmbedder`) rebuilds the saved embedder; it
+    is passed in by the estimator, which sits above this module.
+    """
     content, arrays = read_container(path, cls.__name__, max_version=NEIGHBORS_FORMAT_VERSION)
     try:
         fitted = content["fitted"]
@@ -109,7 +111,7 @@ def load_neighbors(cls, path, *, device=None):
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{os.fspath(path)!r} holds an ImageNeighbors that cannot be rebuilt: "
                          f"{type(exc).__name__}: {exc}") from None
-    embedder = embedder_from_content(ImageEmbedder, embedder_document, state, path,
+    embedder = embedder_from_content(embedder_class, embedder_document, state, path,
                                      device=device)
     dims = {"the network's output": embedder.embedding_dim_,
             "the saved embedding_dim_": fitted.get("embedding_dim_"),

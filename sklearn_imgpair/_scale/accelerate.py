@@ -5,7 +5,7 @@ from skorch.hf import AccelerateMixin
 from torch.utils.data import DataLoader
 
 from sklearn_imgpair._classifier import ImagePairClassifier
-from sklearn_imgpair._scale.optional import import_optional
+from sklearn_imgpair._optional import import_optional
 
 __all__ = ["AcceleratedImagePairClassifier"]
 

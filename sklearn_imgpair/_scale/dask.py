@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from sklearn_imgpair._scale.optional import import_optional
+from sklearn_imgpair._optional import import_optional
 
 __all__ = ["embed_dask"]
 

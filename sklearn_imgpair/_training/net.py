@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 from skorch import NeuralNetBinaryClassifier
+from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog, ProgressBar
 from skorch.utils import is_dataset
 from torch.utils.data import Dataset
 
@@ -26,8 +27,8 @@ from sklearn_imgpair._nn.device import (
     to_device,
 )
 from sklearn_imgpair._nn.siamese import embedding_dim, siamese_net_kwargs
-from sklearn_imgpair._training.budget import StopTraining
-from sklearn_imgpair._training.callbacks import default_callbacks
+from sklearn_imgpair._training.budget import StopTraining, TimeLimit
+from sklearn_imgpair._training.calibration import HeadCalibration
 from sklearn_imgpair._training.fitting import at_network_size, fit_in_progress
 from sklearn_imgpair._training.frozen import (
     embed_training_pairs,
@@ -42,8 +43,10 @@ from sklearn_imgpair._training.precision import (
     scaled_train_step_single,
     training_loss_scaler,
 )
+from sklearn_imgpair._training.schedule import CosineSchedule
+from sklearn_imgpair._training.selection import AucEarlyStopping, valid_roc_auc
 
-__all__ = ["PAIR_NET_PARAMETER_CONSTRAINTS", "PairNet"]
+__all__ = ["PAIR_NET_PARAMETER_CONSTRAINTS", "PairNet", "default_callbacks"]
 
 # Constraints of the parameters the net reads for training, then of skorch's
 # own, in scikit-learn's vocabulary (skorch checks their names only). The
@@ -106,6 +109,39 @@ def _skorch_state(name):
         self.__dict__[key] = value
 
     return property(get, set, doc=f"skorch's ``{name}``.")
+
+
+
+def default_callbacks(net):
+    """The callbacks a pair classifier trains with, by name, in the order they run.
+
+    ``epoch_timer``, ``lr_schedule`` (:class:`CosineSchedule`) and
+    ``train_loss``; with a validation split ``valid_loss``, ``valid_auc``,
+    ``early_stopping`` (:class:`AucEarlyStopping`) and ``calibration``
+    (:class:`HeadCalibration`, after the best weights are restored); then
+    ``time_limit`` (:class:`TimeLimit`), a ``progress_bar`` with
+    ``verbose >= 2``, and ``print_log``. Each can be tuned or switched off by
+    name, e.g. ``callbacks__early_stopping__patience=10`` or
+    ``callbacks__lr_schedule=None``.
+    """
+    callbacks = [
+        ("epoch_timer", EpochTimer()),
+        ("lr_schedule", CosineSchedule()),
+        ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+    ]
+    if net.train_split is not None and net.train_split is not False:
+        callbacks += [
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("valid_auc", EpochScoring(valid_roc_auc, name="valid_auc",
+                                       lower_is_better=False, use_caching=True)),
+            ("early_stopping", AucEarlyStopping(patience=5, load_best=True)),
+            ("calibration", HeadCalibration()),
+        ]
+    callbacks.append(("time_limit", TimeLimit()))
+    if isinstance(net.verbose, Integral) and net.verbose >= 2:
+        callbacks.append(("progress_bar", ProgressBar()))
+    callbacks.append(("print_log", PrintLog()))
+    return callbacks
 
 
 class PairNet(NeuralNetBinaryClassifier):

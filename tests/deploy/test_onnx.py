@@ -24,7 +24,7 @@ from sklearn_imgpair._deploy.onnx_format import (
     encode_metadata,
     read_metadata,
 )
-from sklearn_imgpair._scale.optional import import_optional
+from sklearn_imgpair._optional import import_optional
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN
 

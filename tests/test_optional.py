@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from sklearn_imgpair._scale.optional import import_optional
+from sklearn_imgpair._optional import import_optional
 
 
 def test_import_optional_returns_the_module():
