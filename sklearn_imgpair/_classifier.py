@@ -16,6 +16,7 @@ from sklearn_imgpair._images.validation import (
 from sklearn_imgpair._matching import (
     class_probabilities,
     decision_scores,
+    match_column,
     match_logits,
     predicted_labels,
 )
@@ -364,7 +365,7 @@ class ImagePairClassifier(PairNet):
                             on_error=self.on_error)
 
     def _match_column(self):
-        return int(np.flatnonzero(self.classes_ == self.match_label)[0])
+        return match_column(self.classes_, self.match_label)
 
     def decision_function(self, X):
         """Match logits, signed for ``classes_[1]`` as scikit-learn expects.

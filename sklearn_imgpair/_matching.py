@@ -18,7 +18,7 @@ from sklearn_imgpair._images.unreadable import warn_unreadable
 from sklearn_imgpair._images.validation import check_files_exist
 
 __all__ = ["SCORE_CHUNK_SIZE", "CosineHead", "class_probabilities", "decision_scores",
-           "match_logits", "predicted_labels", "score_pairs"]
+           "match_column", "match_logits", "predicted_labels", "score_pairs"]
 
 # Pairs scored per step of score_pairs: 8192 pairs of 768-d float32 vectors
 # gather 50 MB, whatever the number of pairs.
@@ -129,6 +129,24 @@ def match_logits(pairs, embed_images, score, *, on_error="raise"):
         warn_unreadable(failures, np.flatnonzero(np.isnan(logits)), "get NaN probabilities",
                         stacklevel=5)
     return logits
+
+
+def match_column(classes, match_label):
+    """The column of ``classes`` that holds ``match_label``, or None where none does.
+
+    Parameters
+    ----------
+    classes : ndarray of shape (2,)
+        The labels, in the order of ``classes_``.
+    match_label : int, str or bool
+        The label of a match.
+
+    Returns
+    -------
+    column : {0, 1} or None
+    """
+    columns = np.flatnonzero(np.asarray(classes) == match_label)
+    return int(columns[0]) if len(columns) == 1 else None
 
 
 def decision_scores(logits, match_column):

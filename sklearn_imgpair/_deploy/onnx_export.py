@@ -36,6 +36,7 @@ from sklearn_imgpair._deploy.onnx_format import (
 )
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.container import encode_labels
+from sklearn_imgpair._matching import match_column
 from sklearn_imgpair._nn.siamese import SiameseNet, embedding_dim
 from sklearn_imgpair._optional import import_optional
 from sklearn_imgpair._version import __version__
@@ -246,9 +247,8 @@ def export_classifier(clf, path, *, opset=None, quantize=None):
     """Write a fitted :class:`ImagePairClassifier`'s pair graph to ``path`` (see its method)."""
     net, classes = clf.module_, encode_labels(clf.classes_)
     # match_label as the labels' JSON holds it (1 for the label 1.0 among floats, ...).
-    match_column = int(np.flatnonzero(clf.classes_ == clf.match_label)[0])
     fields = {"image_size": int(clf.image_size_), "classes": classes,
-              "match_label": classes["values"][match_column],
+              "match_label": classes["values"][match_column(clf.classes_, clf.match_label)],
               "threshold": float(clf.threshold),
               "head_scale": float(net.head.scale.detach().float().cpu()),
               "head_bias": float(net.head.bias.detach().float().cpu()),

@@ -20,9 +20,8 @@ files' versions):
 import json
 from numbers import Real
 
-import numpy as np
-
 from sklearn_imgpair._io.container import decode_labels
+from sklearn_imgpair._matching import match_column
 
 __all__ = ["GRAPH_NAMES", "MIN_OPSET", "ONNX_FORMAT", "ONNX_FORMAT_VERSION", "check_graph",
            "encode_metadata", "read_metadata"]
@@ -148,12 +147,12 @@ def read_metadata(props, path):
             raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: unknown "
                              f"head_link {metadata['head_link']!r}.")
         metadata["classes"] = _decode_labels(metadata["classes"], path)
-        columns = np.flatnonzero(metadata["classes"] == metadata["match_label"])
-        if len(columns) != 1:
+        column = match_column(metadata["classes"], metadata["match_label"])
+        if column is None:
             raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: match_label "
                              f"{metadata['match_label']!r} is not one of the classes "
                              f"{metadata['classes'].tolist()}.")
-        metadata["match_column"] = int(columns[0])
+        metadata["match_column"] = column
     return metadata
 
 

@@ -57,7 +57,7 @@ def fit_pairs(net, X, y, fit_params, *, classes=None, partial=False):
                         "are not supported: every training pair counts once.")
     net._validate_hyperparameters()
     rebuild = not partial and (not net.warm_start or not net.initialized_)
-    with time_budget(net), _classes_kept_on_failure(net):
+    with _checked_parameters(net), time_budget(net), _classes_kept_on_failure(net):
         known = net.__dict__.get("classes_") if partial else None
         if known is None and classes is not None:
             known = check_classes(classes, net.match_label)
@@ -75,12 +75,22 @@ def fit_pairs(net, X, y, fit_params, *, classes=None, partial=False):
 
 
 @contextlib.contextmanager
-def time_budget(net):
-    """Start the net's time budget (``time_budget_``) and end it however the fit ends.
+def _checked_parameters(net):
+    """Mark the fit under way, whose parameters were just checked, until it ends.
 
-    While it runs, a fit is under way: the net's ``initialize`` leaves the
-    parameters to the check the fit has made.
+    The net's ``initialize`` then leaves the parameters to that check. The mark
+    is the net's private ``_fitting`` flag, which its pickles leave out.
     """
+    net.__dict__["_fitting"] = True
+    try:
+        yield
+    finally:
+        net.__dict__.pop("_fitting", None)
+
+
+@contextlib.contextmanager
+def time_budget(net):
+    """Start the net's time budget (``time_budget_``) and end it however the fit ends."""
     net.time_budget_ = TimeBudget(net.time_limit)
     try:
         yield net.time_budget_
@@ -89,9 +99,8 @@ def time_budget(net):
 
 
 def fit_in_progress(net):
-    """Whether ``net`` is inside :func:`fit_pairs` (its time budget runs)."""
-    budget = net.__dict__.get("time_budget_")
-    return budget is not None and not budget.ended
+    """Whether ``net`` is inside :func:`fit_pairs`, which has checked its parameters."""
+    return net.__dict__.get("_fitting", False)
 
 
 @contextlib.contextmanager

@@ -111,7 +111,6 @@ def _skorch_state(name):
     return property(get, set, doc=f"skorch's ``{name}``.")
 
 
-
 def default_callbacks(net):
     """The callbacks a pair classifier trains with, by name, in the order they run.
 
@@ -251,7 +250,8 @@ class PairNet(NeuralNetBinaryClassifier):
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("_identity_sampler", None)  # a pickle taken during training
+        state.pop("_identity_sampler", None)  # a pickle taken during training ...
+        state.pop("_fitting", None)  # ... is not fitting when it is loaded
         return state
 
     def __setstate__(self, state):

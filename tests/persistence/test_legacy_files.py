@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import struct
 from pathlib import Path
 
@@ -76,3 +77,22 @@ def test_an_onnx_file_of_an_earlier_version_predicts_as_it_did(legacy_folder, ex
     matcher = OnnxImageMatcher(legacy_folder / "classifier.onnx")
     assert matcher.metadata_["format_version"] == 2
     assert_allclose(matcher.predict_proba(_pairs()), expected["proba_onnx"], atol=1e-6)
+
+
+def test_estimators_pickled_before_the_redesign_unpickle_and_predict_as_they_did(
+        legacy_folder):
+    # Written by make_legacy_files.py --pickles-only with the code before the callbacks
+    # were split by concern: the pickle names sklearn_imgpair._training.callbacks.
+    data = (legacy_folder / "pickles.pkl").read_bytes()
+    assert b"sklearn_imgpair._training.callbacks" in data
+    estimators = pickle.loads(data)
+    with np.load(legacy_folder / "pickles.npz") as expected:
+        assert_allclose(estimators["classifier"].predict_proba(_pairs()), expected["proba"],
+                        atol=1e-6)
+        assert_allclose(estimators["embedder"].transform(IMAGES), expected["transform"],
+                        atol=1e-6)
+    # ... and train on: the unpickled callbacks work with the new modules.
+    clf = estimators["classifier"].set_params(max_epochs=1)
+    pairs = [(a, b) for i, a in enumerate(IMAGES) for b in IMAGES[i:]]  # 21, 6 of them a match
+    clf.partial_fit(pairs, [int(a == b) for a, b in pairs])
+    assert len(clf.history) == 3 and np.isfinite(clf.history[-1, "valid_loss"])

@@ -1,11 +1,13 @@
 """PairNet: one skorch net for the pair classifiers, each hook overridden once."""
 
 import inspect
+import pickle
 
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 from skorch.hf import AccelerateMixin
 
 from sklearn_imgpair import AcceleratedImagePairClassifier, ImagePairClassifier
@@ -70,3 +72,37 @@ def test_a_warm_start_fit_keeps_the_network_and_its_image_size(make_clf, image_p
     assert clf.module_ is module and len(clf.history) == 2
     assert not np.array_equal(clf.predict_proba(X[:4]), proba)
     assert_array_equal(clf.classes_, [0, 1])
+
+
+class _PickleEachEpoch(Callback):
+    """Keeps a pickle of the net at the end of every epoch, as a checkpoint might."""
+
+    def initialize(self):
+        self.pickles_ = []
+        return self
+
+    def on_epoch_end(self, net, **kwargs):
+        self.pickles_.append(pickle.dumps(net))
+
+
+def test_a_net_pickled_during_fit_checks_its_parameters_again_once_loaded(make_clf, image_pairs):
+    X, y = image_pairs
+    clf = make_clf(max_epochs=1, train_split=None, pair_mining="none",
+                   callbacks=[("pickle", _PickleEachEpoch())])
+    clf.fit(X[:16], y[:16])
+    loaded = pickle.loads(dict(clf.callbacks_)["pickle"].pickles_[0])
+    loaded.set_params(head_lr=-1.0)
+    with pytest.raises(ValueError, match="head_lr"):
+        loaded.initialize()
+
+
+def test_the_accelerate_class_replaces_two_hooks_of_skorch_s_accelerate_mixin():
+    # AcceleratedImagePairClassifier replaces AccelerateMixin's get_iterator (which would
+    # prepare the identity batches rather than the pairs, and split validation between
+    # processes) and evaluation_step (which would gather the processes' shares), building on
+    # PairNet's _data_loader and _evaluation_step_here. This fails if skorch's mixin stops
+    # defining them, so that the replacement is looked at again.
+    for hook in ("get_iterator", "evaluation_step"):
+        assert hook in vars(AccelerateMixin)
+        assert hook in vars(AcceleratedImagePairClassifier)
+        assert getattr(AcceleratedImagePairClassifier, hook) is not getattr(AccelerateMixin, hook)

@@ -26,10 +26,16 @@ The folder receives:
   classifier exported in float32;
 * ``expected.npz``: ``predict_proba`` of both classifiers and the ONNX file on
   :data:`PAIRS`, ``transform`` of the embedder and ``kneighbors`` of each
-  search on the images.
+  search on the images;
+* ``pickles.pkl`` and ``pickles.npz`` (:func:`write_pickles`): the version 2
+  classifier fitted again and pickled, with an :class:`ImageEmbedder` on its
+  network, and their outputs: pickles hold the module paths of the callbacks and
+  other objects, which a redesign may move. They were written by the code of the
+  commit before the second redesign step, with ``--pickles-only``.
 """
 
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -109,8 +115,27 @@ def main(folder):
         matcher = OnnxImageMatcher("classifier.onnx")
         expected["proba_onnx"] = matcher.predict_proba(pairs)
     np.savez("expected.npz", **expected)
+    write_pickles(folder)
+
+
+def write_pickles(folder):
+    """Pickle a fitted classifier and an embedder on its network, with their outputs."""
+    folder = os.path.abspath(folder)
+    with tempfile.TemporaryDirectory() as scratch:
+        train, _ = make_image_pairs(scratch, n_products=8, n_views=4, image_size=IMAGE_SIZE,
+                                    n_pairs=64, random_state=0)
+        clf = _fit_classifier(train[["Image1", "Image2"]].to_numpy(dtype=object),
+                              train["Label"].to_numpy())
+    os.chdir(folder)
+    paths = np.array([f"images/{name}" for name in IMAGES], dtype=object)
+    embedder = ImageEmbedder(classifier=clf).fit()
+    with open("pickles.pkl", "wb") as file:
+        pickle.dump({"classifier": clf, "embedder": embedder}, file)
+    np.savez("pickles.npz", proba=clf.predict_proba(paths[np.asarray(PAIRS)]),
+             transform=embedder.transform(paths))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__),
-                                                           "files_v3"))
+    arguments = [argument for argument in sys.argv[1:] if argument != "--pickles-only"]
+    target = arguments[0] if arguments else os.path.join(os.path.dirname(__file__), "files_v3")
+    (write_pickles if "--pickles-only" in sys.argv else main)(target)
