@@ -313,7 +313,8 @@ def test_cli_names_the_csv_line_of_a_bad_image(name, bad_images, cli_model, imag
                                                                                 index=False)
     for command in (["predict", "--output", str(tmp_path / "out.csv")], ["evaluate"],
                     ["embed", "--output", str(tmp_path / "e.npy")]):
-        assert main([command[0], "--model", str(cli_model), "--data", str(data),
+        source = "--images" if command[0] == "embed" else "--data"
+        assert main([command[0], "--model", str(cli_model), source, str(data),
                      *command[1:], "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"line {BAD_ROW + 2}" in err[0] and "Image2" in err[0]

@@ -30,8 +30,8 @@ from sklearn_imgpair._cli.inputs import (
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair.datasets._pairs_csv import csv_location
 
-__all__ = ["CHUNK_SIZE", "check_plot_path", "check_writable", "load_model", "progress",
-           "run_embed", "run_evaluate", "run_fit", "run_predict", "set_batch_size"]
+__all__ = ["CHUNK_SIZE", "check_plot_path", "check_writable", "image_columns", "load_model",
+           "progress", "run_embed", "run_evaluate", "run_fit", "run_predict", "set_batch_size"]
 
 # Pairs (or images) predicted per step of a progress bar.
 CHUNK_SIZE = 512
@@ -292,13 +292,29 @@ def _write_lines(path, lines):
         file.writelines(f"{line}\n" for line in lines)
 
 
+def image_columns(args):
+    """The CSV image columns of ``--image-column``: that column twice, or None (the default)."""
+    return None if args.image_column is None else (args.image_column, args.image_column)
+
+
+def _embed_columns(args):
+    """``image_columns``, or the pair of the deprecated ``embed --image1``/``--image2``."""
+    old = [getattr(args, name, None) for name in ("image1", "image2")]
+    if old == [None, None]:
+        return image_columns(args)
+    if args.image_column is not None:
+        raise CommandError("give --image-column, or the deprecated --image1 and --image2, "
+                           "not both.")
+    return old[0] or "Image1", old[1] or "Image2"
+
+
 def run_embed(args):
-    """``embed``: write the embedding of every distinct image of a pairs CSV or a folder."""
+    """``embed``: write the embedding of every distinct image of a CSV file or a folder."""
     from sklearn_imgpair import ImageEmbedder
 
     if os.path.splitext(args.output)[1].lower() not in (".npy", ".csv"):
         raise CommandError(f"--output must end in .npy or .csv; got {args.output!r}.")
-    images = read_images(args.data, (args.image1, args.image2), "--data",
+    images = read_images(args.images, _embed_columns(args), "--images",
                          check_files=args.on_error == "raise")
     clf = set_batch_size(load_model(args.model), args.batch_size)
     check_writable(args.output, "--output")

@@ -51,7 +51,7 @@ def shell_commands(*, time_limit, random_state):
     return [
         ["evaluate", *model, "--data", "test.csv"],
         ["predict", *model, "--data", "test.csv", "--output", "predictions.csv"],
-        ["embed", *model, "--data", "images", "--output", "embeddings.npy"],
+        ["embed", *model, "--images", "images", "--output", "embeddings.npy"],
         ["search", *model, "--gallery", "images", "--query", "test.csv", "--image-column",
          "Image1", "--n-neighbors", "5", "--output", "results.csv"],
         ["fit", "--train", "train.csv", "--model", "model_from_shell.safetensors",

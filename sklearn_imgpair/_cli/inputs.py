@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from sklearn_imgpair._cli.parser import CommandError
 from sklearn_imgpair._images.unreadable import UnreadableImageWarning
 from sklearn_imgpair._images.validation import check_files_exist
 from sklearn_imgpair.datasets import read_pairs_csv
@@ -30,10 +31,8 @@ __all__ = ["CommandError", "collect_unreadable", "in_csv_terms", "list_image_fil
 
 # How the library names a cell of its input in error messages: X[row, column] or X[row].
 _LIBRARY_CELL = re.compile(r"X\[(\d+)(?:, (\d+))?\]")
-
-
-class CommandError(Exception):
-    """Bad input to a subcommand; the command line prints the message, no traceback."""
+# The image columns of a pairs CSV, read as images when no column is named.
+_PAIR_COLUMNS = ("Image1", "Image2")
 
 
 # ----------------------------------------------------------------------
@@ -151,8 +150,11 @@ def _folder_images(folder, option):
                  where=lambda index: f"{option} folder {folder!r}")
 
 
-def _only_column(path, option):
-    """The one column of a CSV file, besides the index that ``DataFrame.to_csv`` writes."""
+def _default_columns(path, option):
+    """The image columns of a CSV file named by no option: its only one, or a pair's two.
+
+    The index that ``DataFrame.to_csv`` writes does not count as a column.
+    """
     try:
         columns = [str(name) for name in pd.read_csv(path, nrows=0).columns]
     except (ValueError, OSError) as exc:  # pandas' parser errors are ValueErrors
@@ -160,10 +162,13 @@ def _only_column(path, option):
         raise CommandError(f"Cannot read {option} {path!r} as CSV: {reason}") from None
     if columns and columns[0].startswith("Unnamed: 0"):
         columns = columns[1:]  # the index that DataFrame.to_csv writes, as read_pairs_csv
-    if len(columns) != 1:
-        raise CommandError(f"{option} {path!r} has {len(columns)} columns {columns}; name "
-                           "the column of image paths with --image-column.")
-    return columns[0]
+    if len(columns) == 1:
+        return columns[0], columns[0]
+    if set(_PAIR_COLUMNS) <= set(columns):
+        return _PAIR_COLUMNS
+    raise CommandError(f"{option} {path!r} has {len(columns)} columns {columns}; name the "
+                       "column of image paths with --image-column (a pairs CSV with the "
+                       f"columns {' and '.join(_PAIR_COLUMNS)} needs none).")
 
 
 def _distinct_cells(frame, columns):
@@ -182,8 +187,7 @@ def _distinct_cells(frame, columns):
 def _csv_images(path, columns, option, check_files):
     """The distinct images of the image columns of a CSV file, relative paths resolved."""
     if columns is None:
-        column = _only_column(path, option)
-        columns = (column, column)
+        columns = _default_columns(path, option)
     frame = read_pairs(path, columns, on_error="raise" if check_files else "warn")
     cells, places = _distinct_cells(frame, list(dict.fromkeys(columns)))
     return Bunch(paths=cells, source=path, option=option,
@@ -191,7 +195,7 @@ def _csv_images(path, columns, option, check_files):
 
 
 def read_images(source, columns, option, *, check_files=True):
-    """The images that ``--images``, ``--gallery``, ``--query`` or ``embed --data`` name.
+    """The images that ``--images`` (``embed``, ``dedup``), ``--gallery`` or ``--query`` name.
 
     Parameters
     ----------
@@ -200,8 +204,9 @@ def read_images(source, columns, option, *, check_files=True):
         or a CSV file (image paths, relative to the file's folder; each
         distinct cell once, column by column in the order of the file).
     columns : tuple of (str, str) or None
-        The CSV's two image columns, the same one twice for one column;
-        None takes the file's only column.
+        The CSV's two image columns, the same one twice for one column
+        (``--image-column``). None takes the file's only column, or the
+        columns ``Image1`` and ``Image2`` of a pairs CSV.
     option : str
         The option, for error messages.
     check_files : bool, default=True

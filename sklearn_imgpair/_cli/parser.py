@@ -15,7 +15,7 @@ import traceback
 
 from sklearn_imgpair._version import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CommandError", "build_parser", "main"]
 
 PROG = "sklearn-imgpair"
 # Set to 1 to see the traceback of an error (as -v does for the commands that have it).
@@ -44,12 +44,16 @@ examples:
       --image-size 64 --model-kwargs '{"embed_dim": 32, "depths": [2, 2], "num_heads": [2, 4]}'
   sklearn-imgpair evaluate --model model.safetensors --data test.csv
   sklearn-imgpair predict --model model.safetensors --data test.csv --output predictions.csv
-  sklearn-imgpair embed --model model.safetensors --data catalogue/ --output embeddings.npy
+  sklearn-imgpair embed --model model.safetensors --images catalogue/ --output embeddings.npy
   sklearn-imgpair search --model model.safetensors --gallery catalogue/ --query photos/ \\
       --n-neighbors 10 --output results.csv --plot results.png
   sklearn-imgpair dedup --model model.safetensors --images catalogue/ --output duplicates.csv
   sklearn-imgpair export --model model.safetensors --output model.onnx --quantize int8
 """
+
+
+class CommandError(Exception):
+    """Bad input to a subcommand; the command line prints the message, no traceback."""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -77,13 +81,22 @@ class _DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _add_renamed(parser, name, old_name, **kwargs):
-    """Add option ``name`` and ``old_name``, its deprecated alias for one release."""
+def _add_deprecated(parser, old_name, replacement, **kwargs):
+    """Add ``old_name``, an option that warns to use ``replacement``; --help leaves it out."""
+    parser.add_argument(old_name, action=_DeprecatedAlias, replacement=replacement,
+                        help=argparse.SUPPRESS, **kwargs)
+
+
+def _add_renamed(parser, name, old_name, *, required=False, **kwargs):
+    """Add option ``name`` and ``old_name``, its deprecated alias for one release.
+
+    A required option is required under either name (one of the two, not both).
+    """
+    if required:
+        parser = parser.add_mutually_exclusive_group(required=True)
     parser.add_argument(name, **kwargs)
-    parser.add_argument(old_name, action=_DeprecatedAlias, replacement=name,
-                        dest=name[2:].replace("-", "_"), type=kwargs.get("type"),
-                        metavar=kwargs.get("metavar"),
-                        help=f"deprecated alias of {name}, removed in the next release")
+    _add_deprecated(parser, old_name, name, dest=name[2:].replace("-", "_"),
+                    type=kwargs.get("type"), metavar=kwargs.get("metavar"))
 
 
 def _add_random_state(parser):
@@ -169,16 +182,16 @@ def _error_options(effect):
     return parent
 
 
-def _model_options(unit, default, *, folder=False):
+_MODEL_HELP = "model file written by 'fit' (safetensors and JSON: loading it runs no code from it)"
+
+
+def _model_options():
+    """The options of the commands that score pairs: the model, the pairs, the batch size."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--model", required=True, metavar="PATH",
-                        help="model file written by 'fit' (safetensors and JSON: loading it "
-                             "runs no code from it)")
-    parent.add_argument("--data", required=True, metavar="CSV|FOLDER" if folder else "CSV",
-                        help="pairs CSV file" + (", or a folder (every image file under it)"
-                                                 if folder else ""))
+    parent.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
+    parent.add_argument("--data", required=True, metavar="CSV", help="pairs CSV file")
     parent.add_argument("--batch-size", type=_positive(int), metavar="N",
-                        help=f"{unit} per batch (default: {default})")
+                        help="pairs per batch (default: the model's)")
     return parent
 
 
@@ -262,7 +275,7 @@ def _pair_prediction_options(*, label):
     threshold.add_argument("--threshold", type=_probability, metavar="P",
                            help="match probability above which a pair matches "
                                 "(default: the model's, 0.5)")
-    return [_model_options("pairs", "the model's"), _column_options(label=label),
+    return [_model_options(), _column_options(label=label),
             _output_options(_PROGRESS), threshold,
             _error_options("leave their pairs without a prediction")]
 
@@ -299,46 +312,54 @@ def _add_predict(commands):
     predict.set_defaults(run="commands:run_predict")
 
 
+def _image_options():
+    """The options of the commands that embed images: the model, CSV column, batch size."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
+    parent.add_argument("--image-column", metavar="COLUMN",
+                        help="column of image paths of a CSV input, relative to the CSV "
+                             "file's folder (default: the file's only column, or both "
+                             "Image1 and Image2 of a pairs CSV)")
+    parent.add_argument("--batch-size", type=_positive(int), metavar="N",
+                        help="images per batch (default: the model's)")
+    return parent
+
+
+_IMAGES = ("a folder (every image file under it) or a CSV file of image paths (see "
+           "--image-column)")
+
+
 def _add_embed(commands):
     embed = commands.add_parser(
         "embed", formatter_class=_Formatter,
-        parents=[_model_options("images", "the model's", folder=True),
-                 _column_options(label=False),
-                 _output_options(_PROGRESS), _error_options("give them NaN vectors")],
+        parents=[_image_options(), _output_options(_PROGRESS),
+                 _error_options("give them NaN vectors")],
         help="write the embedding of every distinct image to .npy or .csv",
         description=_describe(
-            "Embed every distinct image of the two image columns of a pairs CSV, or every "
-            "image file under a folder, with the model's backbone (unit-length vectors, the "
-            "ones whose cosine the model scores); to embed one column only, name it twice "
-            "(--image2 Image1). A .csv output has a 'path' "
-            "column and one column per dimension (e0, e1, ...). A .npy output holds the "
-            "(n_images, dim) float32 array, and NAME.paths.txt beside NAME.npy the image "
-            "paths, one a line, in the same order.",
-            "sklearn-imgpair embed --model model.safetensors --data catalogue/ "
+            "Embed every image file under a folder, or every distinct image of a CSV file "
+            "(its --image-column, its only column, or both image columns of a pairs CSV), "
+            "with the model's backbone (unit-length vectors, the ones whose cosine the model "
+            "scores). A .csv output has a 'path' column and one column per dimension (e0, "
+            "e1, ...). A .npy output holds the (n_images, dim) float32 array, and "
+            "NAME.paths.txt beside NAME.npy the image paths, one a line, in the same order.",
+            "sklearn-imgpair embed --model model.safetensors --images catalogue/ "
             "--output embeddings.npy"))
+    _add_renamed(embed, "--images", "--data", required=True, metavar="CSV|FOLDER",
+                 help=f"the images: {_IMAGES}")
+    for old in ("--image1", "--image2"):  # a pairs CSV's columns, before --image-column
+        _add_deprecated(embed, old, "--image-column", metavar="COLUMN")
     embed.add_argument("--output", required=True, metavar="PATH",
                        help="file to write, ending in .npy or .csv")
     embed.set_defaults(run="commands:run_embed")
 
 
 def _catalogue_options(effect):
-    """Parents of ``search`` and ``dedup``: the model, how it runs, CSV columns, output."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--model", required=True, metavar="PATH",
-                        help="model file written by 'fit' (safetensors and JSON: loading it "
-                             "runs no code from it)")
-    parent.add_argument("--image-column", metavar="COLUMN",
-                        help="column of image paths of a CSV input, relative to the CSV "
-                             "file's folder (default: the file's only column)")
-    parent.add_argument("--batch-size", type=_positive(int), metavar="N",
-                        help="images per batch (default: the model's)")
-    parent.add_argument("--device", metavar="DEVICE",
+    """Parents of ``search`` and ``dedup``: the model, how it runs, CSV column, output."""
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", metavar="DEVICE",
                         help="where the network runs: cpu, cuda, cuda:N or auto (default: "
                              "where the model was saved from, else cpu)")
-    return [parent, _output_options(_PROGRESS), _error_options(effect)]
-
-
-_IMAGES = "a CSV file (one column of image paths) or a folder (every image file under it)"
+    return [_image_options(), device, _output_options(_PROGRESS), _error_options(effect)]
 
 
 def _add_search(commands):
@@ -481,12 +502,10 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse has printed
         return exc.code if isinstance(exc.code, int) else 2
-    # Imported only now that a command runs: numpy, pandas, scikit-learn, then torch.
-    from sklearn_imgpair._cli.inputs import CommandError
-
     module, function = args.run.split(":")
-    run = getattr(importlib.import_module(f"sklearn_imgpair._cli.{module}"), function)
     try:
+        # Imported only now that a command runs: numpy, pandas, scikit-learn, then torch.
+        run = getattr(importlib.import_module(f"sklearn_imgpair._cli.{module}"), function)
         return run(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ from sklearn_imgpair._cli.commands import (
     CHUNK_SIZE,
     check_plot_path,
     check_writable,
+    image_columns,
     load_model,
     progress,
     set_batch_size,
@@ -41,11 +42,6 @@ def _check_device(device):
     if device_type(device) == "cuda" and not torch.cuda.is_available():
         raise CommandError(f"--device {device!r}: this machine has no CUDA device; use "
                            "--device cpu or auto.")
-
-
-def _columns(args):
-    """The CSV image columns of ``--image-column``: that column twice, or None (the only one)."""
-    return None if args.image_column is None else (args.image_column, args.image_column)
 
 
 def _load(args):
@@ -88,8 +84,8 @@ def run_search(args):
     if os.path.splitext(args.output)[1].lower() != ".csv":
         raise CommandError(f"--output must end in .csv; got {args.output!r}.")
     check_files = args.on_error == "raise"
-    gallery = read_images(args.gallery, _columns(args), "--gallery", check_files=check_files)
-    queries = read_images(args.query, _columns(args), "--query", check_files=check_files)
+    gallery = read_images(args.gallery, image_columns(args), "--gallery", check_files=check_files)
+    queries = read_images(args.query, image_columns(args), "--query", check_files=check_files)
     _check_n_neighbors(args.n_neighbors, len(gallery.paths), args.gallery)
     if args.plot is not None:
         check_plot_path(args.plot)
@@ -237,7 +233,7 @@ def run_dedup(args):
 
     if os.path.splitext(args.output)[1].lower() != ".csv":
         raise CommandError(f"--output must end in .csv; got {args.output!r}.")
-    images = read_images(args.images, _columns(args), "--images",
+    images = read_images(args.images, image_columns(args), "--images",
                          check_files=args.on_error == "raise")
     clf = _load(args)
     check_writable(args.output, "--output")

@@ -196,7 +196,7 @@ def _read_embeddings(output):
 def test_embed_writes_one_vector_per_distinct_image(model_path, model, csv_dir, tmp_path,
                                                     extension, capsys):
     output = tmp_path / f"embeddings{extension}"
-    assert main(["embed", "--model", str(model_path), "--data", str(csv_dir / "test.csv"),
+    assert main(["embed", "--model", str(model_path), "--images", str(csv_dir / "test.csv"),
                  "--output", str(output)]) == 0
     paths, vectors = _read_embeddings(output)
     test = _test_pairs(csv_dir)
@@ -209,7 +209,34 @@ def test_embed_writes_one_vector_per_distinct_image(model_path, model, csv_dir, 
         capsys.readouterr().out)
 
 
-def test_embed_takes_the_image_columns_by_name(model_path, csv_dir, tmp_path):
+def test_embed_reads_one_image_column_as_search_and_dedup_do(model_path, model, csv_dir,
+                                                              tmp_path, capsys):
+    test = _test_pairs(csv_dir)
+    images = pd.DataFrame({"image": [*test["Image2"], *test["Image1"]]})
+    data = _write_csv(images, tmp_path, "images.csv")  # one column, not Image1/Image2
+    output = tmp_path / "out" / "embeddings.npy"
+    command = ["embed", "--model", str(model_path), "--images", str(data), "--output",
+               str(output)]
+    assert main(command) == 0
+    paths, vectors = _read_embeddings(output)
+    assert paths == list(dict.fromkeys(images["image"]))  # distinct, in the file's order
+    assert_allclose(vectors, ImageEmbedder(classifier=model).fit().transform(paths),
+                    rtol=1e-5, atol=1e-6)
+    assert capsys.readouterr().err == ""
+    # A pairs CSV: one column with --image-column, as search and dedup.
+    pairs = _test_pairs(csv_dir).rename(columns={"Image1": "query", "Image2": "response"})
+    data = _write_csv(pairs, tmp_path, "renamed.csv")
+    command[command.index("--images") + 1] = str(data)
+    assert main([*command, "--image-column", "response"]) == 0
+    assert _read_embeddings(output)[0] == list(dict.fromkeys(pairs["response"]))
+    assert main(command) == 2  # three columns, none named
+    _assert_one_line_error(capsys, f"--images '{data}' has 3 columns ['query', 'response', "
+                                   "'Label']; name the column of image paths with "
+                                   "--image-column")
+
+
+def test_embed_old_data_and_image_columns_still_work_and_warn(model_path, csv_dir, tmp_path,
+                                                              capsys):
     frame = _test_pairs(csv_dir).rename(columns={"Image1": "query", "Image2": "response"})
     data = _write_csv(frame, tmp_path, "renamed.csv")
     output = tmp_path / "out" / "embeddings.npy"
@@ -218,15 +245,27 @@ def test_embed_takes_the_image_columns_by_name(model_path, csv_dir, tmp_path):
     assert main(command) == 0
     paths, _ = _read_embeddings(output)
     assert paths == list(dict.fromkeys([*frame["query"], *frame["response"]]))
-    # One column alone: name it twice.
+    assert capsys.readouterr().err.splitlines() == [
+        f"sklearn-imgpair: warning: {old} is deprecated and will be removed in the next "
+        f"release; use {new}." for old, new in [("--data", "--images"),
+                                                ("--image1", "--image-column"),
+                                                ("--image2", "--image-column")]]
+    # One column alone: name it twice, as before.
     assert main([*command[:-1], "query"]) == 0
     paths, vectors = _read_embeddings(output)
     assert paths == list(dict.fromkeys(frame["query"])) and len(vectors) == len(paths)
+    capsys.readouterr()
+    assert main([*command, "--image-column", "query"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sklearn-imgpair: error: give --image-column, or the deprecated --image1 and --image2, "
+        "not both.")
+    assert main([*command[:3], "--images", str(data), *command[3:]]) == 2
+    assert "argument --data: not allowed with argument --images" in capsys.readouterr().err
 
 
 def test_embed_takes_a_folder_of_images(model_path, model, csv_dir, tmp_path, capsys):
     output = tmp_path / "embeddings.csv"
-    assert main(["embed", "--model", str(model_path), "--data", str(csv_dir / "images"),
+    assert main(["embed", "--model", str(model_path), "--images", str(csv_dir / "images"),
                  "--output", str(output)]) == 0
     paths, vectors = _read_embeddings(output)
     assert paths == list_image_files(csv_dir / "images")  # every image, sorted
@@ -234,9 +273,9 @@ def test_embed_takes_a_folder_of_images(model_path, model, csv_dir, tmp_path, ca
     assert_allclose(vectors, expected, rtol=1e-5, atol=1e-6)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["embed", "--model", str(model_path), "--data", str(empty), "--output",
+    assert main(["embed", "--model", str(model_path), "--images", str(empty), "--output",
                  str(output)]) == 2
-    _assert_one_line_error(capsys, f"--data folder '{empty}' holds no image file")
+    _assert_one_line_error(capsys, f"--images folder '{empty}' holds no image file")
 
 
 @pytest.fixture
@@ -258,7 +297,8 @@ def batch_sizes(monkeypatch):
 def test_batch_size_overrides_the_models(name, output, model_path, model, csv_dir, tmp_path,
                                          batch_sizes, capsys):
     data = _copy_test_set(csv_dir, tmp_path)
-    command = [name, "--model", str(model_path), "--data", str(data), "--batch-size", "5"]
+    command = [name, "--model", str(model_path), "--images" if name == "embed" else "--data",
+               str(data), "--batch-size", "5"]
     if output is not None:
         command += ["--output", str(tmp_path / output)]
     assert main(command) == 0
@@ -275,7 +315,8 @@ def _command(name, model_path, data, tmp_path):
                 *TINY_FIT]
     output = {"predict": ["--output", str(tmp_path / "out" / "out.csv")],
               "embed": ["--output", str(tmp_path / "out" / "out.npy")], "evaluate": []}[name]
-    return [name, "--model", str(model_path), "--data", str(data), *output]
+    return [name, "--model", str(model_path), "--images" if name == "embed" else "--data",
+            str(data), *output]
 
 
 COMMANDS = ["fit", "evaluate", "predict", "embed"]
@@ -316,7 +357,11 @@ def test_a_missing_column_fails_with_one_line_naming_it(name, model_path, csv_di
     frame = _test_pairs(csv_dir).drop(columns="Image2")
     data = _write_csv(frame, tmp_path, "one_image.csv")
     assert main(_command(name, model_path, data, tmp_path)) == 2
-    _assert_one_line_error(capsys, "no column 'Image2'", "['Image1', 'Label']")
+    if name == "embed":  # images, not pairs: neither one column nor a pair
+        _assert_one_line_error(capsys, "has 2 columns ['Image1', 'Label']; name the column of "
+                                       "image paths with --image-column")
+    else:
+        _assert_one_line_error(capsys, "no column 'Image2'", "['Image1', 'Label']")
 
 
 @pytest.mark.parametrize("name", ["fit", "evaluate"])
@@ -397,7 +442,7 @@ def test_an_unreadable_csv_and_bad_options_fail(model_path, tmp_path, capsys):
     assert main(["fit", "--train", str(broken), "--model", "m.safetensors",
                  "--model-kwargs", "{not json"]) == 2
     assert "--model-kwargs: not valid JSON" in capsys.readouterr().err
-    assert main(["embed", "--model", str(model_path), "--data", str(broken),
+    assert main(["embed", "--model", str(model_path), "--images", str(broken),
                  "--output", str(tmp_path / "out.txt")]) == 2
     _assert_one_line_error(capsys, "--output must end in .npy or .csv")
 
@@ -454,6 +499,16 @@ def test_an_interrupt_exits_with_130(model_path, csv_dir, monkeypatch, capsys):
     assert capsys.readouterr().err == "sklearn-imgpair: interrupted\n"
 
 
+def test_an_interrupt_while_the_command_imports_exits_with_130(monkeypatch, capsys):
+    # Ctrl-C while the command's module (and torch) are imported, before it runs.
+    def import_module(name, package=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cli.importlib, "import_module", import_module)
+    assert main(["evaluate", "--model", "m.safetensors", "--data", "test.csv"]) == 130
+    assert capsys.readouterr().err == "sklearn-imgpair: interrupted\n"
+
+
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -461,10 +516,14 @@ def test_help_lists_every_command(capsys):
         assert name in out
     assert main([]) == 2  # a command is required
     capsys.readouterr()
-    for name in ("fit", "evaluate", "predict", "embed"):
+    for name in ("fit", "evaluate", "predict"):
         assert main([name, "--help"]) == 0
         out = capsys.readouterr().out
         assert "--image1 COLUMN" in out and "--image2 COLUMN" in out, name
+    assert main(["embed", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--images CSV|FOLDER" in out and "--image-column COLUMN" in out
+    assert "--image1" not in out and "--data" not in out
     assert main(["predict", "--help"]) == 0
     assert "--threshold" in capsys.readouterr().out
 

@@ -91,6 +91,29 @@ def test_every_command_speaks_the_same_option_names(name, option, capsys):
     assert option in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name, old", [("search", "--k"), ("fit", "--seed"), ("demo", "--seed"),
+                                       ("embed", "--data"), ("embed", "--image1"),
+                                       ("embed", "--image2")])
+def test_help_leaves_the_deprecated_option_names_out(name, old, capsys):
+    assert main([name, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"{re.escape(old)}\b", out) is None, out
+    assert "deprecated" not in out
+
+
+def test_embed_takes_images_as_search_and_dedup_do(capsys):
+    parser = build_parser()
+    command = ["embed", "--model", "m", "--output", "e.npy"]
+    args = parser.parse_args([*command, "--images", "catalogue/", "--image-column", "path"])
+    assert (args.images, args.image_column) == ("catalogue/", "path")
+    assert capsys.readouterr().err == ""
+    args = parser.parse_args([*command, "--data", "catalogue/"])
+    assert args.images == "catalogue/"
+    assert capsys.readouterr().err == (f"{PROG}: warning: --data is deprecated and will be "
+                                       "removed in the next release; use --images.\n")
+    assert main(command) == 2  # one of the two names is required
+    assert "one of the arguments --images is required" in capsys.readouterr().err
+
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from sklearn_imgpair import ImageMatchClustering, ImageNeighbors, find_duplicates
 from sklearn_imgpair.__main__ import main
-from sklearn_imgpair._cli.inputs import list_image_files
+from sklearn_imgpair._cli.inputs import CommandError, list_image_files, read_images
 
 from conftest import make_tiny_classifier
 
@@ -85,6 +85,24 @@ def test_list_image_files_walks_sub_folders_and_skips_other_files(catalogue):
     assert all(os.path.isabs(path) for path in paths)
     flat = list_image_files(catalogue / "queries")  # images right in the folder count too
     assert len(flat) == 6 and flat == sorted(flat)
+
+
+@pytest.mark.parametrize("option", ["--images", "--gallery", "--query"])
+def test_one_rule_reads_the_images_of_every_csv_input(option, catalogue, tmp_path):
+    gallery = _gallery_paths(catalogue)
+    pairs = tmp_path / "pairs.csv"  # a pairs CSV, as search writes: Image1, Image2, more
+    pd.DataFrame({"Image1": gallery[:4], "Image2": gallery[2:6], "probability": 0.5}).to_csv(
+        pairs, index=False)
+    # No column named: both image columns of a pairs CSV, each distinct path once.
+    assert read_images(str(pairs), None, option).paths.tolist() == gallery[:6]
+    # --image-column: that column alone.
+    assert read_images(str(pairs), ("Image2", "Image2"), option).paths.tolist() == gallery[2:6]
+    one = _write_column(tmp_path, gallery[:3], column="anything")
+    assert read_images(str(one), None, option).paths.tolist() == gallery[:3]
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"path": gallery[:2], "label": 1}).to_csv(other, index=False)
+    with pytest.raises(CommandError, match=f"{option} .* has 2 columns"):
+        read_images(str(other), None, option)
 
 
 def test_search_writes_the_k_nearest_with_the_classifiers_probabilities(
