@@ -2,7 +2,7 @@
 
 import sys
 
-from sklearn_imgpair._cli.parser import main
+from sklearn_imgpair._cli.main import main
 
 __all__ = ["main"]
 

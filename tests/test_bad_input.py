@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from sklearn_imgpair import ImageEmbedder, UnreadableImageWarning
-from sklearn_imgpair._cli.parser import main
+from sklearn_imgpair._cli.main import main
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from sklearn_imgpair._cli.parser import CommandError
+from sklearn_imgpair._cli.main import CommandError
 from sklearn_imgpair._images.unreadable import UnreadableImageWarning
 from sklearn_imgpair._images.validation import check_files_exist
 from sklearn_imgpair.datasets import read_pairs_csv

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
 from sklearn_imgpair.__main__ import main
 from sklearn_imgpair._cli import commands
-from sklearn_imgpair._cli import parser as _cli
+from sklearn_imgpair._cli import main as _cli
 from sklearn_imgpair._cli.inputs import list_image_files
 from sklearn_imgpair.datasets import make_image_pairs
 

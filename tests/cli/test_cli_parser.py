@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sklearn_imgpair import __version__
-from sklearn_imgpair._cli.parser import PROG, build_parser, main
+from sklearn_imgpair._cli.main import main
+from sklearn_imgpair._cli.parser import PROG, build_parser
 
 COMMANDS = ["demo", "fit", "evaluate", "predict", "embed", "search", "dedup", "export"]
 
