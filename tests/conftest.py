@@ -53,6 +53,20 @@ class FakeClock:
 
 
 @pytest.fixture
+def batch_sizes(monkeypatch):
+    """The batch_size of every DataLoader made while the test runs."""
+    seen = []
+    original = torch.utils.data.DataLoader.__init__
+
+    def init(self, dataset, batch_size=1, *args, **kwargs):
+        seen.append(batch_size)
+        original(self, dataset, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", init)
+    return seen
+
+
+@pytest.fixture
 def make_clf():
     """Factory for tiny, seeded classifiers: ``make_clf(max_epochs=5)``."""
     return make_tiny_classifier

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from numpy.testing import assert_allclose
 from sklearn.metrics import roc_auc_score
 
@@ -276,20 +275,6 @@ def test_embed_takes_a_folder_of_images(model_path, model, csv_dir, tmp_path, ca
     assert main(["embed", "--model", str(model_path), "--images", str(empty), "--output",
                  str(output)]) == 2
     _assert_one_line_error(capsys, f"--images folder '{empty}' holds no image file")
-
-
-@pytest.fixture
-def batch_sizes(monkeypatch):
-    """The batch_size of every DataLoader made while the test runs."""
-    seen = []
-    original = torch.utils.data.DataLoader.__init__
-
-    def init(self, dataset, batch_size=1, *args, **kwargs):
-        seen.append(batch_size)
-        original(self, dataset, batch_size, *args, **kwargs)
-
-    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", init)
-    return seen
 
 
 @pytest.mark.parametrize("name, output", [("evaluate", None), ("predict", "out.csv"),
