@@ -4,19 +4,19 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sklearn_imgpair._classifier import fitted_classifier
-from sklearn_imgpair._embedder import ImageEmbedder
-from sklearn_imgpair._images.cells import public_cell
-from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS, leave_out_unreadable
+from sklearn_imgpair._embedder import ImageEmbedder, search_embedder
+from sklearn_imgpair._images.cells import rows_of_cells
+from sklearn_imgpair._images.embedding import embed_gallery
+from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._persistence.neighbors_file import load_neighbors, save_neighbors
-from sklearn_imgpair._search.faiss_index import FaissIndex, import_faiss, resolve_params
-from sklearn_imgpair._search.vector_index import BruteForceIndex, neighbors_graph
+from sklearn_imgpair._search.gallery import build_index, check_index, grown, shrunk
+from sklearn_imgpair._search.vector_index import check_n_neighbors, neighbors_graph, search_readable
 
 __all__ = ["ImageNeighbors"]
 
@@ -153,6 +153,8 @@ class ImageNeighbors(BaseEstimator):
     >>> distances, indices = search.kneighbors(X[:3, 1])
     >>> indices.shape
     (3, 2)
+    >>> search.partial_fit(X[8:10, 0]).remove(indices=[0]).n_samples_fit_
+    9
     """
 
     _parameter_constraints = {
@@ -193,19 +195,6 @@ class ImageNeighbors(BaseEstimator):
     # fit
     # ------------------------------------------------------------------
 
-    def _build_embedder(self):
-        if self.classifier is not None:
-            if self.embedder is not None:
-                raise ValueError("Give ImageNeighbors an embedder or a classifier, not both.")
-            classifier = fitted_classifier(self.classifier)
-            embedder = ImageEmbedder(
-                classifier=classifier, batch_size=classifier.batch_size,
-                device=str(next(classifier.module_.parameters()).device),
-                precision=classifier.precision, num_workers=classifier.num_workers)
-            return embedder, float(classifier.threshold)
-        embedder = ImageEmbedder() if self.embedder is None else clone(self.embedder)
-        return embedder, None
-
     def fit(self, X, y=None):
         """Embed the gallery images, each distinct image once.
 
@@ -222,26 +211,81 @@ class ImageNeighbors(BaseEstimator):
         """
         self._validate_params()
         gallery = check_paths(X)
-        embedder, threshold = self._build_embedder()
-        if self.algorithm == "faiss":  # settings and package checked before any embedding
-            import_faiss()
-            resolve_params(self.faiss_index, self.faiss_params, len(gallery))
+        embedder, threshold = search_embedder(self.embedder, self.classifier)
+        check_index(self, len(gallery))  # before any embedding
         embedder.set_params(on_error=self.on_error).fit()
-        embeddings, unreadable = leave_out_unreadable(embedder.transform, gallery, "gallery")
-        embeddings = np.ascontiguousarray(embeddings[~unreadable])
-        index = self._build_index(embeddings, embedder)
-        kept = np.array([None] * len(embeddings), dtype=object)
-        kept[:] = [public_cell(cell) for cell in gallery[~unreadable]]
+        items, embeddings, keys, kept = embed_gallery(gallery, embedder.transform)
+        index = build_index(self, embeddings, embedder)
         # Nothing is set before everything has worked: a failed fit leaves the
         # estimator as it was.
-        self._set_fitted(embedder, kept, embeddings, threshold, index)
+        self._set_fitted(embedder, threshold, index, items, embeddings, keys)
         # Sets or deletes feature_names_in_, as the embedder does; ensure_2d=False:
         # scikit-learn counts no features in a 1-D list of strings, so we set the count.
         validate_data(self, X, skip_check_array=True, ensure_2d=False)
-        self._gallery_rows = np.flatnonzero(~unreadable)  # rows of X kept in the gallery
+        self._gallery_rows = np.flatnonzero(kept)  # rows of X kept in the gallery
         return self
 
-    def _set_fitted(self, embedder, gallery, embeddings, match_threshold, index):
+    def partial_fit(self, X, y=None):
+        """Append images to the gallery, embedding only those it does not hold yet.
+
+        The first call fits; later ones keep the fitted embedder and index.
+        An image whose content is in the gallery (a file of the same absolute
+        path, size and modification time, or the same image in memory) takes
+        that row's embedding. Exact search (brute or ``"flat"``) then equals
+        one :meth:`fit` on all the images in order; ``"ivf"`` keeps the lists
+        trained on the first fit and ``"hnsw"`` grows its graph, so their
+        approximate results may differ. A failed call changes nothing.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths
+            The images to add (unreadable ones as ``on_error`` says).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : ImageNeighbors
+        """
+        if not hasattr(self, "embedder_"):
+            return self.fit(X, y)
+        cells = check_paths(X)
+        validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
+        added = embed_gallery(cells, self.embedder_.transform, self._gallery_keys, self.embeddings_)
+        self._set_fitted(self.embedder_, self.match_threshold_, self._index, *grown(
+            self._index, self.gallery_, self.embeddings_, self._gallery_keys, *added[:3]))
+        return self
+
+    def remove(self, X=None, *, indices=None):
+        """Remove images from the gallery without embedding the others again.
+
+        The rows after a removed one move up, as in ``np.delete(gallery_,
+        indices)``. ``ValueError`` if an image of ``X`` is not in the gallery,
+        a row is out of range, or none would be left; nothing changes then.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths, default=None
+            Images to remove, as given to :meth:`fit`: each row of
+            ``gallery_`` equal to one of them goes.
+        indices : array-like of int, default=None
+            Rows of ``gallery_`` to remove, instead of ``X``.
+
+        Returns
+        -------
+        self : ImageNeighbors
+        """
+        check_is_fitted(self)
+        if (X is None) == (indices is None):
+            raise ValueError("Give remove the images to remove (X) or their rows (indices).")
+        if X is not None:
+            validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
+            indices = rows_of_cells(check_paths(X), self.gallery_)
+        self._set_fitted(self.embedder_, self.match_threshold_, self._index, *shrunk(
+            self._index, self.gallery_, self.embeddings_, self._gallery_keys, indices))
+        return self
+
+    def _set_fitted(self, embedder, match_threshold, index, gallery, embeddings, keys):
         """Set the fitted state of a search over ``gallery`` (from ``fit`` or a file)."""
         self.embedder_ = embedder
         self.gallery_ = gallery
@@ -251,17 +295,7 @@ class ImageNeighbors(BaseEstimator):
         self.match_threshold_ = match_threshold
         self.n_features_in_ = 1
         self._index = index
-
-    def _build_index(self, embeddings, embedder, faiss_bytes=None):
-        """The search structure over ``embeddings`` (a saved FAISS index when given)."""
-        if self.algorithm == "faiss":
-            if faiss_bytes is not None:
-                return FaissIndex.from_bytes(faiss_bytes, index=self.faiss_index,
-                                             params=self.faiss_params)
-            return FaissIndex(embeddings, index=self.faiss_index, params=self.faiss_params,
-                              random_state=self.random_state)
-        device = next(embedder.module_.parameters()).device
-        return BruteForceIndex(embeddings, chunk_size=self.chunk_size, device=device)
+        self._gallery_keys = keys  # content keys of the rows, None where unknown
 
     # ------------------------------------------------------------------
     # search
@@ -285,27 +319,13 @@ class ImageNeighbors(BaseEstimator):
         validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
         return self.embedder_.transform(X)
 
-    def _queries(self, X, n_wanted, what):
+    def _queries(self, X):
         """Embeddings of the queries, whether they are the gallery, and readable rows."""
         check_is_fitted(self)
-        if n_wanted > self.n_samples_fit_ - (X is None):
-            bound = ("n_samples_fit - 1 (X=None leaves each image out of its own list)"
-                     if X is None else "n_samples_fit")
-            raise ValueError(f"Expected {what} <= {bound}, but {what} = {n_wanted}, "
-                             f"n_samples_fit = {self.n_samples_fit_}.")
         if X is None:
             return self.embeddings_, True, np.ones(self.n_samples_fit_, dtype=bool)
         embeddings = self.embed(X)
         return embeddings, False, ~np.isnan(embeddings).any(axis=1)
-
-    def _check_count(self, n_neighbors):
-        n_neighbors = self.n_neighbors if n_neighbors is None else n_neighbors
-        if not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
-            raise TypeError(f"n_neighbors does not take {type(n_neighbors).__name__} value, "
-                            "enter integer value")
-        if n_neighbors <= 0:
-            raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}")
-        return int(n_neighbors)
 
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
         """Find the ``n_neighbors`` nearest gallery images of each query.
@@ -327,13 +347,12 @@ class ImageNeighbors(BaseEstimator):
         indices : ndarray of shape (n_queries, n_neighbors), dtype=int64
             Rows of ``gallery_``; equal distances in increasing index order.
         """
-        n_neighbors = self._check_count(n_neighbors)
-        queries, is_gallery, readable = self._queries(X, n_neighbors, "n_neighbors")
-        distances = np.full((len(queries), n_neighbors), np.nan)
-        indices = np.full((len(queries), n_neighbors), -1, dtype=np.int64)
-        if readable.any():
-            distances[readable], indices[readable] = self._index.kneighbors(
-                queries[readable], n_neighbors, exclude_self=is_gallery)
+        check_is_fitted(self)
+        n_neighbors = check_n_neighbors(self.n_neighbors if n_neighbors is None else n_neighbors,
+                                        self.n_samples_fit_, exclude_self=X is None)
+        queries, is_gallery, readable = self._queries(X)
+        distances, indices = search_readable(self._index, queries, readable,
+                                             n_neighbors=n_neighbors, exclude_self=is_gallery)
         return (distances, indices) if return_distance else indices
 
     def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=False):
@@ -363,14 +382,9 @@ class ImageNeighbors(BaseEstimator):
         radius = self.radius if radius is None else float(radius)
         if not 0 <= radius:
             raise ValueError(f"radius must be a non-negative distance; got {radius}.")
-        queries, is_gallery, readable = self._queries(X, 0, "n_neighbors")
-        distances = np.empty(len(queries), dtype=object)
-        indices = np.empty(len(queries), dtype=object)
-        for row in np.flatnonzero(~readable):
-            distances[row], indices[row] = np.empty(0), np.empty(0, dtype=np.int64)
-        if readable.any():
-            distances[readable], indices[readable] = self._index.radius_neighbors(
-                queries[readable], radius, exclude_self=is_gallery)
+        queries, is_gallery, readable = self._queries(X)
+        distances, indices = search_readable(self._index, queries, readable, radius=radius,
+                                             exclude_self=is_gallery)
         return (distances, indices) if return_distance else indices
 
     def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
@@ -551,29 +565,24 @@ class ImageNeighbors(BaseEstimator):
         return load_neighbors(cls, path, embedder_class=ImageEmbedder, device=device)
 
     def _to_file(self):
-        """The file's ``"faiss_index"``: the index's bytes, None for the exact search."""
-        if self.algorithm != "faiss":
-            return {"faiss_index": None}
-        return {"faiss_index": self._index.to_bytes()}
+        """The file's ``"faiss_index"`` (None for the exact search) and ``"gallery_keys"``."""
+        return {"faiss_index": self._index.to_bytes() if self.algorithm == "faiss" else None,
+                "gallery_keys": self._gallery_keys}
 
     @classmethod
     def _from_file(cls, params, *, embedder, gallery, embeddings, match_threshold,
-                   feature_names_in=None, faiss_index=None, path):
+                   feature_names_in=None, faiss_index=None, gallery_keys=None, path):
         """A fitted search of ``params`` over a saved gallery, read from a model file.
 
-        ``faiss_index`` is as :meth:`_to_file` gave it (None builds the index
-        again); ``path`` names the file in messages.
+        ``faiss_index`` and ``gallery_keys`` are as :meth:`_to_file` gave them
+        (None builds the index again; no keys: none of the rows is reused by
+        :meth:`partial_fit`); ``path`` names the file in messages.
         """
         neighbors = cls(**params)
         neighbors._validate_params()
-        index = neighbors._build_index(embeddings, embedder, faiss_index)
-        if neighbors.algorithm == "faiss" and (
-                index.n_samples, index.n_features) != embeddings.shape:
-            raise ValueError(
-                f"{path!r} holds a FAISS index of {index.n_samples} vectors of "
-                f"dimension {index.n_features}, not the gallery's {embeddings.shape[0]} of "
-                f"dimension {embeddings.shape[1]}.")
-        neighbors._set_fitted(embedder, gallery, embeddings, match_threshold, index)
+        index = build_index(neighbors, embeddings, embedder, faiss_index, path=path)
+        neighbors._set_fitted(embedder, match_threshold, index, gallery, embeddings,
+                              gallery_keys or [None] * len(gallery))
         if feature_names_in:
             neighbors.feature_names_in_ = np.asarray(feature_names_in, dtype=object)
         return neighbors

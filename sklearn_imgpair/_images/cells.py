@@ -26,9 +26,10 @@ from PIL import ExifTags, Image
 
 from sklearn_imgpair._images.pixels import ENCODED_TYPES, array_problem, describe_image
 
-__all__ = ["IMAGE_SEPARATOR", "InMemoryImage", "as_cell", "cell_images", "cell_names",
-           "cell_sort_key", "describe_cell", "distinct_images", "distinct_paths", "file_key",
-           "image_key", "image_names", "is_missing", "public_cell", "split_joined"]
+__all__ = ["IMAGE_SEPARATOR", "InMemoryImage", "as_cell", "cell_images", "cell_key",
+           "cell_names", "cell_sort_key", "describe_cell", "distinct_images", "distinct_paths",
+           "file_key", "image_key", "image_names", "is_missing", "public_cell", "rows_of_cells",
+           "split_joined"]
 
 #: Joins several images of one item in a cell of a pairs table (AutoMM's format).
 IMAGE_SEPARATOR = ";"
@@ -426,3 +427,49 @@ def image_key(image):
     if isinstance(image, str):
         return file_key(image)
     return f"content|{image.key}"
+
+
+def cell_key(cell):
+    """The content key of a normalised cell: its images' :func:`image_key`, in order.
+
+    Returns
+    -------
+    key : str or None
+        None when a file of the cell does not exist (reading it reports that).
+    """
+    try:
+        return "\x00".join(image_key(image) for image in cell_images(cell))
+    except FileNotFoundError:
+        return None
+
+
+def rows_of_cells(cells, items):
+    """The rows of ``items`` equal to one of ``cells``; each cell must be among them.
+
+    Parameters
+    ----------
+    cells : ndarray of shape (n_cells,), dtype=object
+        Normalised cells (:func:`as_cell`).
+    items : ndarray of shape (n_items,), dtype=object
+        Cells as the caller gave them (:func:`public_cell`), e.g. a search's
+        ``gallery_``. Paths are equal when their strings are, images in
+        memory when their content is.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_rows,), dtype=int64
+        Sorted.
+
+    Raises
+    ------
+    ValueError
+        If a cell is in no row; the message names the first few.
+    """
+    wanted = {cell_sort_key(cell): cell for cell in cells}
+    names = [cell_sort_key(as_cell(item, "gallery_")) for item in items]
+    present = set(names)
+    unknown = [describe_cell(cell) for name, cell in wanted.items() if name not in present]
+    if unknown:
+        raise ValueError(f"{len(unknown)} of the images to remove are not in the gallery: "
+                         f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}.")
+    return np.array([row for row, name in enumerate(names) if name in wanted], dtype=np.int64)

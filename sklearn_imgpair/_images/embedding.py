@@ -15,15 +15,18 @@ No torch here.
 import numpy as np
 
 from sklearn_imgpair._images.cells import (
+    cell_key,
     cell_names,
     distinct_images,
     distinct_paths,
     image_key,
     image_names,
+    public_cell,
 )
-from sklearn_imgpair._images.unreadable import warn_unreadable
+from sklearn_imgpair._images.unreadable import leave_out_unreadable, warn_unreadable
+from sklearn_imgpair._search.gallery import reuse_or_embed
 
-__all__ = ["embed_cells", "embed_rows", "pool_embeddings"]
+__all__ = ["embed_cells", "embed_gallery", "embed_rows", "pool_embeddings"]
 
 
 def pool_embeddings(embeddings, image_index, offsets):
@@ -140,3 +143,41 @@ def embed_rows(cells, embed_images, *, on_error="raise", cache=None):
         warn_unreadable(failures, np.flatnonzero(np.isnan(embeddings).any(axis=1)),
                         "get NaN embeddings", stacklevel=4)
     return embeddings
+
+
+def embed_gallery(cells, embed, gallery_keys=(), gallery_embeddings=None):
+    """The readable items of a search's gallery, their vectors and content keys.
+
+    Parameters
+    ----------
+    cells : ndarray of shape (n_cells,), dtype=object
+        Normalised cells (:func:`check_paths`), the rows of ``X``.
+    embed : callable
+        ``embed(cells)``, a vector per cell, NaN rows for unreadable images
+        (the embedder's ``transform``); called on the cells whose content key
+        (:func:`cell_key`) is not in ``gallery_keys``, if any.
+    gallery_keys : sequence of str or None, default=()
+        The content keys of the rows of a gallery that ``cells`` join.
+    gallery_embeddings : ndarray of shape (n_gallery, d), default=None
+        That gallery's vectors, copied for cells whose key is among its keys.
+
+    Returns
+    -------
+    items : ndarray of shape (n_kept,), dtype=object
+        The readable cells as the caller gave them (:func:`public_cell`).
+    embeddings : ndarray of shape (n_kept, d), dtype=float32
+    keys : list of str or None
+        Their content keys.
+    kept : ndarray of shape (n_cells,), dtype=bool
+        The rows of ``cells`` kept; unreadable ones (``on_error="warn"``)
+        are left out with one warning (:func:`leave_out_unreadable`).
+    """
+    keys = [cell_key(cell) for cell in cells]
+    embeddings, unreadable = leave_out_unreadable(
+        lambda rows: reuse_or_embed(rows, keys, gallery_keys, gallery_embeddings, embed),
+        cells, "gallery", stacklevel=4)
+    kept = ~unreadable
+    items = np.empty(int(kept.sum()), dtype=object)
+    items[:] = [public_cell(cell) for cell in cells[kept]]
+    return (items, np.ascontiguousarray(embeddings[kept]),
+            [key for key, keep in zip(keys, kept) if keep], kept)

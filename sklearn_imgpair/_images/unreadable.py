@@ -96,7 +96,7 @@ def warn_unreadable(failures, rows, outcome, stacklevel=3):
     warnings.warn(UnreadableImageWarning(message, failures, rows), stacklevel=stacklevel)
 
 
-def leave_out_unreadable(embed, images, what):
+def leave_out_unreadable(embed, images, what, *, stacklevel=3):
     """Embed ``images`` and tell, in one warning, which are left out as unreadable.
 
     Parameters
@@ -109,6 +109,8 @@ def leave_out_unreadable(embed, images, what):
         The images.
     what : str
         What the images make up, for messages, e.g. ``"gallery"``.
+    stacklevel : int, default=3
+        Of the warning: 3 names the line that called the caller.
 
     Returns
     -------
@@ -136,7 +138,8 @@ def leave_out_unreadable(embed, images, what):
             warnings.warn(UnreadableImageWarning(
                 f"{len(failures)} {what} image(s) could not be read and are left out of "
                 f"the {what} ({len(rows)} row(s) of X; the warning's .failures and .rows "
-                f"list them): {'; '.join(failures[:_SHOWN])}", failures, rows), stacklevel=3)
+                f"list them): {'; '.join(failures[:_SHOWN])}", failures, rows),
+                stacklevel=stacklevel)
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                    warning.lineno)

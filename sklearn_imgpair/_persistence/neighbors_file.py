@@ -12,18 +12,29 @@ embedder's state dict (names prefixed with ``embedder.``), the gallery's
     The embedder's document (:func:`~sklearn_imgpair._persistence.embedder_file.embedder_content`).
 ``fitted``
     ``gallery_`` (paths, and lists of paths for items of several images),
-    ``match_threshold_``, ``feature_names_in_`` and ``embedding_dim_``.
+    ``match_threshold_``, ``feature_names_in_``, ``embedding_dim_`` and
+    ``gallery_keys``, the content key of each gallery row (a file's absolute
+    path, size and modification time when it was embedded; null where
+    unknown), with which :meth:`ImageNeighbors.partial_fit` reuses the
+    embeddings of images already in the gallery.
 ``versions``
     The versions of the library and of what it runs on.
 
-Versions of the schema, numbered as the embedder's whose document it holds:
+Versions of the schema; 1 to 3 are numbered as the embedder's whose
+document it holds:
 
 1. The first.
 2. The embedder's ``network`` and head's link.
 3. An embedder with colour. Files written before the schemas were split
    held such an embedder under version 2.
+4. ``gallery_keys``; a gallery that has grown or shrunk
+   (:meth:`ImageNeighbors.partial_fit`, :meth:`ImageNeighbors.remove`),
+   whose IVF index may hold fewer vectors than lists. Files of versions 1
+   to 3 load without keys: :meth:`ImageNeighbors.partial_fit` embeds their
+   gallery's images again when they are given again.
 
-A file is written in the oldest version that holds its content.
+A file is written in the oldest version that holds its content: 4 when it
+has content keys, else the version of its embedder's document.
 """
 
 import os
@@ -45,7 +56,7 @@ from sklearn_imgpair._persistence.estimator_state import (
 
 __all__ = ["NEIGHBORS_FORMAT_VERSION", "load_neighbors", "save_neighbors"]
 
-NEIGHBORS_FORMAT_VERSION = 3
+NEIGHBORS_FORMAT_VERSION = 4
 _EMBEDDER = "embedder."
 
 
@@ -69,9 +80,11 @@ def save_neighbors(neighbors, path):
     embedder, state = embedder_content(neighbors.embedder_)
     arrays = {_EMBEDDER + name: array for name, array in state.items()}
     arrays["embeddings_"] = neighbors.embeddings_
-    faiss_index = neighbors._to_file()["faiss_index"]
-    if faiss_index is not None:
-        arrays["faiss_index"] = faiss_index
+    state = neighbors._to_file()
+    if state["faiss_index"] is not None:
+        arrays["faiss_index"] = state["faiss_index"]
+    keys = state["gallery_keys"]
+    keys = None if all(key is None for key in keys) else list(keys)
     params = {**neighbors.get_params(deep=False), "embedder": None, "classifier": None}
     content = {
         "params": persisted_params(params, constructor_defaults(type(neighbors))),
@@ -83,8 +96,12 @@ def save_neighbors(neighbors, path):
                    "embedding_dim_": int(neighbors.embedding_dim_)},
         "versions": library_versions(),
     }
+    version = embedder_format_version(embedder)
+    if keys is not None:
+        content["fitted"]["gallery_keys"] = keys
+        version = max(version, 4)
     return write_container(path, type(neighbors).__name__, content, arrays,
-                           format_version=embedder_format_version(embedder))
+                           format_version=version)
 
 
 def load_neighbors(cls, path, *, embedder_class, device=None):
@@ -106,6 +123,11 @@ def load_neighbors(cls, path, *, embedder_class, device=None):
                  if name.startswith(_EMBEDDER)}
         embedder_document = content["embedder"]
         threshold = fitted.get("match_threshold_")
+        keys = fitted.get("gallery_keys")  # absent before version 4
+        if keys is not None and (not isinstance(keys, list) or len(keys) != len(gallery) or not
+                                 all(key is None or isinstance(key, str) for key in keys)):
+            raise ValueError(f"gallery_keys must be a key (str or null) per gallery image; "
+                             f"got {type(keys).__name__} {str(keys)[:60]}")
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"match_threshold_ {threshold!r} is not a probability")
     except (KeyError, TypeError, ValueError) as exc:
@@ -127,4 +149,4 @@ def load_neighbors(cls, path, *, embedder_class, device=None):
         embeddings=np.ascontiguousarray(embeddings, dtype=np.float32),
         match_threshold=None if threshold is None else float(threshold),
         feature_names_in=fitted.get("feature_names_in_") or None, faiss_index=faiss_index,
-        path=os.fspath(path))
+        gallery_keys=keys, path=os.fspath(path))

@@ -8,7 +8,12 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from sklearn_imgpair._search.vector_index import SIMILARITY_SLACK, sort_neighbors
+from sklearn_imgpair._search.vector_index import (
+    SIMILARITY_SLACK,
+    check_positions,
+    check_vectors,
+    sort_neighbors,
+)
 
 __all__ = ["FAISS_PARAMS", "FaissIndex", "faiss_threads", "import_faiss", "resolve_params"]
 
@@ -131,16 +136,6 @@ def resolve_params(index, params, n_samples):
     return {}
 
 
-def _as_vectors(X, what, n_features=None):
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array of vectors; got shape {X.shape}.")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{what} have {X.shape[1]} features, but the index holds vectors "
-                         f"of {n_features}.")
-    return X
-
-
 class FaissIndex:
     """Nearest neighbours by cosine distance with a FAISS index (the ``faiss`` extra).
 
@@ -225,7 +220,7 @@ class FaissIndex:
 
     def __init__(self, embeddings, *, index="flat", params=None, random_state=None):
         faiss = import_faiss()
-        embeddings = _as_vectors(embeddings, "embeddings")
+        embeddings = check_vectors(embeddings, "embeddings")
         n_samples, n_features = embeddings.shape
         if n_samples == 0:
             raise ValueError("embeddings must hold at least one vector; got shape "
@@ -273,8 +268,67 @@ class FaissIndex:
     def __len__(self):
         return self.n_samples
 
+    def add(self, vectors):
+        """Append unit vectors to the index; they take the next rows.
+
+        An IVF index files them in the lists it was trained with, which
+        stay as they are: a gallery that grows far beyond, or away from, the
+        vectors of the first ``fit`` is better served by a new ``fit``.
+
+        Parameters
+        ----------
+        vectors : ndarray of shape (n_new, d)
+            Unit-length vectors of the index's dimension.
+
+        Returns
+        -------
+        self : FaissIndex
+        """
+        faiss = import_faiss()
+        vectors = check_vectors(vectors, "vectors", self.n_features)
+        with faiss_threads(faiss):
+            self.faiss_index.add(vectors)
+        self.n_samples += len(vectors)
+        return self
+
+    def remove(self, positions):
+        """Remove gallery rows; the rows after them move up, in order.
+
+        Flat and IVF indexes remove the vectors (FAISS's ``remove_ids``; the
+        IVF lists are renumbered); an HNSW graph cannot lose nodes, so it is
+        built again from the vectors it keeps, with the same settings.
+
+        Parameters
+        ----------
+        positions : array-like of int
+            Rows to remove (see :func:`check_positions`).
+
+        Returns
+        -------
+        self : FaissIndex
+        """
+        faiss = import_faiss()
+        positions = check_positions(positions, self.n_samples)
+        if not len(positions):
+            return self
+        with faiss_threads(faiss):
+            if self.index == "hnsw":
+                kept = np.delete(self.faiss_index.reconstruct_n(0, self.n_samples), positions,
+                                 axis=0)
+                self.faiss_index = faiss.IndexHNSWFlat(self.n_features, self.params["m"],
+                                                       faiss.METRIC_INNER_PRODUCT)
+                self.faiss_index.hnsw.efConstruction = self.params["ef_construction"]
+                self.faiss_index.add(kept)
+                self._set_search_params()
+            else:
+                self.faiss_index.remove_ids(faiss.IDSelectorBatch(positions))
+                if self.index == "ivf":
+                    _renumber_lists(faiss, self.faiss_index.invlists, positions)
+        self.n_samples -= len(positions)
+        return self
+
     def _check_queries(self, queries, exclude_self):
-        queries = _as_vectors(queries, "queries", self.n_features)
+        queries = check_vectors(queries, "queries", self.n_features)
         if exclude_self and len(queries) != self.n_samples:
             raise ValueError(f"exclude_self=True needs the gallery itself as queries "
                              f"({self.n_samples} rows); got {len(queries)} rows.")
@@ -448,11 +502,36 @@ class FaissIndex:
                                  f"the serialized index, built with {key} = {value}.")
         self = cls.__new__(cls)
         self.index = index
-        self.params = resolve_params(index, {**params, **structure}, int(stored.ntotal))
+        # An IVF index may hold fewer vectors than lists once rows were removed.
+        self.params = resolve_params(index, {**params, **structure},
+                                     max(int(stored.ntotal), structure.get("n_lists", 0)))
         self.n_samples, self.n_features = int(stored.ntotal), int(stored.d)
         self.faiss_index = stored
         self._set_search_params()
         return self
+
+
+def _renumber_lists(faiss, invlists, removed):
+    """Give the vectors of IVF lists the ids of their rows once ``removed`` rows are gone.
+
+    FAISS's ``remove_ids`` leaves the ids of the other vectors as they were;
+    each id above removed rows moves down by their number, so that ids stay
+    the rows ``0 .. n - 1`` of the gallery.
+    """
+    for list_no in range(invlists.nlist):
+        size = invlists.list_size(list_no)
+        if not size:
+            continue
+        pointer = invlists.get_ids(list_no)
+        ids = faiss.rev_swig_ptr(pointer, size).copy()
+        invlists.release_ids(list_no, pointer)
+        if ids.max() < removed[0]:
+            continue
+        ids -= np.searchsorted(removed, ids)
+        pointer = invlists.get_codes(list_no)
+        codes = faiss.rev_swig_ptr(pointer, size * invlists.code_size).copy()
+        invlists.release_codes(list_no, pointer)
+        invlists.update_entries(list_no, 0, size, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
 
 
 def _drop_self(distances, indices):

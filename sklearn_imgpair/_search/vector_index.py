@@ -1,5 +1,7 @@
 """Exact cosine search over unit vectors, a chunk of queries at a time."""
 
+from numbers import Integral
+
 import numpy as np
 import sklearn
 import torch
@@ -13,8 +15,9 @@ RERANK_MARGIN = 8
 # Slack on similarities for the float32 pass (ties, radius); the float64 pass decides.
 SIMILARITY_SLACK = 1e-5
 
-__all__ = ["BruteForceIndex", "RERANK_MARGIN", "SIMILARITY_SLACK", "chunk_rows",
-           "cosine_distances", "neighbors_graph", "sort_neighbors"]
+__all__ = ["BruteForceIndex", "RERANK_MARGIN", "SIMILARITY_SLACK", "check_positions",
+           "check_n_neighbors", "check_vectors", "chunk_rows", "cosine_distances",
+           "neighbors_graph", "search_readable", "sort_neighbors"]
 
 
 def chunk_rows(n_columns, chunk_size=None, *, row_bytes=0):
@@ -41,6 +44,68 @@ def chunk_rows(n_columns, chunk_size=None, *, row_bytes=0):
         return int(chunk_size)
     budget = sklearn.get_config()["working_memory"] * 2**20
     return max(1, int(budget // (max(n_columns, 1) * 5 + row_bytes)))
+
+
+def check_vectors(X, what, n_features=None):
+    """``X`` as a C-contiguous float32 matrix of ``n_features`` columns, or ``ValueError``."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array of vectors; got shape {X.shape}.")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{what} have {X.shape[1]} features, but the index holds vectors "
+                         f"of {n_features}.")
+    return X
+
+
+def check_n_neighbors(n_neighbors, n_samples_fit, *, exclude_self=False):
+    """``n_neighbors`` as a positive int that a gallery of ``n_samples_fit`` can give.
+
+    With ``exclude_self`` (the gallery queried against itself) one less.
+    Messages are scikit-learn's.
+    """
+    if not isinstance(n_neighbors, Integral) or isinstance(n_neighbors, bool):
+        raise TypeError(f"n_neighbors does not take {type(n_neighbors).__name__} value, "
+                        "enter integer value")
+    if n_neighbors <= 0:
+        raise ValueError(f"Expected n_neighbors > 0. Got {n_neighbors}")
+    if n_neighbors > n_samples_fit - exclude_self:
+        bound = ("n_samples_fit - 1 (X=None leaves each image out of its own list)"
+                 if exclude_self else "n_samples_fit")
+        raise ValueError(f"Expected n_neighbors <= {bound}, but n_neighbors = {n_neighbors}, "
+                         f"n_samples_fit = {n_samples_fit}.")
+    return int(n_neighbors)
+
+
+def check_positions(positions, n_samples):
+    """Gallery rows to remove: sorted, each once, every one in ``[0, n_samples)``.
+
+    Parameters
+    ----------
+    positions : array-like of int
+        Rows of the gallery, in any order, repeats allowed.
+    n_samples : int
+        Gallery size.
+
+    Returns
+    -------
+    positions : ndarray of shape (n_removed,), dtype=int64
+
+    Raises
+    ------
+    ValueError
+        If a position is not an integer or lies outside the gallery.
+    """
+    array = np.asarray(positions)
+    if array.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if array.ndim > 1 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"indices must be a 1-D array of integers; got {array.dtype} of "
+                         f"shape {array.shape}.")
+    outside = array[(array < 0) | (array >= n_samples)]
+    if len(outside):
+        raise ValueError(f"indices must be gallery rows in [0, {n_samples}); got "
+                         f"{outside[:5].tolist()}.")
+    return np.unique(array.astype(np.int64))
 
 
 def cosine_distances(queries, gallery):
@@ -94,6 +159,46 @@ class BruteForceIndex:
 
     def __len__(self):
         return len(self.embeddings)
+
+    def add(self, vectors):
+        """Append unit vectors to the gallery; they take the next rows.
+
+        Parameters
+        ----------
+        vectors : ndarray of shape (n_new, d)
+            Unit-length vectors of the gallery's dimension.
+
+        Returns
+        -------
+        self : BruteForceIndex
+        """
+        vectors = check_vectors(vectors, "vectors", self.embeddings.shape[1])
+        embeddings = np.concatenate([self.embeddings, vectors])
+        added = torch.from_numpy(vectors).to(self.device)
+        gallery = (torch.from_numpy(embeddings) if self.device.type == "cpu"
+                   else torch.cat([self._gallery, added]))
+        self.embeddings, self._gallery = embeddings, gallery
+        return self
+
+    def remove(self, positions):
+        """Remove gallery rows; the rows after them move up, in order.
+
+        Parameters
+        ----------
+        positions : array-like of int
+            Rows to remove (see :func:`check_positions`).
+
+        Returns
+        -------
+        self : BruteForceIndex
+        """
+        keep = np.ones(len(self), dtype=bool)
+        keep[check_positions(positions, len(self))] = False
+        embeddings = np.ascontiguousarray(self.embeddings[keep])
+        gallery = (torch.from_numpy(embeddings) if self.device.type == "cpu"
+                   else self._gallery[torch.from_numpy(keep).to(self.device)])
+        self.embeddings, self._gallery = embeddings, gallery
+        return self
 
     def _chunks(self, queries, exclude_self, row_bytes=0):
         """Yield ``(start, stop, similarities)`` float32 blocks, self-matches at -inf."""
@@ -192,6 +297,34 @@ class BruteForceIndex:
                 distances[start + offset] = exact[keep][order]
                 indices[start + offset] = columns[keep][order]
         return distances, indices
+
+
+def search_readable(index, queries, readable, *, n_neighbors=None, radius=None,
+                    exclude_self=False):
+    """An index's ``kneighbors`` (given ``n_neighbors``) or ``radius_neighbors`` of queries.
+
+    Only the ``readable`` rows of ``queries`` are searched; the others get
+    NaN distances and index -1 (``kneighbors``) or empty arrays.
+
+    Returns
+    -------
+    distances, indices : ndarray
+        One row per query, as the index's method returns them.
+    """
+    n_queries = len(queries)
+    if n_neighbors is not None:
+        distances = np.full((n_queries, n_neighbors), np.nan)
+        indices = np.full((n_queries, n_neighbors), -1, dtype=np.int64)
+    else:
+        distances, indices = np.empty(n_queries, dtype=object), np.empty(n_queries, dtype=object)
+        for row in np.flatnonzero(~readable):
+            distances[row], indices[row] = np.empty(0), np.empty(0, dtype=np.int64)
+    if readable.any():
+        distances[readable], indices[readable] = (
+            index.kneighbors(queries[readable], n_neighbors, exclude_self=exclude_self)
+            if n_neighbors is not None else
+            index.radius_neighbors(queries[readable], radius, exclude_self=exclude_self))
+    return distances, indices
 
 
 def neighbors_graph(distances, indices, mode, n_samples_fit):

@@ -70,6 +70,18 @@ def test_a_search_file_of_an_earlier_version_finds_what_it_found(legacy_folder, 
     assert list(neighbors.gallery_) == IMAGES
 
 
+def test_a_search_file_of_an_earlier_version_grows_and_shrinks(legacy_folder, tmp_path):
+    # Version 3 kept no content keys: images given again are embedded again.
+    neighbors = ImageNeighbors.load(legacy_folder / "neighbors_brute.safetensors")
+    neighbors.partial_fit(IMAGES[:2]).remove(indices=[0])
+    assert list(neighbors.gallery_) == IMAGES[1:] + IMAGES[:2]
+    assert_allclose(neighbors.embeddings_[-1], neighbors.embeddings_[0], atol=1e-6)  # IMAGES[1]
+    loaded = ImageNeighbors.load(neighbors.save(tmp_path / "grown.safetensors"))
+    assert _format_version(tmp_path / "grown.safetensors") == 4
+    assert loaded._gallery_keys[:5] == [None] * 5 and None not in loaded._gallery_keys[5:]
+    assert_array_equal(loaded.kneighbors()[1], neighbors.kneighbors()[1])
+
+
 def test_an_onnx_file_of_an_earlier_version_predicts_as_it_did(legacy_folder, expected):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from sklearn_imgpair.onnx import OnnxImageMatcher

@@ -17,6 +17,7 @@ from sklearn_imgpair import ImageEmbedder, ImageNeighbors, UnreadableImageWarnin
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import decode as _decode
 from sklearn_imgpair._io.container import read_container, write_container
+from sklearn_imgpair._persistence.neighbors_file import NEIGHBORS_FORMAT_VERSION
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 
@@ -173,7 +174,7 @@ def test_save_and_load_keep_the_search_and_the_probabilities(tmp_path, classifie
 
 def test_load_refuses_mismatched_embedding_dimensions(tmp_path, fitted):
     path = fitted.save(tmp_path / "search.safetensors")
-    content, arrays = read_container(path, "ImageNeighbors", max_version=3)
+    content, arrays = read_container(path, "ImageNeighbors", max_version=NEIGHBORS_FORMAT_VERSION)
     arrays["embeddings_"] = np.zeros((fitted.n_samples_fit_, fitted.embedding_dim_ + 1),
                                      dtype=np.float32)
     write_container(path, "ImageNeighbors", {k: v for k, v in content.items()
@@ -314,9 +315,9 @@ def test_load_refuses_a_faiss_index_of_another_gallery(tmp_path, embedder, galle
     small = ImageNeighbors(embedder, algorithm="faiss").fit(gallery[:5])
     large = ImageNeighbors(embedder, algorithm="faiss").fit(gallery[:9])
     _, small_arrays = read_container(small.save(tmp_path / "small.safetensors"),
-                                     "ImageNeighbors", max_version=3)
+                                     "ImageNeighbors", max_version=NEIGHBORS_FORMAT_VERSION)
     path = large.save(tmp_path / "large.safetensors")
-    content, arrays = read_container(path, "ImageNeighbors", max_version=3)
+    content, arrays = read_container(path, "ImageNeighbors", max_version=NEIGHBORS_FORMAT_VERSION)
     arrays["faiss_index"] = small_arrays["faiss_index"]
     write_container(path, "ImageNeighbors", {k: v for k, v in content.items()
                                              if k != "estimator"}, arrays, format_version=2)
