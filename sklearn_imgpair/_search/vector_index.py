@@ -174,9 +174,9 @@ class BruteForceIndex:
         """
         vectors = check_vectors(vectors, "vectors", self.embeddings.shape[1])
         embeddings = np.concatenate([self.embeddings, vectors])
-        added = torch.from_numpy(vectors).to(self.device)
+        # On the CPU the tensor shares the array's memory; elsewhere only the new rows travel.
         gallery = (torch.from_numpy(embeddings) if self.device.type == "cpu"
-                   else torch.cat([self._gallery, added]))
+                   else torch.cat([self._gallery, torch.from_numpy(vectors).to(self.device)]))
         self.embeddings, self._gallery = embeddings, gallery
         return self
 
