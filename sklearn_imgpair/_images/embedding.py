@@ -170,12 +170,13 @@ def embed_gallery(cells, embed, gallery_keys=(), gallery_embeddings=None):
         Their content keys.
     kept : ndarray of shape (n_cells,), dtype=bool
         The rows of ``cells`` kept; unreadable ones (``on_error="warn"``)
-        are left out with one warning (:func:`leave_out_unreadable`).
+        are left out with one warning (:func:`leave_out_unreadable`), all of
+        them only where they join a gallery.
     """
     keys = [cell_key(cell) for cell in cells]
     embeddings, unreadable = leave_out_unreadable(
         lambda rows: reuse_or_embed(rows, keys, gallery_keys, gallery_embeddings, embed),
-        cells, "gallery", stacklevel=4)
+        cells, "gallery", stacklevel=4, allow_none=gallery_embeddings is not None)
     kept = ~unreadable
     items = np.empty(int(kept.sum()), dtype=object)
     items[:] = [public_cell(cell) for cell in cells[kept]]

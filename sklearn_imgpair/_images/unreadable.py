@@ -96,7 +96,7 @@ def warn_unreadable(failures, rows, outcome, stacklevel=3):
     warnings.warn(UnreadableImageWarning(message, failures, rows), stacklevel=stacklevel)
 
 
-def leave_out_unreadable(embed, images, what, *, stacklevel=3):
+def leave_out_unreadable(embed, images, what, *, stacklevel=3, allow_none=False):
     """Embed ``images`` and tell, in one warning, which are left out as unreadable.
 
     Parameters
@@ -111,6 +111,9 @@ def leave_out_unreadable(embed, images, what, *, stacklevel=3):
         What the images make up, for messages, e.g. ``"gallery"``.
     stacklevel : int, default=3
         Of the warning: 3 names the line that called the caller.
+    allow_none : bool, default=False
+        Whether all of the images may be unreadable (images added to a
+        gallery that has others).
 
     Returns
     -------
@@ -122,13 +125,13 @@ def leave_out_unreadable(embed, images, what, *, stacklevel=3):
     Raises
     ------
     ValueError
-        If none of the images could be read.
+        If none of the images could be read, unless ``allow_none``.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnreadableImageWarning)
         embeddings = embed(images)
     unreadable = np.isnan(embeddings).any(axis=1)
-    if unreadable.all():
+    if unreadable.all() and not allow_none:
         raise ValueError(f"None of the {len(images)} {what} images could be read; "
                          f"the {what} would be empty.")
     for warning in caught:

@@ -236,6 +236,10 @@ def test_partial_fit_leaves_unreadable_images_out_with_on_error_warn(tmp_path, e
     assert_array_equal(caught[0].message.rows, [1])
     assert_array_equal(search.gallery_, gallery[:10])
     assert len(search._index) == 10
+    # Only unreadable images: nothing is added, the gallery is not empty.
+    with pytest.warns(UnreadableImageWarning):
+        search.partial_fit([str(broken)])
+    assert search.n_samples_fit_ == len(search._index) == 10
 
 
 @pytest.mark.filterwarnings("ignore:X does not have valid feature names")
