@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 from sklearn.utils.validation import validate_data
 
+from sklearn_imgpair._images.lookup import find_cells
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths, distinct_paths
 from sklearn_imgpair._neighbors import ImageNeighbors
@@ -79,10 +80,8 @@ def _fit_neighbors(X, classifier, on_error, chunk_size):
     unique, _, inverse = distinct_paths(paths)
     neighbors = ImageNeighbors(classifier=classifier, on_error=on_error,
                                chunk_size=chunk_size).fit(unique)
-    # Gallery row of each distinct image; -1 for those left out (unreadable).
-    gallery_row = np.full(len(unique), -1, dtype=np.int64)
-    gallery_row[neighbors._gallery_rows] = np.arange(neighbors.n_samples_fit_)
-    return neighbors, gallery_row[inverse.reshape(-1)]
+    # The gallery row of each image of X, found by content; -1 for those left out (unreadable).
+    return neighbors, find_cells(unique, neighbors.gallery_)[inverse.reshape(-1)]
 
 
 def _threshold(threshold, neighbors):

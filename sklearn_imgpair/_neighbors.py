@@ -4,21 +4,56 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sklearn_imgpair._embedder import ImageEmbedder, search_embedder
-from sklearn_imgpair._images.cells import rows_of_cells
+from sklearn_imgpair._classifier import fitted_classifier
+from sklearn_imgpair._embedder import ImageEmbedder
 from sklearn_imgpair._images.embedding import embed_gallery
+from sklearn_imgpair._images.lookup import rows_of_cells
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._persistence.neighbors_file import load_neighbors, save_neighbors
 from sklearn_imgpair._search.gallery import build_index, check_index, grown, shrunk
-from sklearn_imgpair._search.vector_index import check_n_neighbors, neighbors_graph, search_readable
+from sklearn_imgpair._search.graphs import NeighborsGraphMixin
+from sklearn_imgpair._search.vector_index import check_n_neighbors, search_readable
 
 __all__ = ["ImageNeighbors"]
+
+
+def _search_embedder(embedder, classifier):
+    """The unfitted embedder of a search, and its match threshold (None without a classifier).
+
+    Parameters
+    ----------
+    embedder : ImageEmbedder or None
+        Cloned; None, without ``classifier``, is ``ImageEmbedder()``.
+    classifier : ImagePairClassifier, FrozenEstimator or None
+        A fitted classifier whose network the embedder copies, in its
+        precision and with its batch size; its ``threshold`` is returned.
+
+    Returns
+    -------
+    embedder : ImageEmbedder
+    threshold : float or None
+
+    Raises
+    ------
+    ValueError
+        If both are given.
+    """
+    if classifier is None:
+        return (ImageEmbedder() if embedder is None else clone(embedder)), None
+    if embedder is not None:
+        raise ValueError("Give ImageNeighbors an embedder or a classifier, not both.")
+    classifier = fitted_classifier(classifier)
+    embedder = ImageEmbedder(
+        classifier=classifier, batch_size=classifier.batch_size,
+        device=str(next(classifier.module_.parameters()).device),
+        precision=classifier.precision, num_workers=classifier.num_workers)
+    return embedder, float(classifier.threshold)
 
 
 def _has_match_head(self):
@@ -29,7 +64,7 @@ def _has_match_head(self):
     return True
 
 
-class ImageNeighbors(BaseEstimator):
+class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
     """Nearest-neighbour search of images among a gallery of images.
 
     The :class:`~sklearn.neighbors.NearestNeighbors` of image paths: ``fit``
@@ -211,10 +246,10 @@ class ImageNeighbors(BaseEstimator):
         """
         self._validate_params()
         gallery = check_paths(X)
-        embedder, threshold = search_embedder(self.embedder, self.classifier)
+        embedder, threshold = _search_embedder(self.embedder, self.classifier)
         check_index(self, len(gallery))  # before any embedding
         embedder.set_params(on_error=self.on_error).fit()
-        items, embeddings, keys, kept = embed_gallery(gallery, embedder.transform)
+        items, embeddings, keys = embed_gallery(gallery, embedder.transform)
         index = build_index(self, embeddings, embedder)
         # Nothing is set before everything has worked: a failed fit leaves the
         # estimator as it was.
@@ -222,7 +257,6 @@ class ImageNeighbors(BaseEstimator):
         # Sets or deletes feature_names_in_, as the embedder does; ensure_2d=False:
         # scikit-learn counts no features in a 1-D list of strings, so we set the count.
         validate_data(self, X, skip_check_array=True, ensure_2d=False)
-        self._gallery_rows = np.flatnonzero(kept)  # rows of X kept in the gallery
         return self
 
     def partial_fit(self, X, y=None):
@@ -253,7 +287,7 @@ class ImageNeighbors(BaseEstimator):
         validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
         added = embed_gallery(cells, self.embedder_.transform, self._gallery_keys, self.embeddings_)
         self._set_fitted(self.embedder_, self.match_threshold_, self._index, *grown(
-            self._index, self.gallery_, self.embeddings_, self._gallery_keys, *added[:3]))
+            self._index, self.gallery_, self.embeddings_, self._gallery_keys, *added))
         return self
 
     def remove(self, X=None, *, indices=None):
@@ -386,49 +420,6 @@ class ImageNeighbors(BaseEstimator):
         distances, indices = search_readable(self._index, queries, readable, radius=radius,
                                              exclude_self=is_gallery)
         return (distances, indices) if return_distance else indices
-
-    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
-        """Sparse graph of each query's ``n_neighbors`` nearest gallery images.
-
-        Parameters
-        ----------
-        X : list, 1-D array, Series or one-column table of image paths, default=None
-            Query images, as in :meth:`kneighbors`.
-        n_neighbors : int, default=None
-            Neighbours per query; None uses ``self.n_neighbors``.
-        mode : {"connectivity", "distance"}, default="connectivity"
-            ``"connectivity"`` (ones) or ``"distance"`` (cosine distances).
-
-        Returns
-        -------
-        graph : sparse matrix of shape (n_queries, n_samples_fit)
-            In CSR format.
-        """
-        distances, indices = self.kneighbors(X, n_neighbors)
-        return neighbors_graph(distances, indices, mode, self.n_samples_fit_)
-
-    def radius_neighbors_graph(self, X=None, radius=None, mode="connectivity",
-                               sort_results=False):
-        """Sparse graph of the gallery images within ``radius`` of each query.
-
-        Parameters
-        ----------
-        X : list, 1-D array, Series or one-column table of image paths, default=None
-            Query images, as in :meth:`radius_neighbors`.
-        radius : float, default=None
-            Cosine distance; None uses ``self.radius``.
-        mode : {"connectivity", "distance"}, default="connectivity"
-            ``"connectivity"`` (ones) or ``"distance"`` (cosine distances).
-        sort_results : bool, default=False
-            Accepted for scikit-learn compatibility, as in :meth:`radius_neighbors`.
-
-        Returns
-        -------
-        graph : sparse matrix of shape (n_queries, n_samples_fit)
-            In CSR format.
-        """
-        distances, indices = self.radius_neighbors(X, radius)
-        return neighbors_graph(distances, indices, mode, self.n_samples_fit_)
 
     @available_if(_has_match_head)
     def kneighbors_proba(self, X=None, n_neighbors=None):

@@ -28,8 +28,7 @@ from sklearn_imgpair._images.pixels import ENCODED_TYPES, array_problem, describ
 
 __all__ = ["IMAGE_SEPARATOR", "InMemoryImage", "as_cell", "cell_images", "cell_key",
            "cell_names", "cell_sort_key", "describe_cell", "distinct_images", "distinct_paths",
-           "file_key", "image_key", "image_names", "is_missing", "public_cell", "rows_of_cells",
-           "split_joined"]
+           "file_key", "image_key", "image_names", "is_missing", "public_cell", "split_joined"]
 
 #: Joins several images of one item in a cell of a pairs table (AutoMM's format).
 IMAGE_SEPARATOR = ";"
@@ -442,34 +441,3 @@ def cell_key(cell):
     except FileNotFoundError:
         return None
 
-
-def rows_of_cells(cells, items):
-    """The rows of ``items`` equal to one of ``cells``; each cell must be among them.
-
-    Parameters
-    ----------
-    cells : ndarray of shape (n_cells,), dtype=object
-        Normalised cells (:func:`as_cell`).
-    items : ndarray of shape (n_items,), dtype=object
-        Cells as the caller gave them (:func:`public_cell`), e.g. a search's
-        ``gallery_``. Paths are equal when their strings are, images in
-        memory when their content is.
-
-    Returns
-    -------
-    rows : ndarray of shape (n_rows,), dtype=int64
-        Sorted.
-
-    Raises
-    ------
-    ValueError
-        If a cell is in no row; the message names the first few.
-    """
-    wanted = {cell_sort_key(cell): cell for cell in cells}
-    names = [cell_sort_key(as_cell(item, "gallery_")) for item in items]
-    present = set(names)
-    unknown = [describe_cell(cell) for name, cell in wanted.items() if name not in present]
-    if unknown:
-        raise ValueError(f"{len(unknown)} of the images to remove are not in the gallery: "
-                         f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}.")
-    return np.array([row for row, name in enumerate(names) if name in wanted], dtype=np.int64)

@@ -148,6 +148,9 @@ def embed_rows(cells, embed_images, *, on_error="raise", cache=None):
 def embed_gallery(cells, embed, gallery_keys=(), gallery_embeddings=None):
     """The readable items of a search's gallery, their vectors and content keys.
 
+    Unreadable cells (``on_error="warn"``) are left out with one warning
+    (:func:`leave_out_unreadable`), all of them only where they join a gallery.
+
     Parameters
     ----------
     cells : ndarray of shape (n_cells,), dtype=object
@@ -168,10 +171,6 @@ def embed_gallery(cells, embed, gallery_keys=(), gallery_embeddings=None):
     embeddings : ndarray of shape (n_kept, d), dtype=float32
     keys : list of str or None
         Their content keys.
-    kept : ndarray of shape (n_cells,), dtype=bool
-        The rows of ``cells`` kept; unreadable ones (``on_error="warn"``)
-        are left out with one warning (:func:`leave_out_unreadable`), all of
-        them only where they join a gallery.
     """
     keys = [cell_key(cell) for cell in cells]
     embeddings, unreadable = leave_out_unreadable(
@@ -181,4 +180,4 @@ def embed_gallery(cells, embed, gallery_keys=(), gallery_embeddings=None):
     items = np.empty(int(kept.sum()), dtype=object)
     items[:] = [public_cell(cell) for cell in cells[kept]]
     return (items, np.ascontiguousarray(embeddings[kept]),
-            [key for key, keep in zip(keys, kept) if keep], kept)
+            [key for key, keep in zip(keys, kept) if keep])

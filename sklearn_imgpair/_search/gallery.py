@@ -9,7 +9,8 @@ instead of being read and embedded again. Nothing here reads images.
 
 import numpy as np
 
-from sklearn_imgpair._search.faiss_index import FaissIndex, import_faiss, resolve_params
+from sklearn_imgpair._search.faiss_index import FaissIndex
+from sklearn_imgpair._search.faiss_settings import import_faiss, resolve_params
 from sklearn_imgpair._search.vector_index import BruteForceIndex, check_positions
 
 __all__ = ["build_index", "check_index", "grown", "key_rows", "reuse_or_embed", "shrunk"]

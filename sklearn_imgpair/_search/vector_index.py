@@ -5,7 +5,6 @@ from numbers import Integral
 import numpy as np
 import sklearn
 import torch
-from scipy import sparse
 
 # Candidates kept per query beyond the k asked for, re-ranked in float64: enough
 # that float32 rounding of the similarity (about 1e-7) cannot push a true
@@ -17,7 +16,7 @@ SIMILARITY_SLACK = 1e-5
 
 __all__ = ["BruteForceIndex", "RERANK_MARGIN", "SIMILARITY_SLACK", "check_positions",
            "check_n_neighbors", "check_vectors", "chunk_rows", "cosine_distances",
-           "neighbors_graph", "search_readable", "sort_neighbors"]
+           "search_readable", "sort_neighbors"]
 
 
 def chunk_rows(n_columns, chunk_size=None, *, row_bytes=0):
@@ -326,26 +325,3 @@ def search_readable(index, queries, readable, *, n_neighbors=None, radius=None,
             index.radius_neighbors(queries[readable], radius, exclude_self=exclude_self))
     return distances, indices
 
-
-def neighbors_graph(distances, indices, mode, n_samples_fit):
-    """CSR graph of each query's neighbours, as scikit-learn's ``*_neighbors_graph``.
-
-    ``distances`` and ``indices`` hold one row per query, as ``kneighbors``
-    or ``radius_neighbors`` of either index return them; index -1 (an
-    unreadable query's) is no neighbour. ``mode`` is ``"connectivity"``
-    (ones) or ``"distance"``.
-    """
-    if mode not in ("connectivity", "distance"):
-        raise ValueError(f'Unsupported mode, must be one of "connectivity", or '
-                         f'"distance" but got "{mode}" instead')
-    lengths = np.array([len(row) for row in indices])
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    columns = np.concatenate(list(indices)) if len(indices) else np.empty(0, np.int64)
-    values = (np.ones(len(columns)) if mode == "connectivity"
-              else np.concatenate(list(distances)) if len(distances) else np.empty(0))
-    keep = columns >= 0  # unreadable queries have no neighbours
-    if not keep.all():
-        lengths = np.array([int((np.asarray(row) >= 0).sum()) for row in indices])
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-    return sparse.csr_matrix((values[keep], columns[keep], indptr),
-                             shape=(len(indices), n_samples_fit))

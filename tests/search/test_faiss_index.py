@@ -8,12 +8,8 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.neighbors import NearestNeighbors
 
-from sklearn_imgpair._search.faiss_index import (
-    FaissIndex,
-    faiss_threads,
-    import_faiss,
-    resolve_params,
-)
+from sklearn_imgpair._search.faiss_index import FaissIndex
+from sklearn_imgpair._search.faiss_settings import faiss_threads, import_faiss, resolve_params
 
 faiss = pytest.importorskip("faiss")
 

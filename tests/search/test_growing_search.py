@@ -7,10 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from PIL import Image
 
-from sklearn_imgpair import ImageEmbedder, ImageNeighbors
+from sklearn_imgpair import ImageEmbedder, ImageNeighbors, UnreadableImageWarning
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import decode as _decode
+from sklearn_imgpair._images.cells import public_cell
+from sklearn_imgpair._images.lookup import find_cells
+from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._search.faiss_index import FaissIndex
 from sklearn_imgpair._search.vector_index import BruteForceIndex
 
@@ -240,6 +244,27 @@ def test_partial_fit_leaves_unreadable_images_out_with_on_error_warn(tmp_path, e
     with pytest.warns(UnreadableImageWarning):
         search.partial_fit([str(broken)])
     assert search.n_samples_fit_ == len(search._index) == 10
+
+
+def test_images_are_found_in_the_gallery_left_by_partial_fit_and_remove(tmp_path, embedder,
+                                                                         gallery):
+    # find_duplicates and ImageMatchClustering find the gallery row of each image this way:
+    # from gallery_ as it is now, not from rows kept by the first fit.
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with Image.open(gallery[4]) as image:
+        in_memory = np.asarray(image.convert("RGB"))
+    search = _search(embedder, on_error="warn")
+    with pytest.warns(UnreadableImageWarning):
+        search.fit([gallery[0], str(broken), gallery[1]])
+    search.partial_fit([gallery[2], in_memory, gallery[3]]).remove([gallery[0]])
+    images = check_paths([gallery[0], gallery[1], str(broken), gallery[2], in_memory,
+                          gallery[3], gallery[5]])
+    assert_array_equal(find_cells(images, search.gallery_), [-1, 0, -1, 1, 2, 3, -1])
+    # The images' own objects, as in find_duplicates' gallery, are found without hashing.
+    own = np.empty(3, dtype=object)
+    own[:] = [public_cell(cell) for cell in images[[4, 0, 4]]]
+    assert_array_equal(find_cells(images, own), [1, -1, -1, -1, 0, -1, -1])
 
 
 @pytest.mark.filterwarnings("ignore:X does not have valid feature names")

@@ -1,0 +1,74 @@
+"""Cells looked up among the items of a gallery by content: the rows to remove, each cell's row."""
+
+import numpy as np
+
+from sklearn_imgpair._images.cells import (
+    InMemoryImage,
+    as_cell,
+    cell_images,
+    cell_sort_key,
+    describe_cell,
+)
+
+__all__ = ["find_cells", "rows_of_cells"]
+
+
+def _item_sort_keys(items, cells):
+    """:func:`cell_sort_key` of each of ``items``, with the in-memory images of ``cells`` reused."""
+    memo = {id(image.data): image for cell in cells for image in cell_images(cell)
+            if isinstance(image, InMemoryImage)}
+    return [cell_sort_key(as_cell(item, "gallery_", memo)) for item in items]
+
+
+def rows_of_cells(cells, items):
+    """The rows of ``items`` equal to one of ``cells``; each cell must be among them.
+
+    Parameters
+    ----------
+    cells : ndarray of shape (n_cells,), dtype=object
+        Normalised cells (:func:`as_cell`).
+    items : ndarray of shape (n_items,), dtype=object
+        Cells as the caller gave them (:func:`public_cell`), e.g. a search's
+        ``gallery_``. Paths are equal when their strings are, images in
+        memory when their content is (an image of ``cells`` given again as
+        the same object is not hashed again).
+
+    Returns
+    -------
+    rows : ndarray of shape (n_rows,), dtype=int64
+        Sorted.
+
+    Raises
+    ------
+    ValueError
+        If a cell is in no row; the message names the first few.
+    """
+    wanted = {cell_sort_key(cell): cell for cell in cells}
+    names = _item_sort_keys(items, cells)
+    present = set(names)
+    unknown = [describe_cell(cell) for name, cell in wanted.items() if name not in present]
+    if unknown:
+        raise ValueError(f"{len(unknown)} of the images to remove are not in the gallery: "
+                         f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}.")
+    return np.array([row for row, name in enumerate(names) if name in wanted], dtype=np.int64)
+
+
+def find_cells(cells, items):
+    """The first row of ``items`` equal to each of ``cells``, -1 where none is.
+
+    Parameters
+    ----------
+    cells : ndarray of shape (n_cells,), dtype=object
+        Normalised cells (:func:`as_cell`).
+    items : ndarray of shape (n_items,), dtype=object
+        Cells as the caller gave them, equal as in :func:`rows_of_cells`.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_cells,), dtype=int64
+    """
+    first = {}
+    for row, name in enumerate(_item_sort_keys(items, cells)):
+        first.setdefault(name, row)
+    return np.array([first.get(cell_sort_key(cell), -1) for cell in cells],
+                    dtype=np.int64).reshape(len(cells))
