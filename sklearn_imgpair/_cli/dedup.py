@@ -121,8 +121,12 @@ def _pair_probabilities(neighbors, paths, original, first, second):
 def _remove_list(clustering, paths, original, group, policy):
     """One row a file to remove: ``Image1`` (it), ``Image2`` (the kept one), probability, group."""
     removed, kept = [], []
-    for number in range(group.max(initial=-1) + 1):
-        members = np.flatnonzero(group == number).tolist()
+    grouped = np.flatnonzero(group >= 0)
+    grouped = grouped[np.argsort(group[grouped], kind="stable")]  # input order in a group
+    for members in np.split(grouped, np.flatnonzero(np.diff(group[grouped])) + 1):
+        members = members.tolist()
+        if not members:
+            continue
         keep = choose_kept(paths, members, policy)
         removed += [index for index in members if index != keep]
         kept += [keep] * (len(members) - 1)
@@ -164,7 +168,7 @@ def run_dedup(args):
     clf = load_on_device(args)
     check_writable(args.output, "--output")
     if args.keep is not None:
-        check_writable(remove_list_path(args.output), "--keep's list")
+        check_writable(remove_list_path(args.output), "--keep")
     threshold = clf.threshold if args.threshold is None else args.threshold
     paths = np.asarray(images.paths, dtype=object)
     original = exact_copies(paths)

@@ -245,3 +245,12 @@ def test_help_lists_the_new_options(capsys):
     assert all(option in out for option in ("--linkage", "--keep", "_remove.csv"))
     assert main(["search", "--help"]) == 0
     assert "--min-proba" in capsys.readouterr().out
+
+
+def test_keep_without_duplicates_writes_an_empty_list(model_path, images, tmp_path):
+    csv = _write_column(tmp_path, images[:3])
+    assert _dedup(model_path, csv, tmp_path / "duplicates.csv", "--threshold", "1",
+                  "--keep", "newest") == 0
+    remove = pd.read_csv(tmp_path / "duplicates_remove.csv")
+    assert list(remove.columns) == ["Image1", "Image2", "probability", "group"]
+    assert remove.empty
