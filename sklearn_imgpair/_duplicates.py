@@ -147,8 +147,12 @@ def find_duplicates(X, classifier, *, threshold=None, n_neighbors=None, on_error
     ['Image1', 'Image2', 'probability']
     """
     neighbors, _ = _fit_neighbors(X, classifier, on_error, chunk_size)
-    first, second, probabilities = _match_edges(
-        neighbors, _threshold(threshold, neighbors), n_neighbors)
+    edges = _match_edges(neighbors, _threshold(threshold, neighbors), n_neighbors)
+    return _pairs_table(neighbors, *edges)
+
+
+def _pairs_table(neighbors, first, second, probabilities):
+    """The table of :func:`find_duplicates` from gallery rows and their probabilities."""
     return pd.DataFrame({"Image1": neighbors.gallery_[first].astype(object),
                          "Image2": neighbors.gallery_[second].astype(object),
                          "probability": probabilities})
@@ -208,6 +212,11 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         Number of groups.
     neighbors_ : ImageNeighbors
         The search over the distinct images.
+    duplicates_ : DataFrame
+        The pairs above the threshold that the groups were built from, as
+        :func:`find_duplicates` returns them (``Image1``, ``Image2``,
+        ``probability``); with ``linkage="complete"`` a pair may join two
+        groups that stayed apart.
     n_features_in_ : int
         Always 1: one column of images.
     feature_names_in_ : ndarray of shape (1,)
@@ -266,7 +275,7 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         neighbors, image_rows = _fit_neighbors(X, self.classifier, self.on_error,
                                                self.chunk_size)
         threshold = _threshold(self.threshold, neighbors)
-        first, second, _ = _match_edges(neighbors, threshold, self.n_neighbors)
+        first, second, probabilities = _match_edges(neighbors, threshold, self.n_neighbors)
         n_images = neighbors.n_samples_fit_
         if self.linkage == "single":
             graph = sparse.coo_matrix((np.ones(len(first)), (first, second)),
@@ -283,6 +292,7 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         self.labels_ = labels
         self.n_clusters_ = len(first_seen)
         self.neighbors_ = neighbors
+        self.duplicates_ = _pairs_table(neighbors, first, second, probabilities)
         # Sets or deletes feature_names_in_; scikit-learn counts no features in
         # a 1-D list of strings (ensure_2d=False), so we set the count.
         validate_data(self, X, skip_check_array=True, ensure_2d=False)

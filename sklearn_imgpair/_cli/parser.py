@@ -41,7 +41,8 @@ examples:
   sklearn-imgpair embed --model model.safetensors --images catalogue/ --output embeddings.npy
   sklearn-imgpair search --model model.safetensors --gallery catalogue/ --query photos/ \\
       --n-neighbors 10 --output results.csv --plot results.png
-  sklearn-imgpair dedup --model model.safetensors --images catalogue/ --output duplicates.csv
+  sklearn-imgpair dedup --model model.safetensors --images catalogue/ --output duplicates.csv \\
+      --keep largest
   sklearn-imgpair export --model model.safetensors --output model.onnx --quantize int8
 """
 
@@ -364,8 +365,8 @@ def _add_search(commands):
             "with the model's match probability. The output CSV is a pairs table with one row "
             "per query and rank: Image1 (the query), Image2 (the gallery image), rank (from "
             "1), probability, distance (1 - cosine). A query that "
-            "is also in the gallery finds itself first. --plot draws the first queries and "
-            "their matches.",
+            "is also in the gallery finds itself first; --min-proba leaves out the matches "
+            "below a probability. --plot draws the first queries and their matches.",
             "sklearn-imgpair search --model model.safetensors --gallery catalogue/ "
             "--query photos/ --n-neighbors 10 --output results.csv --plot results.png"))
     search.add_argument("--gallery", required=True, metavar="CSV|FOLDER",
@@ -375,6 +376,9 @@ def _add_search(commands):
     _add_renamed(search, "--n-neighbors", "--k", type=_positive(int), default=10, metavar="K",
                  help="gallery images found per query, at most the gallery's size "
                       "(default: %(default)s)")
+    search.add_argument("--min-proba", type=_probability, metavar="P",
+                        help="leave out the matches whose probability is below P, from 0 "
+                             "to 1, so that a query may have fewer than K (default: keep all)")
     search.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
     search.add_argument("--plot", metavar="FILE",
                         help="draw the queries beside their matches and probabilities to a "
@@ -391,13 +395,18 @@ def _add_dedup(commands):
         parents=_catalogue_options("leave them out"),
         help="find the pairs of images that match (duplicates) in a folder or CSV",
         description=_describe(
-            "Find every pair of images whose match probability is above the threshold, "
-            "without scoring all pairs one by one: each image is embedded once and "
-            "candidates come from a nearest-neighbour search. The output CSV has the "
-            "columns Image1, Image2 and probability, most likely first; the command prints "
-            "how many pairs and groups (images joined by a chain of pairs) it found.",
+            "Find the exact copies (byte-identical files, by a hash of their bytes, without "
+            "the network), then every pair of images whose match probability is above the "
+            "threshold, without scoring all pairs one by one: one file of each set of copies "
+            "is embedded, once, and candidates come from a nearest-neighbour search. The "
+            "output CSV has the columns Image1, Image2, probability (1 for a copy, paired "
+            "with the first file it copies) and group (a number from 0 for each group of "
+            "duplicates), most likely first; the command prints how many pairs, copies and "
+            "groups it found. --keep writes NAME_remove.csv beside the output NAME.csv: the "
+            "files to remove (Image1) and the kept file each one duplicates (Image2); "
+            "nothing is deleted.",
             "sklearn-imgpair dedup --model model.safetensors --images catalogue/ "
-            "--output duplicates.csv"))
+            "--output duplicates.csv --keep largest"))
     dedup.add_argument("--images", required=True, metavar="CSV|FOLDER",
                        help=f"the images: {_IMAGES}")
     dedup.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
@@ -408,7 +417,17 @@ def _add_dedup(commands):
                        help="look for the duplicates of an image among its K nearest images "
                             "only: faster on large folders, but may miss some (default: "
                             "every pair above the threshold)")
-    dedup.set_defaults(run="retrieval:run_dedup")
+    dedup.add_argument("--linkage", choices=["single", "complete"], default="single",
+                       help="how pairs make groups: images joined by a chain of pairs "
+                            "(single), or groups in which every pair is above the threshold "
+                            "(complete; pairs across two groups are left out) "
+                            "(default: %(default)s)")
+    dedup.add_argument("--keep", choices=["first", "largest", "newest"],
+                       help="also write NAME_remove.csv beside the output NAME.csv: in each "
+                            "group, every file but the one kept (the first in input order, "
+                            "the largest in pixels then bytes, or the newest by modification "
+                            "time), each with the kept file; nothing is deleted")
+    dedup.set_defaults(run="dedup:run_dedup")
 
 
 def _add_export(commands):

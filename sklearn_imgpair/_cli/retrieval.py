@@ -1,4 +1,4 @@
-"""The ``search`` and ``dedup`` subcommands: a catalogue of images searched with a saved matcher."""
+"""The ``search`` subcommand: a catalogue of images searched with a saved matcher."""
 
 import os
 
@@ -6,8 +6,6 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
 from sklearn_imgpair._cli.commands import (
     CHUNK_SIZE,
@@ -23,7 +21,7 @@ from sklearn_imgpair._cli.inputs import CommandError, read_images, reading, repo
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._nn.device import check_device, device_type
 
-__all__ = ["duplicate_groups", "plot_search", "run_dedup", "run_search"]
+__all__ = ["load_on_device", "plot_search", "run_search"]
 
 # Matches shown per query in a --plot picture, whatever --n-neighbors.
 _PLOTTED_MATCHES = 10
@@ -44,7 +42,7 @@ def _check_device(device):
                            "--device cpu or auto.")
 
 
-def _load(args):
+def load_on_device(args):
     """The model of ``--model`` on ``--device``, with ``--batch-size`` and ``--on-error``."""
     _check_device(args.device)
     clf = load_model(args.model, args.on_error, device=args.device)
@@ -89,7 +87,7 @@ def run_search(args):
     _check_n_neighbors(args.n_neighbors, len(gallery.paths), args.gallery)
     if args.plot is not None:
         check_plot_path(args.plot)
-    clf = _load(args)
+    clf = load_on_device(args)
     check_writable(args.output, "--output")
     print(f"Embedding the {len(gallery.paths)} gallery images of {args.gallery}", flush=True)
     left_out = {}
@@ -109,10 +107,14 @@ def run_search(args):
         "probability": proba[readable].ravel(),
         "distance": distances[readable].ravel(),
     })
+    if args.min_proba is not None:
+        table = table[table["probability"] >= args.min_proba]
     path = write_atomically(args.output, lambda partial: table.to_csv(partial, index=False))
     n_matches = int((proba[readable] > neighbors.match_threshold_).sum())
+    dropped = ("" if args.min_proba is None else
+               f"; {n_queries * k - len(table)} below --min-proba {args.min_proba:g} left out")
     print(f"Wrote the {k} nearest gallery images of {n_queries} queries to {path} "
-          f"({n_matches} above the model's threshold {neighbors.match_threshold_:g})")
+          f"({n_matches} above the model's threshold {neighbors.match_threshold_:g}{dropped})")
     if args.plot is not None and n_queries:
         shown = np.flatnonzero(readable)[:args.plot_queries]
         plot_path = plot_search(
@@ -198,56 +200,3 @@ def plot_search(path, queries, matches, probabilities, *, threshold, title):
                     f"{threshold:g})", fontsize=10)
     file_format = os.path.splitext(path)[1][1:].lower()
     return write_atomically(path, lambda partial: figure.savefig(partial, format=file_format))
-
-
-# ----------------------------------------------------------------------
-# dedup
-# ----------------------------------------------------------------------
-
-
-def duplicate_groups(duplicates):
-    """Number of groups that the duplicate pairs join (connected components) and their images.
-
-    Parameters
-    ----------
-    duplicates : DataFrame
-        Columns ``Image1`` and ``Image2``, as :func:`find_duplicates` returns.
-
-    Returns
-    -------
-    n_groups : int
-    n_images : int
-        Images that are in a pair.
-    """
-    codes, images = pd.factorize(pd.concat([duplicates["Image1"], duplicates["Image2"]]))
-    n_pairs, n_images = len(duplicates), len(images)
-    graph = sparse.coo_matrix((np.ones(n_pairs), (codes[:n_pairs], codes[n_pairs:])),
-                              shape=(n_images, n_images))
-    n_groups = connected_components(graph, directed=False)[0] if n_images else 0
-    return int(n_groups), n_images
-
-
-def run_dedup(args):
-    """``dedup``: the pairs of images that the model calls a match, and their groups."""
-    from sklearn_imgpair import find_duplicates
-
-    if os.path.splitext(args.output)[1].lower() != ".csv":
-        raise CommandError(f"--output must end in .csv; got {args.output!r}.")
-    images = read_images(args.images, image_columns(args), "--images",
-                         check_files=args.on_error == "raise")
-    clf = _load(args)
-    check_writable(args.output, "--output")
-    threshold = clf.threshold if args.threshold is None else args.threshold
-    print(f"Looking for duplicates among the {len(images.paths)} images of {args.images}",
-          flush=True)
-    unreadable = {}
-    with reading(images, unreadable):
-        duplicates = find_duplicates(images.paths, clf, threshold=threshold,
-                                     n_neighbors=args.n_neighbors, on_error=args.on_error)
-    report_unreadable(unreadable, "they are left out")
-    path = write_atomically(args.output,
-                            lambda partial: duplicates.to_csv(partial, index=False))
-    n_groups, n_grouped = duplicate_groups(duplicates)
-    print(f"Found {len(duplicates)} duplicate pairs in {n_groups} groups ({n_grouped} images) "
-          f"at threshold {threshold:g}; wrote them to {path}")
-    return 0

@@ -128,3 +128,12 @@ def test_a_column_name_seen_in_fit_is_kept(classifier, images):
     assert clustering.n_features_in_ == 1
     assert_array_equal(clustering.labels_, ImageMatchClustering(classifier).fit_predict(images))
     assert not hasattr(clustering.fit(images), "feature_names_in_")
+
+
+@pytest.mark.parametrize("linkage", ["single", "complete"])
+def test_the_clustering_keeps_the_pairs_it_grouped_by(classifier, images, all_pairs, linkage):
+    threshold = _thresholds(all_pairs)[1]
+    clustering = ImageMatchClustering(classifier, threshold=threshold, linkage=linkage)
+    clustering.fit(images)
+    expected = find_duplicates(images, classifier, threshold=threshold)
+    pd.testing.assert_frame_equal(clustering.duplicates_, expected)

@@ -1,0 +1,205 @@
+"""The ``dedup`` subcommand: exact copies by hash, then duplicates by the model, in groups.
+
+Byte-identical files are found first, without the network: only files of one size are read,
+and each is hashed in blocks. One file of each set of copies is embedded; its copies join its
+group with probability 1. ``--keep`` then writes the files that could go, each with the file
+it duplicates; nothing is ever deleted.
+"""
+
+import hashlib
+import os
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.utils import Bunch
+
+from sklearn_imgpair._cli.commands import check_writable, image_columns
+from sklearn_imgpair._cli.inputs import CommandError, read_images, reading, report_unreadable
+from sklearn_imgpair._cli.retrieval import load_on_device
+from sklearn_imgpair._io.atomic import write_atomically
+
+__all__ = ["choose_kept", "exact_copies", "remove_list_path", "run_dedup"]
+
+# Bytes read at a time when a file is hashed.
+_BLOCK_SIZE = 1 << 20
+
+
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(_BLOCK_SIZE), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+def exact_copies(paths):
+    """The first byte-identical file of each file, by a SHA-256 hash of its bytes.
+
+    Only files that share their size with another are read. Empty files and
+    files that cannot be read are copies of none (the network's reading
+    reports them).
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Image files, each once.
+
+    Returns
+    -------
+    original : ndarray of shape (n_paths,), dtype=int
+        Index of the first file in ``paths`` with the same bytes: the file's
+        own index when no earlier file has them.
+    """
+    original = np.arange(len(paths))
+    by_size = defaultdict(list)
+    for index, path in enumerate(paths):
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue
+        if size:
+            by_size[size].append(index)
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        first_with = {}
+        for index in same_size:
+            try:
+                digest = _file_digest(paths[index])
+            except OSError:
+                continue
+            original[index] = first_with.setdefault(digest, index)
+    return original
+
+
+def remove_list_path(output):
+    """Where ``--keep`` writes the files to remove: ``NAME_remove.csv`` beside ``NAME.csv``."""
+    return os.path.splitext(output)[0] + "_remove.csv"
+
+
+def _pixels(path):
+    with Image.open(path) as image:  # reads the header only
+        return image.width * image.height
+
+
+def choose_kept(paths, members, policy):
+    """The file that ``--keep policy`` keeps among ``members``, indices into ``paths``.
+
+    ``first``: the first in input order; ``largest``: the most pixels, then the
+    most bytes; ``newest``: the latest modification time. Ties go to the first.
+    """
+    if policy == "first":
+        return min(members)
+    if policy == "largest":
+        return min(members, key=lambda index: (-_pixels(paths[index]),
+                                               -os.path.getsize(paths[index]), index))
+    return min(members, key=lambda index: (-os.stat(paths[index]).st_mtime_ns, index))
+
+
+def _number_groups(labels):
+    """Groups of two images or more, numbered from 0 in input order; -1 for the others."""
+    sizes = np.bincount(labels[labels >= 0], minlength=1)
+    grouped = (labels >= 0) & (sizes[np.maximum(labels, 0)] > 1)
+    _, first_seen, numbered = np.unique(labels[grouped], return_index=True, return_inverse=True)
+    group = np.full(len(labels), -1, dtype=np.int64)
+    group[grouped] = np.argsort(np.argsort(first_seen))[numbered]
+    return group
+
+
+def _pair_probabilities(neighbors, paths, original, first, second):
+    """Match probabilities of pairs of files: 1 for copies, else their originals' embeddings."""
+    row = {path: index for index, path in enumerate(neighbors.gallery_)}
+    a = np.array([row[paths[i]] for i in original[first]], dtype=np.int64)
+    b = np.array([row[paths[i]] for i in original[second]], dtype=np.int64)
+    cosines = np.einsum("ij,ij->i", neighbors.embeddings_[a], neighbors.embeddings_[b])
+    probabilities = neighbors.match_proba(1.0 - cosines.astype(np.float64))
+    return np.where(original[first] == original[second], 1.0, probabilities)
+
+
+def _remove_list(clustering, paths, original, group, policy):
+    """One row a file to remove: ``Image1`` (it), ``Image2`` (the kept one), probability, group."""
+    removed, kept = [], []
+    grouped = np.flatnonzero(group >= 0)
+    grouped = grouped[np.argsort(group[grouped], kind="stable")]  # input order in a group
+    for members in np.split(grouped, np.flatnonzero(np.diff(group[grouped])) + 1):
+        members = members.tolist()
+        if not members:
+            continue
+        keep = choose_kept(paths, members, policy)
+        removed += [index for index in members if index != keep]
+        kept += [keep] * (len(members) - 1)
+    removed, kept = np.array(removed, dtype=np.int64), np.array(kept, dtype=np.int64)
+    return pd.DataFrame({
+        "Image1": paths[removed], "Image2": paths[kept],
+        "probability": _pair_probabilities(clustering.neighbors_, paths, original, removed,
+                                           kept),
+        "group": group[removed]})
+
+
+def _duplicate_pairs(clustering, paths, original, group):
+    """Exact copies (probability 1) and the model's pairs inside one group, most likely first."""
+    copies = np.flatnonzero(original != np.arange(len(paths)))
+    copies = copies[group[copies] >= 0]  # not the copies of an unreadable file
+    position = {path: index for index, path in enumerate(paths)}
+    matched = clustering.duplicates_
+    first = matched["Image1"].map(position).to_numpy(dtype=np.int64)
+    second = matched["Image2"].map(position).to_numpy(dtype=np.int64)
+    inside = group[first] == group[second]  # complete linkage may keep a pair's images apart
+    table = pd.DataFrame({
+        "Image1": np.concatenate([paths[original[copies]], paths[first[inside]]]),
+        "Image2": np.concatenate([paths[copies], paths[second[inside]]]),
+        "probability": np.concatenate([np.ones(len(copies)),
+                                       matched["probability"].to_numpy()[inside]]),
+        "group": np.concatenate([group[copies], group[first[inside]]])})
+    table = table.sort_values("probability", ascending=False, kind="stable")
+    return table.reset_index(drop=True), int((~inside).sum())
+
+
+def run_dedup(args):
+    """``dedup``: exact copies, then the pairs the model calls a match, grouped."""
+    from sklearn_imgpair import ImageMatchClustering
+
+    if os.path.splitext(args.output)[1].lower() != ".csv":
+        raise CommandError(f"--output must end in .csv; got {args.output!r}.")
+    images = read_images(args.images, image_columns(args), "--images",
+                         check_files=args.on_error == "raise")
+    clf = load_on_device(args)
+    check_writable(args.output, "--output")
+    if args.keep is not None:
+        check_writable(remove_list_path(args.output), "--keep")
+    threshold = clf.threshold if args.threshold is None else args.threshold
+    paths = np.asarray(images.paths, dtype=object)
+    original = exact_copies(paths)
+    distinct = np.flatnonzero(original == np.arange(len(paths)))
+    n_copies = len(paths) - len(distinct)
+    print(f"Looking for duplicates among the {len(paths)} images of {args.images}: "
+          f"{n_copies} exact copies (byte-identical files) found by hash, "
+          f"{len(distinct)} images to embed", flush=True)
+    embedded = Bunch(paths=paths[distinct], where=lambda index: images.where(distinct[index]))
+    unreadable = {}
+    with reading(embedded, unreadable):
+        clustering = ImageMatchClustering(
+            clf, threshold=threshold, linkage=args.linkage, n_neighbors=args.n_neighbors,
+            on_error=args.on_error).fit(embedded.paths)
+    report_unreadable(unreadable, "they are left out")
+    labels = np.full(len(paths), -1, dtype=np.int64)
+    labels[distinct] = clustering.labels_
+    group = _number_groups(labels[original])
+    duplicates, n_apart = _duplicate_pairs(clustering, paths, original, group)
+    path = write_atomically(args.output,
+                            lambda partial: duplicates.to_csv(partial, index=False))
+    n_groups, n_grouped = int(group.max(initial=-1) + 1), int((group >= 0).sum())
+    print(f"Found {len(duplicates)} duplicate pairs in {n_groups} groups ({n_grouped} images) "
+          f"at threshold {threshold:g}, {n_copies} of them exact copies; wrote them to {path}")
+    if n_apart:
+        print(f"{n_apart} pairs above the threshold join images that complete linkage keeps "
+              "in different groups; they are left out")
+    if args.keep is not None:
+        remove = _remove_list(clustering, paths, original, group, args.keep)
+        remove_path = write_atomically(remove_list_path(args.output),
+                                       lambda partial: remove.to_csv(partial, index=False))
+        print(f"Listed {len(remove)} files to remove, keeping the {args.keep} of each group, "
+              f"in {remove_path}; nothing was deleted")
+    return 0
