@@ -23,8 +23,8 @@ from sklearn_imgpair._images.cells import (
     image_names,
     public_cell,
 )
+from sklearn_imgpair._images.lookup import reuse_or_embed
 from sklearn_imgpair._images.unreadable import leave_out_unreadable, warn_unreadable
-from sklearn_imgpair._search.gallery import reuse_or_embed
 
 __all__ = ["embed_cells", "embed_gallery", "embed_rows", "pool_embeddings"]
 

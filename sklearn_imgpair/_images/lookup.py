@@ -1,4 +1,7 @@
-"""Cells looked up among the items of a gallery by content: the rows to remove, each cell's row."""
+"""Cells looked up among the items of a gallery by content: each cell's row, reused vectors.
+
+No torch here: the embedding path (:mod:`~sklearn_imgpair._images.embedding`) uses it.
+"""
 
 import numpy as np
 
@@ -10,7 +13,7 @@ from sklearn_imgpair._images.cells import (
     describe_cell,
 )
 
-__all__ = ["find_cells", "rows_of_cells"]
+__all__ = ["find_cells", "key_rows", "reuse_or_embed", "rows_of_cells"]
 
 
 def _item_sort_keys(items, cells):
@@ -72,3 +75,57 @@ def find_cells(cells, items):
         first.setdefault(name, row)
     return np.array([first.get(cell_sort_key(cell), -1) for cell in cells],
                     dtype=np.int64).reshape(len(cells))
+
+
+def key_rows(gallery_keys, keys):
+    """The first gallery row of each key, -1 where the key is None or not in the gallery.
+
+    Parameters
+    ----------
+    gallery_keys : sequence of str or None
+        The content key of each gallery row (None: unknown).
+    keys : sequence of str or None
+        The keys looked up.
+
+    Returns
+    -------
+    rows : ndarray of shape (len(keys),), dtype=intp
+    """
+    first = {}
+    for row, key in enumerate(gallery_keys):
+        if key is not None:
+            first.setdefault(key, row)
+    return np.array([-1 if key is None else first.get(key, -1) for key in keys],
+                    dtype=np.intp).reshape(len(keys))
+
+
+def reuse_or_embed(cells, keys, gallery_keys, gallery_embeddings, embed):
+    """One vector per cell: a gallery row's where its key is there, else ``embed``'s.
+
+    Parameters
+    ----------
+    cells : ndarray of shape (n_cells,), dtype=object
+        The new items.
+    keys : sequence of str or None
+        Their content keys.
+    gallery_keys : sequence of str or None
+        The keys of the gallery's rows.
+    gallery_embeddings : ndarray of shape (n_gallery, d) or None
+        The gallery's vectors; None for an empty gallery.
+    embed : callable
+        ``embed(cells)`` returns a vector per cell (NaN rows for unreadable
+        images); called once, on the cells not in the gallery, if any.
+
+    Returns
+    -------
+    embeddings : ndarray of shape (n_cells, d), dtype=float32
+    """
+    rows = key_rows(gallery_keys, keys)
+    new = rows < 0
+    if new.all():
+        return np.asarray(embed(cells), dtype=np.float32)
+    embeddings = np.empty((len(cells), gallery_embeddings.shape[1]), dtype=np.float32)
+    embeddings[~new] = gallery_embeddings[rows[~new]]
+    if new.any():
+        embeddings[new] = embed(cells[new])
+    return embeddings

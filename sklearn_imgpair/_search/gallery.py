@@ -4,7 +4,8 @@ A search keeps, beside each gallery item and its vector, the item's content
 key (a file's absolute path, size and modification time, or the digest of an
 image in memory; see :func:`~sklearn_imgpair._images.cells.cell_key`). Items
 added later whose key is already in the gallery take that row's vector
-instead of being read and embedded again. Nothing here reads images.
+instead of being read and embedded again
+(:func:`~sklearn_imgpair._images.lookup.reuse_or_embed`). Nothing here reads images.
 """
 
 import numpy as np
@@ -13,61 +14,7 @@ from sklearn_imgpair._search.faiss_index import FaissIndex
 from sklearn_imgpair._search.faiss_settings import import_faiss, resolve_params
 from sklearn_imgpair._search.vector_index import BruteForceIndex, check_positions
 
-__all__ = ["build_index", "check_index", "grown", "key_rows", "reuse_or_embed", "shrunk"]
-
-
-def key_rows(gallery_keys, keys):
-    """The first gallery row of each key, -1 where the key is None or not in the gallery.
-
-    Parameters
-    ----------
-    gallery_keys : sequence of str or None
-        The content key of each gallery row (None: unknown).
-    keys : sequence of str or None
-        The keys looked up.
-
-    Returns
-    -------
-    rows : ndarray of shape (len(keys),), dtype=intp
-    """
-    first = {}
-    for row, key in enumerate(gallery_keys):
-        if key is not None:
-            first.setdefault(key, row)
-    return np.array([-1 if key is None else first.get(key, -1) for key in keys],
-                    dtype=np.intp).reshape(len(keys))
-
-
-def reuse_or_embed(cells, keys, gallery_keys, gallery_embeddings, embed):
-    """One vector per cell: a gallery row's where its key is there, else ``embed``'s.
-
-    Parameters
-    ----------
-    cells : ndarray of shape (n_cells,), dtype=object
-        The new items.
-    keys : sequence of str or None
-        Their content keys.
-    gallery_keys : sequence of str or None
-        The keys of the gallery's rows.
-    gallery_embeddings : ndarray of shape (n_gallery, d) or None
-        The gallery's vectors; None for an empty gallery.
-    embed : callable
-        ``embed(cells)`` returns a vector per cell (NaN rows for unreadable
-        images); called once, on the cells not in the gallery, if any.
-
-    Returns
-    -------
-    embeddings : ndarray of shape (n_cells, d), dtype=float32
-    """
-    rows = key_rows(gallery_keys, keys)
-    new = rows < 0
-    if new.all():
-        return np.asarray(embed(cells), dtype=np.float32)
-    embeddings = np.empty((len(cells), gallery_embeddings.shape[1]), dtype=np.float32)
-    embeddings[~new] = gallery_embeddings[rows[~new]]
-    if new.any():
-        embeddings[new] = embed(cells[new])
-    return embeddings
+__all__ = ["build_index", "check_index", "grown", "shrunk"]
 
 
 def check_index(search, n_samples):
