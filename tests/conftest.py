@@ -1,5 +1,6 @@
 """Shared fixtures: seeding, a tiny Swin configuration and small image-pair data sets."""
 
+import collections
 import io
 import os
 import zipfile
@@ -67,6 +68,24 @@ def batch_sizes(monkeypatch):
 
 
 @pytest.fixture
+def decode_counts(monkeypatch):
+    """How often each image was decoded while the test runs (a Counter by path)."""
+    from sklearn_imgpair._images import datasets as _datasets
+    from sklearn_imgpair._images import decode as _decode
+
+    counts = collections.Counter()
+    original = _decode.load_image
+
+    def counting_load_image(path, image_size):
+        counts[path] += 1
+        return original(path, image_size)
+
+    monkeypatch.setattr(_decode, "load_image", counting_load_image)
+    monkeypatch.setattr(_datasets, "load_image", counting_load_image)
+    return counts
+
+
+@pytest.fixture
 def make_clf():
     """Factory for tiny, seeded classifiers: ``make_clf(max_epochs=5)``."""
     return make_tiny_classifier
@@ -112,6 +131,25 @@ def separable_pairs(tmp_path_factory):
             rows.append((paths[i], paths[j]))
             labels.append(int(identities[i] == identities[j]))
     return np.array(rows, dtype=object), np.array(labels)
+
+
+@pytest.fixture(scope="module")
+def model_path(image_pairs, tmp_path_factory):
+    """A tiny classifier fitted for one epoch and saved; tests must not overwrite it.
+
+    Modules that need another model define their own ``model_path``.
+    """
+    X, y = image_pairs
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    make_tiny_classifier(max_epochs=1).fit(X, y).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    from sklearn_imgpair import ImagePairClassifier
+
+    return ImagePairClassifier.load(model_path)
 
 
 @pytest.fixture(scope="module")

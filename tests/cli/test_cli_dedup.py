@@ -15,24 +15,6 @@ from sklearn_imgpair import find_duplicates
 from sklearn_imgpair.__main__ import main
 from sklearn_imgpair._cli.dedup import exact_copies
 
-from conftest import make_tiny_classifier
-
-
-@pytest.fixture(scope="module")
-def model_path(image_pairs, tmp_path_factory):
-    """A tiny classifier fitted for one epoch and saved; tests must not overwrite it."""
-    X, y = image_pairs
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    make_tiny_classifier(max_epochs=1).fit(X, y).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(model_path):
-    from sklearn_imgpair import ImagePairClassifier
-
-    return ImagePairClassifier.load(model_path)
-
 
 @pytest.fixture(scope="module")
 def images(image_pairs):

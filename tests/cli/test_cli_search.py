@@ -13,25 +13,7 @@ from sklearn_imgpair import ImageMatchClustering, ImageNeighbors, find_duplicate
 from sklearn_imgpair.__main__ import main
 from sklearn_imgpair._cli.inputs import CommandError, list_image_files, read_images
 
-from conftest import make_tiny_classifier
-
 pytest.importorskip("matplotlib", reason="--plot draws with matplotlib")
-
-
-@pytest.fixture(scope="module")
-def model_path(image_pairs, tmp_path_factory):
-    """A tiny classifier fitted for one epoch and saved; tests must not overwrite it."""
-    X, y = image_pairs
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    make_tiny_classifier(max_epochs=1).fit(X, y).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(model_path):
-    from sklearn_imgpair import ImagePairClassifier
-
-    return ImagePairClassifier.load(model_path)
 
 
 @pytest.fixture(scope="module")

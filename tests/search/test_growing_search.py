@@ -1,6 +1,5 @@
 """A search that grows and shrinks: partial_fit and remove equal a fit on what is left."""
 
-import collections
 import shutil
 
 import numpy as np
@@ -10,8 +9,6 @@ from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
 from sklearn_imgpair import ImageEmbedder, ImageNeighbors, UnreadableImageWarning
-from sklearn_imgpair._images import datasets as _datasets
-from sklearn_imgpair._images import decode as _decode
 from sklearn_imgpair._images.cells import public_cell
 from sklearn_imgpair._images.lookup import find_cells
 from sklearn_imgpair._images.validation import check_paths
@@ -191,16 +188,8 @@ def test_partial_fit_embeds_exactly_the_images_not_in_the_gallery(monkeypatch, e
     assert embedded == []
 
 
-def test_partial_fit_reads_no_image_already_in_the_gallery(monkeypatch, gallery):
-    counts = collections.Counter()
-    original = _decode.load_image
-
-    def counting_load_image(path, image_size):
-        counts[path] += 1
-        return original(path, image_size)
-
-    monkeypatch.setattr(_decode, "load_image", counting_load_image)
-    monkeypatch.setattr(_datasets, "load_image", counting_load_image)
+def test_partial_fit_reads_no_image_already_in_the_gallery(decode_counts, gallery):
+    counts = decode_counts
     search = ImageNeighbors(ImageEmbedder(**TINY, cache=False, num_workers=0)).fit(gallery[:10])
     counts.clear()
     search.partial_fit(np.concatenate([gallery[:10], gallery[10:12]]))

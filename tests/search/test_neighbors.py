@@ -1,6 +1,5 @@
 """ImageNeighbors: scikit-learn's NearestNeighbors conventions on image paths."""
 
-import collections
 import shutil
 import warnings
 
@@ -14,8 +13,6 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.neighbors import NearestNeighbors
 
 from sklearn_imgpair import ImageEmbedder, ImageNeighbors, UnreadableImageWarning
-from sklearn_imgpair._images import datasets as _datasets
-from sklearn_imgpair._images import decode as _decode
 from sklearn_imgpair._io.container import read_container, write_container
 from sklearn_imgpair._persistence.neighbors_file import NEIGHBORS_FORMAT_VERSION
 
@@ -132,16 +129,8 @@ def test_kneighbors_proba_exists_only_with_a_classifier(fitted, classifier):
         ImageNeighbors(ImageEmbedder(**TINY), classifier=classifier).fit(["a.png"])
 
 
-def test_fit_embeds_each_distinct_gallery_image_once(monkeypatch, gallery):
-    counts = collections.Counter()
-    original = _decode.load_image
-
-    def counting_load_image(path, image_size):
-        counts[path] += 1
-        return original(path, image_size)
-
-    monkeypatch.setattr(_decode, "load_image", counting_load_image)
-    monkeypatch.setattr(_datasets, "load_image", counting_load_image)
+def test_fit_embeds_each_distinct_gallery_image_once(decode_counts, gallery):
+    counts = decode_counts
     images = np.concatenate([gallery[:10], gallery[:10][::-1], gallery[3:5]])
     search = ImageNeighbors(ImageEmbedder(**TINY, cache=False, num_workers=0)).fit(images)
     assert sorted(counts) == sorted(gallery[:10]) and set(counts.values()) == {1}
