@@ -133,7 +133,7 @@ def _to_onnx(graph, input_names, output_names, image_size, opset):
             output_names=list(output_names), dynamic_shapes={name: {0: batch}
                                                              for name in input_names},
             opset_version=opset, dynamo=True, external_data=False, verbose=False)
-    model = program.model_proto
+    model = _without_stack_traces(program.model_proto)
     fixed = [node.name for node in model.graph.input
              if not node.type.tensor_type.shape.dim[0].dim_param]
     written = max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
@@ -143,6 +143,31 @@ def _to_onnx(graph, input_names, output_names, image_size, opset):
             + (f"a fixed batch size for {fixed}" if fixed else f"opset {written}, not {opset}")
             + "; please report this with the versions of torch, onnx and onnxscript.")
     return model, written
+
+
+# The exporter keeps each node's Python stack trace in the node's metadata: the source
+# paths of the exporting machine, in every file. The other node metadata (module names
+# and scopes) stays.
+_STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+
+
+def _without_stack_traces(model):
+    """``model`` with the stack traces left out of its nodes' metadata (in place)."""
+    graphs = [model.graph]
+    nodes = [node for function in model.functions for node in function.node]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            nodes.append(node)
+            for attribute in node.attribute:
+                graphs.extend([attribute.g] if attribute.HasField("g") else [])
+                graphs.extend(attribute.graphs)
+    for node in nodes:
+        kept = [entry for entry in node.metadata_props if entry.key != _STACK_TRACE_KEY]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+    return model
 
 
 def _check_agreement(model, graph, input_names, image_size):

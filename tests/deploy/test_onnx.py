@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -463,6 +464,7 @@ def test_runtime_runs_with_torch_and_timm_blocked(clf_onnx, image_pairs):
     X, _ = image_pairs
     code = _BLOCK_TORCH + f"""
 import json
+import os
 from sklearn_imgpair.onnx import OnnxImageMatcher
 matcher = OnnxImageMatcher({clf_onnx!r})
 proba = matcher.predict_proba({X[:5].tolist()!r})
@@ -502,3 +504,14 @@ def test_every_public_name_resolves():
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         sklearn_imgpair.nothing
     assert sklearn_imgpair.ImageEmbedder.__module__ == "sklearn_imgpair._embedder"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exported", ["clf_onnx", "embedder_onnx", "cli_int8"])
+def test_an_exported_file_names_no_source_path_of_the_exporting_machine(exported, request):
+    path = request.getfixturevalue(exported)
+    path = path[0] if isinstance(path, tuple) else path
+    source = os.path.dirname(os.path.abspath(sklearn_imgpair.__file__)).encode()
+    data = open(path, "rb").read()
+    assert source not in data and b"pkg.torch.onnx.stack_trace" not in data
+    assert b"pkg.torch.onnx.name_scopes" in data  # the rest of the nodes' metadata stays

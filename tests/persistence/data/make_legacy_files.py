@@ -23,7 +23,9 @@ The folder receives:
   ``neighbors_faiss.safetensors``: an :class:`ImageNeighbors` with the exact
   search and with a flat FAISS index;
 * ``classifier.onnx``, when the ``onnx`` extra is installed: the version 2
-  classifier exported in float32;
+  classifier exported in float32 (the committed file without its nodes' stack
+  traces, which named the writing machine's paths; the exporter now leaves them
+  out itself, see ``_deploy/onnx_export.py``);
 * ``expected.npz``: ``predict_proba`` of both classifiers and the ONNX file on
   :data:`PAIRS`, ``transform`` of the embedder and ``kneighbors`` of each
   search on the images;
