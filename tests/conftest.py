@@ -69,7 +69,11 @@ def batch_sizes(monkeypatch):
 
 @pytest.fixture
 def decode_counts(monkeypatch):
-    """How often each image was decoded while the test runs (a Counter by path)."""
+    """How often each image was decoded while the test runs (a Counter by path).
+
+    Files are decoded through the decoded-image cache (``decode``) and by the image
+    datasets (``datasets``); both are counted. In this process only: use num_workers=0.
+    """
     from sklearn_imgpair._images import datasets as _datasets
     from sklearn_imgpair._images import decode as _decode
 

@@ -70,11 +70,8 @@ def find_cells(cells, items):
     -------
     rows : ndarray of shape (n_cells,), dtype=int64
     """
-    first = {}
-    for row, name in enumerate(_item_sort_keys(items, cells)):
-        first.setdefault(name, row)
-    return np.array([first.get(cell_sort_key(cell), -1) for cell in cells],
-                    dtype=np.int64).reshape(len(cells))
+    rows = key_rows(_item_sort_keys(items, cells), [cell_sort_key(cell) for cell in cells])
+    return rows.astype(np.int64)
 
 
 def key_rows(gallery_keys, keys):

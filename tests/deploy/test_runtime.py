@@ -1,6 +1,5 @@
 """Tests of the speed settings: decode once, workers, chunked scoring, precision."""
 
-import collections
 import copy
 
 import numpy as np
@@ -11,7 +10,6 @@ from PIL import Image
 
 from sklearn_imgpair import ImageEmbedder, _matching
 from sklearn_imgpair._images import datasets as _datasets
-from sklearn_imgpair._images import decode as _dataset
 from sklearn_imgpair._images import pixels as _pixels
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import load_image
@@ -28,22 +26,6 @@ from sklearn_imgpair._nn.siamese import SiameseNet
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 
 BF16_ON_ANY_CPU = pytest.mark.filterwarnings("ignore:precision='bf16'")
-
-
-def _count_decodes(monkeypatch):
-    """Count calls of load_image per path (in this process: use num_workers=0)."""
-    counts = collections.Counter()
-    original = _dataset.load_image
-
-    def counting_load_image(path, image_size):
-        counts[path] += 1
-        return original(path, image_size)
-
-    # Files are decoded through the decoded-image cache (decode) and by the
-    # image datasets (datasets); count both.
-    monkeypatch.setattr(_dataset, "load_image", counting_load_image)
-    monkeypatch.setattr(_datasets, "load_image", counting_load_image)
-    return counts
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +61,18 @@ def test_load_image_decodes_jpeg_at_the_needed_scale(tmp_path, monkeypatch, fmt,
     assert sizes == [(decoded_side, decoded_side)]
 
 
-def test_fit_decodes_each_training_image_once(image_pairs, monkeypatch):
+def test_fit_decodes_each_training_image_once(image_pairs, decode_counts):
     X, y = image_pairs
-    counts = _count_decodes(monkeypatch)
+    counts = decode_counts
     make_tiny_classifier(max_epochs=2, num_workers=0).fit(X, y)
     assert set(counts) == set(X.ravel())
     assert max(counts.values()) == 1
 
 
-def test_predict_proba_decodes_each_distinct_image_once(clf, image_pairs, monkeypatch):
+def test_predict_proba_decodes_each_distinct_image_once(clf, image_pairs, decode_counts):
     X, _ = image_pairs
     X = np.concatenate([X, X[::-1]])
-    counts = _count_decodes(monkeypatch)
+    counts = decode_counts
     clf.predict_proba(X)
     assert set(counts) == set(X.ravel())
     assert max(counts.values()) == 1
