@@ -56,6 +56,27 @@ def _search_embedder(embedder, classifier):
     return embedder, float(classifier.threshold)
 
 
+def _given_or(embeddings, cells, embedder):
+    """The ``embed`` callable of a gallery: ``embedder.transform``, or the vectors given.
+
+    Given vectors must be a finite unit vector of the embedder's dimension per
+    cell; ``ValueError`` names the first row that is not.
+    """
+    if embeddings is None:
+        return embedder.transform
+    given = np.asarray(embeddings, dtype=np.float32)
+    expected = (len(cells), embedder.embedding_dim_)
+    if given.shape != expected:
+        raise ValueError(f"embeddings must have shape {expected}, a vector of the embedder's "
+                         f"dimension per image; got {given.shape}.")
+    norms = np.linalg.norm(given, axis=1)
+    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= 1e-3))
+    if len(bad):
+        raise ValueError(f"embeddings[{bad[0]}] is not a finite unit vector (norm "
+                         f"{norms[bad[0]]:.4g}): give the embedder's output as it is.")
+    return lambda _: given
+
+
 def _has_match_head(self):
     """``kneighbors_proba`` exists for a search built on a classifier."""
     if getattr(self, "match_threshold_", None) is None and self.classifier is None:
@@ -230,7 +251,7 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
     # fit
     # ------------------------------------------------------------------
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, embeddings=None):
         """Embed the gallery images, each distinct image once.
 
         Parameters
@@ -239,6 +260,12 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             The gallery.
         y : None
             Ignored.
+        embeddings : array-like of shape (n_images, embedding_dim), default=None
+            The images' vectors, computed already by an embedder equal to
+            the one this search fits (the same parameters, or the same
+            classifier), e.g. on a Dask cluster with
+            :func:`~sklearn_imgpair.embed_dask`. The images are then not
+            read; the index is built from these vectors.
 
         Returns
         -------
@@ -249,7 +276,8 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         embedder, threshold = _search_embedder(self.embedder, self.classifier)
         check_index(self, len(gallery))  # before any embedding
         embedder.set_params(on_error=self.on_error).fit()
-        items, embeddings, keys = embed_gallery(gallery, embedder.transform)
+        embed = _given_or(embeddings, gallery, embedder)
+        items, embeddings, keys = embed_gallery(gallery, embed)
         index = build_index(self, embeddings, embedder)
         # Nothing is set before everything has worked: a failed fit leaves the
         # estimator as it was.
@@ -259,7 +287,7 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         validate_data(self, X, skip_check_array=True, ensure_2d=False)
         return self
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X, y=None, *, embeddings=None):
         """Append images to the gallery, embedding only those it does not hold yet.
 
         The first call fits; later ones keep the fitted embedder and index.
@@ -276,16 +304,23 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             The images to add (unreadable ones as ``on_error`` says).
         y : None
             Ignored.
+        embeddings : array-like of shape (n_images, embedding_dim), default=None
+            The vectors of ``X`` by the fitted embedder, as in :meth:`fit`;
+            they are added as they are.
 
         Returns
         -------
         self : ImageNeighbors
         """
         if not hasattr(self, "embedder_"):
-            return self.fit(X, y)
+            return self.fit(X, y, embeddings=embeddings)
         cells = check_paths(X)
         validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
-        added = embed_gallery(cells, self.embedder_.transform, self._gallery_keys, self.embeddings_)
+        if embeddings is None:
+            added = embed_gallery(cells, self.embedder_.transform, self._gallery_keys,
+                                  self.embeddings_)
+        else:
+            added = embed_gallery(cells, _given_or(embeddings, cells, self.embedder_))
         self._set_fitted(self.embedder_, self.match_threshold_, self._index, *grown(
             self._index, self.gallery_, self.embeddings_, self._gallery_keys, *added))
         return self

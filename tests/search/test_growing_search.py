@@ -358,3 +358,49 @@ def test_a_grown_and_shrunk_search_travels_in_its_file(monkeypatch, tmp_path, em
     loaded.remove(indices=[0])
     again = ImageNeighbors.load(loaded.save(tmp_path / "again.safetensors"))
     assert_array_equal(again.kneighbors(gallery[:4])[1], loaded.kneighbors(gallery[:4])[1])
+
+
+# ----------------------------------------------------------------------
+# vectors computed elsewhere (a Dask cluster): fit(X, embeddings=...)
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", SEARCHES)
+def test_given_embeddings_build_the_search_without_reading_an_image(
+        embedder, gallery, params, monkeypatch):
+    vectors = embedder.transform(gallery)
+    expected = _search(embedder, **params).fit(gallery)
+    search = _search(embedder, **params)
+    # No image is read: the embedders fitted inside the search never transform.
+    monkeypatch.setattr(ImageEmbedder, "transform", lambda self, X: pytest.fail("embedded"))
+    search.fit(gallery[:30], embeddings=vectors[:30])
+    search.partial_fit(gallery[30:], embeddings=vectors[30:])
+    assert_array_equal(search.gallery_, gallery)
+    assert_array_equal(search.embeddings_, vectors)
+    assert_array_equal(search.kneighbors(n_neighbors=3)[1], expected.kneighbors(n_neighbors=3)[1])
+    assert search._gallery_keys == expected._gallery_keys  # partial_fit reuses them later
+
+
+@pytest.mark.parametrize("embeddings, message", [
+    (np.ones((5, 3), dtype=np.float32), r"shape \(6, \d+\)"),
+    ("nan-row", r"embeddings\[2\] is not a finite unit vector"),
+    ("long-row", r"embeddings\[4\] is not a finite unit vector \(norm 2"),
+])
+def test_given_embeddings_are_checked_and_leave_the_search_unchanged(
+        embedder, gallery, embeddings, message):
+    vectors = embedder.transform(gallery[:6])
+    if isinstance(embeddings, np.ndarray):
+        pass
+    elif embeddings == "nan-row":
+        embeddings = vectors.copy()
+        embeddings[2] = np.nan
+    else:
+        embeddings = vectors.copy()
+        embeddings[4] *= 2
+    search = _search(embedder).fit(gallery[6:12])
+    before = _state(search)
+    with pytest.raises(ValueError, match=message):
+        search.partial_fit(gallery[:6], embeddings=embeddings)
+    _assert_same_state(before, _state(search))
+    with pytest.raises(ValueError, match=message):
+        _search(embedder).fit(gallery[:6], embeddings=embeddings)
