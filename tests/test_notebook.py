@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_allclose
 from sklearn.metrics import roc_auc_score
 
-from sklearn_imgpair import find_duplicates
+from sklearn_imgpair import ImageNeighbors, find_duplicates
 from sklearn_imgpair.datasets import fetch_stanford_online_products
 from sklearn_imgpair.metrics import mean_average_precision_at_r, recall_at_k
 
@@ -123,6 +123,10 @@ def _check_search(ns):
     assert len(set(products)) < len(catalogue)  # several views of a product
     neighbors = ns["neighbors"]
     assert neighbors.gallery_.tolist() == list(catalogue)
+    # The saved, grown search equals one fit on the whole catalogue, and its file holds it all.
+    fitted = ImageNeighbors(classifier=clf).fit(catalogue)
+    assert_allclose(neighbors.embeddings_, fitted.embeddings_, atol=1e-6)
+    assert ImageNeighbors.load(ns["index_path"]).gallery_.tolist() == list(catalogue)
     distances, ranked = neighbors.kneighbors(n_neighbors=ns["n_neighbors"])
     assert_allclose(ns["match_proba_ranked"], neighbors.match_proba(distances), rtol=1e-6)
     assert (ns["ranked"] == ranked).all()
