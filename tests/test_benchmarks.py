@@ -256,3 +256,11 @@ def test_calibration_transfer_without_two_classes_in_a_half():
     assert figures["other_identities_platt_ece"] is None
     assert figures["other_identities_platt_ece_q10_q90"] is None
     assert 0 <= figures["best_platt_ece"] <= 1
+
+
+def test_bench_copies_quick(capsys):
+    bench = _load("bench_copies")
+    bench.main(["--quick", "--repeats", "1"])
+    rows = _summary(capsys)["copies"]
+    assert [row["folder"] for row in rows] == ["demo", "photos"]
+    assert all(row["n_images"] == 24 and row["dedup_s"] > 0 for row in rows)

@@ -1,14 +1,12 @@
 """The ``dedup`` subcommand: exact copies by hash, then duplicates by the model, in groups.
 
-Byte-identical files are found first, without the network: only files of one size are read,
-and each is hashed in blocks. One file of each set of copies is embedded; its copies join its
-group with probability 1. ``--keep`` then writes the files that could go, each with the file
+Exact copies (the same bytes, or the same decoded pixels; see ``copies.py``) are found first,
+without the network. One file of each set of copies is embedded; its copies join its group
+with probability 1. ``--keep`` then writes the files that could go, each with the file
 it duplicates; nothing is ever deleted.
 """
 
-import hashlib
 import os
-from collections import defaultdict
 
 import numpy as np
 import pandas as pd
@@ -16,63 +14,13 @@ from PIL import Image
 from sklearn.utils import Bunch
 
 from sklearn_imgpair._cli.commands import check_writable, image_columns
+from sklearn_imgpair._cli.copies import exact_copies
 from sklearn_imgpair._cli.inputs import CommandError, read_images, reading, report_unreadable
+from sklearn_imgpair._cli.report import check_report_path, report_dedup
 from sklearn_imgpair._cli.retrieval import load_on_device
 from sklearn_imgpair._io.atomic import write_atomically
 
 __all__ = ["choose_kept", "exact_copies", "remove_list_path", "run_dedup"]
-
-# Bytes read at a time when a file is hashed.
-_BLOCK_SIZE = 1 << 20
-
-
-def _file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(_BLOCK_SIZE), b""):
-            digest.update(block)
-    return digest.digest()
-
-
-def exact_copies(paths):
-    """The first byte-identical file of each file, by a SHA-256 hash of its bytes.
-
-    Only files that share their size with another are read. Empty files and
-    files that cannot be read are copies of none (the network's reading
-    reports them).
-
-    Parameters
-    ----------
-    paths : sequence of str
-        Image files, each once.
-
-    Returns
-    -------
-    original : ndarray of shape (n_paths,), dtype=int
-        Index of the first file in ``paths`` with the same bytes: the file's
-        own index when no earlier file has them.
-    """
-    original = np.arange(len(paths))
-    by_size = defaultdict(list)
-    for index, path in enumerate(paths):
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            continue
-        if size:
-            by_size[size].append(index)
-    for same_size in by_size.values():
-        if len(same_size) < 2:
-            continue
-        first_with = {}
-        for index in same_size:
-            try:
-                digest = _file_digest(paths[index])
-            except OSError:
-                continue
-            original[index] = first_with.setdefault(digest, index)
-    return original
-
 
 def remove_list_path(output):
     """Where ``--keep`` writes the files to remove: ``NAME_remove.csv`` beside ``NAME.csv``."""
@@ -163,6 +111,8 @@ def run_dedup(args):
 
     if os.path.splitext(args.output)[1].lower() != ".csv":
         raise CommandError(f"--output must end in .csv; got {args.output!r}.")
+    if args.report is not None:
+        check_report_path(args.report)
     images = read_images(args.images, image_columns(args), "--images",
                          check_files=args.on_error == "raise")
     clf = load_on_device(args)
@@ -171,12 +121,13 @@ def run_dedup(args):
         check_writable(remove_list_path(args.output), "--keep")
     threshold = clf.threshold if args.threshold is None else args.threshold
     paths = np.asarray(images.paths, dtype=object)
-    original = exact_copies(paths)
+    original, same_bytes = exact_copies(paths, return_same_bytes=True)
     distinct = np.flatnonzero(original == np.arange(len(paths)))
-    n_copies = len(paths) - len(distinct)
+    n_copies, n_byte_copies = len(paths) - len(distinct), int(same_bytes.sum())
     print(f"Looking for duplicates among the {len(paths)} images of {args.images}: "
-          f"{n_copies} exact copies (byte-identical files) found by hash, "
-          f"{len(distinct)} images to embed", flush=True)
+          f"{n_copies} exact copies found by hash ({n_byte_copies} byte-identical files, "
+          f"{n_copies - n_byte_copies} with identical pixels), {len(distinct)} images to embed",
+          flush=True)
     embedded = Bunch(paths=paths[distinct], where=lambda index: images.where(distinct[index]))
     unreadable = {}
     with reading(embedded, unreadable):
@@ -196,10 +147,13 @@ def run_dedup(args):
     if n_apart:
         print(f"{n_apart} pairs above the threshold join images that complete linkage keeps "
               "in different groups; they are left out")
+    remove = None
     if args.keep is not None:
         remove = _remove_list(clustering, paths, original, group, args.keep)
         remove_path = write_atomically(remove_list_path(args.output),
                                        lambda partial: remove.to_csv(partial, index=False))
         print(f"Listed {len(remove)} files to remove, keeping the {args.keep} of each group, "
               f"in {remove_path}; nothing was deleted")
+    if args.report is not None:
+        report_dedup(args, duplicates, remove, paths, original, threshold)
     return 0

@@ -386,6 +386,9 @@ def _add_search(commands):
     search.add_argument("--plot-queries", type=_positive(int), default=8, metavar="N",
                         help="queries drawn by --plot, the first ones, each with its first "
                              "10 matches at most (default: %(default)s)")
+    search.add_argument("--report", metavar="HTML",
+                        help="also write one self-contained .html page: every query, then its "
+                             "matches with thumbnails, paths and scores")
     search.set_defaults(run="retrieval:run_search")
 
 
@@ -395,8 +398,8 @@ def _add_dedup(commands):
         parents=_catalogue_options("leave them out"),
         help="find the pairs of images that match (duplicates) in a folder or CSV",
         description=_describe(
-            "Find the exact copies (byte-identical files, by a hash of their bytes, without "
-            "the network), then every pair of images whose match probability is above the "
+            "Find the exact copies (same bytes or same decoded pixels, by hashes, without the "
+            "network), then every pair of images whose match probability is above the "
             "threshold, without scoring all pairs one by one: one file of each set of copies "
             "is embedded, once, and candidates come from a nearest-neighbour search. The "
             "output CSV has the columns Image1, Image2, probability (1 for a copy, paired "
@@ -427,6 +430,10 @@ def _add_dedup(commands):
                             "group, every file but the one kept (the first in input order, "
                             "the largest in pixels then bytes, or the newest by modification "
                             "time), each with the kept file; nothing is deleted")
+    dedup.add_argument("--report", metavar="HTML",
+                       help="also write one self-contained .html page: every group, its "
+                            "members with thumbnails, paths and scores, exact copies and "
+                            "(with --keep) the file kept")
     dedup.set_defaults(run="dedup:run_dedup")
 
 

@@ -18,6 +18,7 @@ from sklearn_imgpair._cli.commands import (
 )
 from sklearn_imgpair._cli.evaluation import require_matplotlib
 from sklearn_imgpair._cli.inputs import CommandError, read_images, reading, report_unreadable
+from sklearn_imgpair._cli.report import check_report_path, report_search
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._nn.device import check_device, device_type
 
@@ -81,6 +82,8 @@ def run_search(args):
 
     if os.path.splitext(args.output)[1].lower() != ".csv":
         raise CommandError(f"--output must end in .csv; got {args.output!r}.")
+    if args.report is not None:
+        check_report_path(args.report)
     check_files = args.on_error == "raise"
     gallery = read_images(args.gallery, image_columns(args), "--gallery", check_files=check_files)
     queries = read_images(args.query, image_columns(args), "--query", check_files=check_files)
@@ -115,6 +118,8 @@ def run_search(args):
                f"; {n_queries * k - len(table)} below --min-proba {args.min_proba:g} left out")
     print(f"Wrote the {k} nearest gallery images of {n_queries} queries to {path} "
           f"({n_matches} above the model's threshold {neighbors.match_threshold_:g}{dropped})")
+    if args.report is not None:
+        report_search(args, table, queries.paths[readable], neighbors.match_threshold_)
     if args.plot is not None and n_queries:
         shown = np.flatnonzero(readable)[:args.plot_queries]
         plot_path = plot_search(

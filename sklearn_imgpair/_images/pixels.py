@@ -114,9 +114,10 @@ def _check_pixel_limit(image):
 
 
 def _square(image, image_size):
-    """Upright (EXIF orientation), RGB and resized: the pixels of a decoded PIL image."""
-    image = ImageOps.exif_transpose(image)  # a new image: the caller's stays as it is
-    image = _to_rgb(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
+    """Upright (EXIF orientation), RGB and resized (None: not): the pixels of a PIL image."""
+    image = _to_rgb(ImageOps.exif_transpose(image))  # a new image: the caller's stays as it is
+    if image_size is not None:
+        image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
     return np.array(image, dtype=np.uint8)
 
 
@@ -125,7 +126,7 @@ def _decode(open_image, image_size, what, *, in_memory=False):
     try:
         with open_image() as image:
             _check_pixel_limit(image)
-            if image.format == "JPEG":
+            if image.format == "JPEG" and image_size is not None:
                 # Decode at the smallest of 1/1, 1/2, 1/4, 1/8 scale that still
                 # covers image_size: a 3000 px photo then decodes about 5 times
                 # faster. Only an image opened here can be drafted.
@@ -203,12 +204,15 @@ def read_pixels(source, image_size):
         An image file; the bytes of an encoded image file (PNG, JPEG, ...);
         a PIL image (never modified); or a ``uint8`` array of shape
         ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` (grey, RGB, RGBA).
-    image_size : int
-        Side length of the returned image in pixels.
+    image_size : int or None
+        Side length of the returned image in pixels. None keeps the
+        image's own size, upright, decoded at full scale (no draft mode):
+        the pixels that ``dedup`` compares to find exact copies.
 
     Returns
     -------
     pixels : ndarray of shape (image_size, image_size, 3), dtype=uint8
+        With ``image_size=None``, of shape ``(height, width, 3)``.
 
     Raises
     ------
