@@ -52,10 +52,12 @@ def _search(neighbors, queries, k, args):
     return np.concatenate(distances), np.concatenate(indices), unreadable
 
 
-def _score_column(neighbors, args):
-    """``"probability"`` for a search with the model's head, else ``"similarity"``; the
-    ``--min-*`` option that goes with it, checked."""
-    if neighbors.match_threshold_ is not None:
+def _score_column(has_head, args):
+    """The score of the matches and the ``--min-*`` option that goes with it, checked.
+
+    ``"probability"`` for a network with the model's head, else ``"similarity"``.
+    """
+    if has_head:
         if args.min_similarity is not None:
             raise CommandError("--min-similarity is for a --backbone, whose matches have a "
                                "cosine similarity; with a --model, use --min-proba.")
@@ -67,11 +69,12 @@ def _score_column(neighbors, args):
 
 
 def _open_gallery(args):
-    """The search of ``--index``, or one built now over ``--gallery``, and its name."""
+    """The search of ``--index``, or one built now over ``--gallery``, its name and score."""
     if args.index is not None:
         neighbors = open_index(args.index, args)
+        score = _score_column(neighbors.match_threshold_ is not None, args)
         print(f"Opened the index of {neighbors.n_samples_fit_} images {args.index}", flush=True)
-        return neighbors, args.index
+        return neighbors, args.index, score
     check_files = args.on_error == "raise"
     gallery = read_images(args.gallery, image_columns(args), "--gallery", check_files=check_files)
     _check_n_neighbors(args.n_neighbors, len(gallery.paths), args.gallery)
@@ -79,10 +82,11 @@ def _open_gallery(args):
     if network is None:
         raise CommandError("search --gallery needs the network that embeds the images: "
                            "--model PATH or --backbone NAME.")
+    score = _score_column(network.classifier is not None, args)
     check_writable(args.output, "--output")
     print(f"Embedding the {len(gallery.paths)} gallery images of {args.gallery}", flush=True)
-    return build_search(network, gallery, args, outcome="they are left out of the gallery"), \
-        args.gallery
+    neighbors = build_search(network, gallery, args, outcome="they are left out of the gallery")
+    return neighbors, args.gallery, score
 
 
 def run_search(args):
@@ -93,8 +97,7 @@ def run_search(args):
     queries = read_images(args.query, image_columns(args), "--query", check_files=check_files)
     if args.plot is not None:
         check_plot_path(args.plot)
-    neighbors, source = _open_gallery(args)
-    column, minimum = _score_column(neighbors, args)
+    neighbors, source, (column, minimum) = _open_gallery(args)
     check_writable(args.output, "--output")
     _check_n_neighbors(args.n_neighbors, neighbors.n_samples_fit_, source)
     distances, indices, unreadable = _search(neighbors, queries, args.n_neighbors, args)
