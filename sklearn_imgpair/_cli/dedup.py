@@ -8,6 +8,7 @@ then writes the files that could go, each with the file it duplicates; nothing i
 deleted.
 """
 
+import contextlib
 import hashlib
 import os
 from collections import defaultdict
@@ -17,7 +18,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.utils import Bunch
 
-from sklearn_imgpair._cli.commands import check_writable, image_columns, verbosity
+from sklearn_imgpair._cli.commands import check_writable, image_columns, progress, verbosity
 from sklearn_imgpair._cli.index import build_search, open_index
 from sklearn_imgpair._cli.inputs import CommandError, read_images
 from sklearn_imgpair._cli.networks import DEFAULT_SIMILARITY, open_network
@@ -37,7 +38,7 @@ def _file_digest(path):
     return digest.digest()
 
 
-def exact_copies(paths):
+def exact_copies(paths, bar=None):
     """The first byte-identical file of each file, by a SHA-256 hash of its bytes.
 
     Only files that share their size with another are read. Empty files and
@@ -48,6 +49,9 @@ def exact_copies(paths):
     ----------
     paths : sequence of str
         Image files, each once.
+    bar : callable, default=None
+        ``bar(n_files)`` returns a progress bar (a tqdm context manager) of
+        the files to hash, updated by one per file; None shows none.
 
     Returns
     -------
@@ -64,16 +68,20 @@ def exact_copies(paths):
             continue
         if size:
             by_size[size].append(index)
-    for same_size in by_size.values():
-        if len(same_size) < 2:
-            continue
-        first_with = {}
-        for index in same_size:
-            try:
-                digest = _file_digest(paths[index])
-            except OSError:
-                continue
-            original[index] = first_with.setdefault(digest, index)
+    same_sizes = [indices for indices in by_size.values() if len(indices) > 1]
+    n_files = sum(map(len, same_sizes))
+    with contextlib.nullcontext() if bar is None else bar(n_files) as hashed:
+        for same_size in same_sizes:
+            first_with = {}
+            for index in same_size:
+                try:
+                    digest = _file_digest(paths[index])
+                except OSError:
+                    continue
+                finally:
+                    if hashed is not None:
+                        hashed.update(1)
+                original[index] = first_with.setdefault(digest, index)
     return original
 
 
@@ -199,7 +207,8 @@ def run_dedup(args):
     check_writable(args.output, "--output")
     if args.keep is not None:
         check_writable(remove_list_path(args.output), "--keep")
-    original = exact_copies(paths)
+    original = exact_copies(paths, bar=lambda total: progress(total, "Hashing", unit="file",
+                                                               args=args))
     distinct = np.flatnonzero(original == np.arange(len(paths)))
     n_copies = len(paths) - len(distinct)
     to_embed = "none to embed (the index holds them)" if network is None else (

@@ -73,7 +73,7 @@ def _open_gallery(args):
     if args.index is not None:
         neighbors = open_index(args.index, args)
         score = _score_column(neighbors.match_threshold_ is not None, args)
-        print(f"Opened the index of {neighbors.n_samples_fit_} images {args.index}", flush=True)
+        print(f"Opened {args.index}, an index of {neighbors.n_samples_fit_} images", flush=True)
         return neighbors, args.index, score
     check_files = args.on_error == "raise"
     gallery = read_images(args.gallery, image_columns(args), "--gallery", check_files=check_files)

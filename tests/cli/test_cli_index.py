@@ -207,12 +207,15 @@ needs_search_clustering = pytest.mark.skipif(
     reason="ImageMatchClustering(search=...) is not in this version of the library")
 
 
-def test_dedup_verbose_shows_the_embedding_bar(model_path, sources, tmp_path, capsys):
-    _copy(sources[:4], tmp_path / "images")
+def test_dedup_verbose_shows_the_hashing_and_embedding_bars(model_path, sources, tmp_path,
+                                                            capsys):
+    paths = _copy(sources[:4], tmp_path / "images")
+    shutil.copy(paths[0], tmp_path / "images" / "copy.png")
     command = ["dedup", "--images", str(tmp_path / "images"), "--output",
                str(tmp_path / "duplicates.csv"), "--model", str(model_path)]
     assert main([*command, "-v"]) == 0
-    assert "Embedding" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Hashing" in err and "Embedding" in err
     assert main([*command, "-q"]) == 0
     assert capsys.readouterr().err == ""
 
