@@ -43,7 +43,7 @@ def exact_copies(paths, bar=None):
 
     Only files that share their size with another are read. Empty files and
     files that cannot be read are copies of none (the network's reading
-    reports them).
+    reports them), and so are items of several images.
 
     Parameters
     ----------
@@ -64,7 +64,7 @@ def exact_copies(paths, bar=None):
     for index, path in enumerate(paths):
         try:
             size = os.path.getsize(path)
-        except OSError:
+        except (OSError, TypeError):  # TypeError: an item of several images (an index's)
             continue
         if size:
             by_size[size].append(index)

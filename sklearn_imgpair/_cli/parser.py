@@ -145,7 +145,8 @@ def _add_index(commands):
     index.add_argument("--images", required=True, metavar="CSV|FOLDER",
                        help=f"the images: {IMAGES}")
     index.add_argument("--output", required=True, metavar="FILE",
-                       help="the search file to write (.safetensors)")
+                       help="the search file to write (.safetensors; an existing file is "
+                            "replaced only once the new one is complete)")
     index.add_argument("--append", action="store_true",
                        help="add the images to the existing --output file instead of "
                             "building a new one; --model/--backbone are then optional")
