@@ -179,6 +179,28 @@ def test_index_on_a_dask_cluster_equals_the_local_index(backbone, sources, tmp_p
     assert_allclose(built.embeddings_, expected.embeddings_, atol=1e-6)
 
 
+def test_a_faiss_index_grows_and_keeps_its_kind(backbone, sources, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    gallery = _copy(sources[:12], tmp_path / "gallery")
+    first = tmp_path / "first.csv"
+    pd.DataFrame({"path": gallery[:6]}).to_csv(first, index=False)
+    index = tmp_path / "catalogue.safetensors"
+    assert _run("index", "--images", first, "--output", index, "--faiss-index", "flat",
+                *backbone) == 0
+    assert _run("index", "--images", tmp_path / "gallery", "--output", index, "--append") == 0
+    search = ImageNeighbors.load(index)
+    assert (search.algorithm, search.faiss_index) == ("faiss", "flat")
+    exact = ImageNeighbors(search.embedder_).fit(gallery, embeddings=search.embeddings_)
+    assert_allclose(search.kneighbors(n_neighbors=3)[0], exact.kneighbors(n_neighbors=3)[0],
+                    atol=1e-5)
+    capsys.readouterr()
+    before = index.read_bytes()
+    assert _run("index", "--images", tmp_path / "gallery", "--output", index, "--append",
+                "--algorithm", "brute") == 2
+    _one_line_error(capsys, f"--append: '{index}' is a faiss flat index")
+    assert index.read_bytes() == before
+
+
 def test_embed_with_a_backbone_writes_its_vectors(backbone, weights, sources, tmp_path):
     output = tmp_path / "vectors.npy"
     folder = tmp_path / "images"
