@@ -27,11 +27,17 @@ from sklearn_imgpair._cli.inputs import (
     report_unreadable,
     unreadable_images,
 )
+from sklearn_imgpair._cli.networks import (
+    check_device_option,
+    check_precision_option,
+    load_classifier,
+    open_network,
+)
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair.datasets._pairs_csv import csv_location
 
-__all__ = ["CHUNK_SIZE", "check_plot_path", "check_writable", "image_columns", "load_model",
-           "progress", "run_embed", "run_evaluate", "run_fit", "run_predict", "set_batch_size"]
+__all__ = ["CHUNK_SIZE", "check_plot_path", "check_writable", "embed_images", "image_columns",
+           "progress", "run_embed", "run_evaluate", "run_fit", "run_predict", "verbosity"]
 
 # Pairs (or images) predicted per step of a progress bar.
 CHUNK_SIZE = 512
@@ -81,22 +87,6 @@ def check_plot_path(path):
     check_writable(path, "--plot")
 
 
-def load_model(path, on_error="raise", device=None):
-    """Load a classifier written by ``fit`` (no pickle, no code run), with one-line errors.
-
-    ``device`` None keeps the saved device (the CPU where that is missing).
-    """
-    from sklearn_imgpair import ImagePairClassifier
-
-    try:
-        clf = ImagePairClassifier.load(path, device=device)
-    except FileNotFoundError:
-        raise CommandError(f"model file {path!r} does not exist.") from None
-    except ValueError as exc:
-        raise CommandError(f"{exc} Give a model file written by 'sklearn-imgpair fit'.") from None
-    return clf.set_params(on_error=on_error)
-
-
 def _check_labels(labels, path, column):
     """Fail unless ``labels`` holds two distinct values and none is missing."""
     missing = np.flatnonzero(labels.isna().to_numpy())
@@ -118,13 +108,6 @@ def _parse_match_label(text, labels, path, column):
             return label.item() if isinstance(label, np.generic) else label
     raise CommandError(f"--match-label {text!r} is not one of the labels in {path}, column "
                        f"{column!r}: {sorted(str(label) for label in known)}.")
-
-
-def set_batch_size(clf, batch_size):
-    """Apply a ``--batch-size`` option to a loaded model; None keeps the model's."""
-    if batch_size is not None:
-        clf.set_params(batch_size=batch_size)
-    return clf
 
 
 def _predict_pairs(clf, X, path, columns, threshold, args):
@@ -165,6 +148,13 @@ def progress(total, desc, *, unit, args):
     return tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr)
 
 
+def verbosity(args):
+    """The ``verbose`` of an estimator whose bars follow the rule of :func:`progress`."""
+    if args.quiet:
+        return 0
+    return 1 if args.verbose or sys.stderr.isatty() else 0
+
+
 # ----------------------------------------------------------------------
 # subcommands
 # ----------------------------------------------------------------------
@@ -180,12 +170,16 @@ def run_fit(args):
     match_label = _parse_match_label(args.match_label, frame[args.label], args.train,
                                      args.label)
     check_writable(args.model, "--model")
+    device = "auto" if args.device is None else args.device
+    check_device_option(device)
+    check_precision_option(args.precision, device)
     clf = ImagePairClassifier(
         args.model_name, pretrained=args.pretrained, weights_path=args.weights_path,
         model_kwargs=args.model_kwargs, image_size=args.image_size, match_label=match_label,
         time_limit=args.time_limit, max_epochs=args.max_epochs, batch_size=args.batch_size,
         lr=args.lr, pair_mining=args.pair_mining, random_state=args.random_state,
         on_error=args.on_error, verbose=0 if args.quiet else 1 + args.verbose,
+        device=device, precision="fp32" if args.precision is None else args.precision,
         # Only when asked for: a model without colour keeps the parameters it had.
         **({"module__colour_share": args.colour_share} if args.colour_share else {}),
     )
@@ -211,7 +205,7 @@ def run_evaluate(args):
     """``evaluate``: ROC AUC and accuracy of a saved model on a labelled pairs CSV."""
     columns = [args.image1, args.image2]
     frame = read_pairs(args.data, columns, [args.label], on_error=args.on_error)
-    clf = set_batch_size(load_model(args.model, args.on_error), args.batch_size)
+    clf = load_classifier(args)
     y = frame[args.label].astype(str).to_numpy()
     classes = [str(label) for label in clf.classes_]
     unknown = sorted(set(y) - set(classes))
@@ -253,7 +247,7 @@ def run_predict(args):
     """``predict``: write predictions and match probabilities for a pairs CSV."""
     columns = [args.image1, args.image2]
     frame = read_pairs(args.data, columns, on_error=args.on_error)
-    clf = set_batch_size(load_model(args.model, args.on_error), args.batch_size)
+    clf = load_classifier(args)
     check_writable(args.output, "--output")
     result = _predict_pairs(clf, frame[columns].to_numpy(dtype=object), args.data, columns,
                             args.threshold, args)
@@ -292,6 +286,27 @@ def _write_lines(path, lines):
         file.writelines(f"{line}\n" for line in lines)
 
 
+def embed_images(embedder, images, args, *, desc="Embedding"):
+    """The vectors of ``images.paths``, a chunk at a time under a progress bar.
+
+    Returns
+    -------
+    vectors : ndarray of shape (n_images, dim), dtype=float32
+        NaN rows for unreadable images (``--on-error warn``).
+    unreadable : dict
+        Their failures, in the input's terms (see ``reading``).
+    """
+    chunks, unreadable = [], {}
+    with progress(len(images.paths), desc, unit="image", args=args) as bar:
+        for start in range(0, len(images.paths), CHUNK_SIZE):
+            with reading(images, unreadable, offset=start):
+                chunks.append(embedder.transform(images.paths[start:start + CHUNK_SIZE]))
+            bar.update(len(chunks[-1]))
+    if not chunks:
+        return np.empty((0, embedder.embedding_dim_), dtype=np.float32), unreadable
+    return np.concatenate(chunks), unreadable
+
+
 def image_columns(args):
     """The CSV image columns of ``--image-column``: that column twice, or None (the default)."""
     return None if args.image_column is None else (args.image_column, args.image_column)
@@ -310,23 +325,13 @@ def _embed_columns(args):
 
 def run_embed(args):
     """``embed``: write the embedding of every distinct image of a CSV file or a folder."""
-    from sklearn_imgpair import ImageEmbedder
-
     if os.path.splitext(args.output)[1].lower() not in (".npy", ".csv"):
         raise CommandError(f"--output must end in .npy or .csv; got {args.output!r}.")
     images = read_images(args.images, _embed_columns(args), "--images",
                          check_files=args.on_error == "raise")
-    clf = set_batch_size(load_model(args.model), args.batch_size)
+    embedder = open_network(args).embedder
     check_writable(args.output, "--output")
-    embedder = ImageEmbedder(classifier=clf, batch_size=clf.batch_size,
-                             on_error=args.on_error).fit()
-    chunks, unreadable = [], {}
-    with progress(len(images.paths), "Embedding", unit="image", args=args) as bar:
-        for start in range(0, len(images.paths), CHUNK_SIZE):
-            with reading(images, unreadable, offset=start):
-                chunks.append(embedder.transform(images.paths[start:start + CHUNK_SIZE]))
-            bar.update(len(chunks[-1]))
-    vectors = np.concatenate(chunks)
+    vectors, unreadable = embed_images(embedder, images, args)
     report_unreadable(unreadable, "their vectors are NaN")
     path, paths_file = _write_embeddings(args.output, images.paths, vectors)
     also = f" and their paths to {paths_file}" if paths_file else ""

@@ -8,6 +8,7 @@ pixels hashed. The same picture saved as PNG and as BMP, TIFF or lossless WebP, 
 other compression or metadata, is then a copy of the first file that has it.
 """
 
+import contextlib
 import hashlib
 import os
 from collections import defaultdict
@@ -32,15 +33,23 @@ def _file_digest(path):
     return digest.digest()
 
 
-def _first_of_each(groups, digest, original, n_threads):
+def _first_of_each(groups, digest, original, n_threads, bar):
     """Point each index of each group to the first index of the group with its digest.
 
     ``digest(index)`` is None for a file that cannot be read: a copy of none.
+    ``bar`` (a progress bar or None) counts the files digested.
     """
     groups = [group for group in groups if len(group) > 1]
     indices = [index for group in groups for index in group]
+
+    def counted(index):
+        value = digest(index)
+        if bar is not None:
+            bar.update(1)
+        return value
+
     with ThreadPoolExecutor(max_workers=n_threads) as pool:  # hashlib and PIL release the GIL
-        digests = dict(zip(indices, pool.map(digest, indices)))
+        digests = dict(zip(indices, pool.map(counted, indices)))
     for group in groups:
         first_with = {}
         for index in group:
@@ -75,7 +84,7 @@ def _pixel_digest(path):
     return digest.digest()
 
 
-def exact_copies(paths, *, pixels=True, n_threads=None, return_same_bytes=False):
+def exact_copies(paths, *, pixels=True, n_threads=None, return_same_bytes=False, bar=None):
     """The first exact copy of each file: the same bytes, or the same decoded pixels.
 
     Files are compared by a SHA-256 hash of their bytes, read only for files
@@ -85,18 +94,23 @@ def exact_copies(paths, *, pixels=True, n_threads=None, return_same_bytes=False)
     them), at full scale. Only files whose header gives the same width and
     height as another's are decoded, each once. Empty files and files that
     cannot be read or decoded are copies of none (the network's reading
-    reports them).
+    reports them), and so are items of several images (a search's gallery
+    may hold them).
 
     Parameters
     ----------
     paths : sequence of str
-        Image files, each once.
+        Image files, each once; a tuple of paths is an item of several images.
     pixels : bool, default=True
         Also look for files with other bytes but the same pixels.
     n_threads : int, default=None
         Threads that read and decode; None uses one per CPU core, up to 8.
     return_same_bytes : bool, default=False
         Also return which copies have the same bytes as their original.
+    bar : callable, default=None
+        ``bar(n_files, description)`` returns a progress bar (a tqdm context
+        manager), updated by one per file: one bar for the files whose bytes
+        are hashed, one for those decoded; None shows none.
 
     Returns
     -------
@@ -115,17 +129,20 @@ def exact_copies(paths, *, pixels=True, n_threads=None, return_same_bytes=False)
     [0, 0, 2]
     """
     n_threads = n_threads or min(8, os.cpu_count() or 1)
-    paths = [os.fspath(path) for path in paths]
     by_size = defaultdict(list)
     for index, path in enumerate(paths):
         try:
             size = os.path.getsize(path)
-        except OSError:
+        except (OSError, TypeError):  # TypeError: an item of several images
             continue
         if size:
             by_size[size].append(index)
-    original = _first_of_each(by_size.values(), lambda index: _byte_digest(paths[index]),
-                              np.arange(len(paths)), n_threads)
+    original = np.arange(len(paths))
+    n_files = sum(len(group) for group in by_size.values() if len(group) > 1)
+    hashing = contextlib.nullcontext() if bar is None else bar(n_files, "Hashing bytes")
+    with hashing as progress:
+        original = _first_of_each(by_size.values(), lambda index: _byte_digest(paths[index]),
+                                  original, n_threads, progress)
     same_bytes = original != np.arange(len(paths))
     if pixels:
         by_shape = defaultdict(list)
@@ -133,8 +150,11 @@ def exact_copies(paths, *, pixels=True, n_threads=None, return_same_bytes=False)
                             if not same_bytes[index]):
             by_shape[_size_key(paths[index])].append(index)
         by_shape.pop(None, None)
-        first = _first_of_each(by_shape.values(), lambda index: _pixel_digest(paths[index]),
-                               np.arange(len(paths)), n_threads)
+        n_files = sum(len(group) for group in by_shape.values() if len(group) > 1)
+        hashing = contextlib.nullcontext() if bar is None else bar(n_files, "Hashing pixels")
+        with hashing as progress:
+            first = _first_of_each(by_shape.values(), lambda index: _pixel_digest(paths[index]),
+                                   np.arange(len(paths)), n_threads, progress)
         original = first[original]  # a byte copy follows its original
     if return_same_bytes:
         return original, same_bytes

@@ -1,9 +1,11 @@
 """The ``dedup`` subcommand: exact copies by hash, then duplicates by the model, in groups.
 
 Exact copies (the same bytes, or the same decoded pixels; see ``copies.py``) are found first,
-without the network. One file of each set of copies is embedded; its copies join its group
-with probability 1. ``--keep`` then writes the files that could go, each with the file
-it duplicates; nothing is ever deleted.
+without the network. One file of each set of copies is embedded (none with
+``--index``, whose images are embedded already); its copies join its group with probability
+(or similarity) 1. Groups come from ``ImageMatchClustering`` over that search. ``--keep``
+then writes the files that could go, each with the file it duplicates; nothing is ever
+deleted.
 """
 
 import os
@@ -13,11 +15,12 @@ import pandas as pd
 from PIL import Image
 from sklearn.utils import Bunch
 
-from sklearn_imgpair._cli.commands import check_writable, image_columns
+from sklearn_imgpair._cli.commands import check_writable, image_columns, progress, verbosity
 from sklearn_imgpair._cli.copies import exact_copies
-from sklearn_imgpair._cli.inputs import CommandError, read_images, reading, report_unreadable
+from sklearn_imgpair._cli.index import build_search, open_index
+from sklearn_imgpair._cli.inputs import CommandError, read_images
+from sklearn_imgpair._cli.networks import DEFAULT_SIMILARITY, open_network
 from sklearn_imgpair._cli.report import check_report_path, report_dedup
-from sklearn_imgpair._cli.retrieval import load_on_device
 from sklearn_imgpair._io.atomic import write_atomically
 
 __all__ = ["choose_kept", "exact_copies", "remove_list_path", "run_dedup"]
@@ -56,18 +59,20 @@ def _number_groups(labels):
     return group
 
 
-def _pair_probabilities(neighbors, paths, original, first, second):
-    """Match probabilities of pairs of files: 1 for copies, else their originals' embeddings."""
-    row = {path: index for index, path in enumerate(neighbors.gallery_)}
+def _pair_scores(search, paths, original, first, second):
+    """Scores of pairs of files: 1 for copies, else their originals' probability or cosine."""
+    row = {path: index for index, path in enumerate(search.gallery_)}
     a = np.array([row[paths[i]] for i in original[first]], dtype=np.int64)
     b = np.array([row[paths[i]] for i in original[second]], dtype=np.int64)
-    cosines = np.einsum("ij,ij->i", neighbors.embeddings_[a], neighbors.embeddings_[b])
-    probabilities = neighbors.match_proba(1.0 - cosines.astype(np.float64))
-    return np.where(original[first] == original[second], 1.0, probabilities)
+    cosines = np.einsum("ij,ij->i", search.embeddings_[a], search.embeddings_[b])
+    cosines = cosines.astype(np.float64)
+    scores = (cosines if search.match_threshold_ is None
+              else search.match_proba(1.0 - cosines))
+    return np.where(original[first] == original[second], 1.0, scores)
 
 
-def _remove_list(clustering, paths, original, group, policy):
-    """One row a file to remove: ``Image1`` (it), ``Image2`` (the kept one), probability, group."""
+def _remove_list(search, paths, original, group, policy, column):
+    """One row a file to remove: ``Image1`` (it), ``Image2`` (the kept one), score, group."""
     removed, kept = [], []
     grouped = np.flatnonzero(group >= 0)
     grouped = grouped[np.argsort(group[grouped], kind="stable")]  # input order in a group
@@ -81,13 +86,12 @@ def _remove_list(clustering, paths, original, group, policy):
     removed, kept = np.array(removed, dtype=np.int64), np.array(kept, dtype=np.int64)
     return pd.DataFrame({
         "Image1": paths[removed], "Image2": paths[kept],
-        "probability": _pair_probabilities(clustering.neighbors_, paths, original, removed,
-                                           kept),
+        column: _pair_scores(search, paths, original, removed, kept),
         "group": group[removed]})
 
 
-def _duplicate_pairs(clustering, paths, original, group):
-    """Exact copies (probability 1) and the model's pairs inside one group, most likely first."""
+def _duplicate_pairs(clustering, paths, original, group, column):
+    """Exact copies (score 1) and the network's pairs inside one group, most likely first."""
     copies = np.flatnonzero(original != np.arange(len(paths)))
     copies = copies[group[copies] >= 0]  # not the copies of an unreadable file
     position = {path: index for index, path in enumerate(paths)}
@@ -98,58 +102,94 @@ def _duplicate_pairs(clustering, paths, original, group):
     table = pd.DataFrame({
         "Image1": np.concatenate([paths[original[copies]], paths[first[inside]]]),
         "Image2": np.concatenate([paths[copies], paths[second[inside]]]),
-        "probability": np.concatenate([np.ones(len(copies)),
-                                       matched["probability"].to_numpy()[inside]]),
+        column: np.concatenate([np.ones(len(copies)), matched[column].to_numpy()[inside]]),
         "group": np.concatenate([group[copies], group[first[inside]]])})
-    table = table.sort_values("probability", ascending=False, kind="stable")
+    table = table.sort_values(column, ascending=False, kind="stable")
     return table.reset_index(drop=True), int((~inside).sum())
 
 
-def run_dedup(args):
-    """``dedup``: exact copies, then the pairs the model calls a match, grouped."""
+def _cluster(search, X, network, threshold, args):
+    """``ImageMatchClustering`` of the images ``X`` of the fitted ``search``."""
     from sklearn_imgpair import ImageMatchClustering
 
+    params = dict(threshold=threshold, linkage=args.linkage, n_neighbors=args.n_neighbors,
+                  on_error=args.on_error)
+    if "search" in ImageMatchClustering().get_params():
+        # needs the library branch: ImageMatchClustering(search=..., verbose=...)
+        return ImageMatchClustering(search=search, verbose=verbosity(args), **params).fit(X)
+    # Before ImageMatchClustering took search=: the classifier embeds X again (from the
+    # embedding cache, where build_search left the vectors).
+    if network is None or network.classifier is None:
+        raise CommandError("dedup without --model needs ImageMatchClustering(search=...), "
+                           "which this version of sklearn-imgpair lacks.")
+    return ImageMatchClustering(network.classifier, **params).fit(X)
+
+
+def _catalogue(args):
+    """The search of ``--index`` or None, the images to dedup, the network, and their name."""
+    if args.index is not None:
+        search = open_index(args.index, args)
+        return search, np.asarray(search.gallery_, dtype=object), None, args.index
+    images = read_images(args.images, image_columns(args), "--images",
+                         check_files=args.on_error == "raise")
+    network = open_network(args)
+    if network is None:
+        raise CommandError("dedup --images needs the network that embeds the images: "
+                           "--model PATH or --backbone NAME.")
+    return images, np.asarray(images.paths, dtype=object), network, args.images
+
+
+def run_dedup(args):
+    """``dedup``: exact copies, then the pairs the network calls a match, grouped."""
     if os.path.splitext(args.output)[1].lower() != ".csv":
         raise CommandError(f"--output must end in .csv; got {args.output!r}.")
     if args.report is not None:
         check_report_path(args.report)
-    images = read_images(args.images, image_columns(args), "--images",
-                         check_files=args.on_error == "raise")
-    clf = load_on_device(args)
+    catalogue, paths, network, source = _catalogue(args)
     check_writable(args.output, "--output")
     if args.keep is not None:
         check_writable(remove_list_path(args.output), "--keep")
-    threshold = clf.threshold if args.threshold is None else args.threshold
-    paths = np.asarray(images.paths, dtype=object)
-    original, same_bytes = exact_copies(paths, return_same_bytes=True)
+    original, same_bytes = exact_copies(
+        paths, return_same_bytes=True,
+        bar=lambda total, what: progress(total, what, unit="file", args=args))
     distinct = np.flatnonzero(original == np.arange(len(paths)))
     n_copies, n_byte_copies = len(paths) - len(distinct), int(same_bytes.sum())
-    print(f"Looking for duplicates among the {len(paths)} images of {args.images}: "
+    to_embed = "none to embed (the index holds them)" if network is None else (
+        f"{len(distinct)} images to embed")
+    print(f"Looking for duplicates among the {len(paths)} images of {source}: "
           f"{n_copies} exact copies found by hash ({n_byte_copies} byte-identical files, "
-          f"{n_copies - n_byte_copies} with identical pixels), {len(distinct)} images to embed",
-          flush=True)
-    embedded = Bunch(paths=paths[distinct], where=lambda index: images.where(distinct[index]))
-    unreadable = {}
-    with reading(embedded, unreadable):
-        clustering = ImageMatchClustering(
-            clf, threshold=threshold, linkage=args.linkage, n_neighbors=args.n_neighbors,
-            on_error=args.on_error).fit(embedded.paths)
-    report_unreadable(unreadable, "they are left out")
+          f"{n_copies - n_byte_copies} with identical pixels), {to_embed}", flush=True)
+    if network is None:
+        search, X = catalogue, paths[distinct]
+    else:
+        embedded = Bunch(paths=paths[distinct], source=source, option="--images",
+                         where=lambda index: catalogue.where(distinct[index]))
+        search = build_search(network, embedded, args)
+        X = search.gallery_  # the readable images
+    if search.match_threshold_ is None:
+        column, default = "similarity", DEFAULT_SIMILARITY
+    else:
+        column, default = "probability", search.match_threshold_
+    threshold = default if args.threshold is None else args.threshold
+    clustering = _cluster(search, X, network, threshold, args)
+    position = {path: index for index, path in enumerate(paths)}
     labels = np.full(len(paths), -1, dtype=np.int64)
-    labels[distinct] = clustering.labels_
+    labels[[position[path] for path in X]] = clustering.labels_
     group = _number_groups(labels[original])
-    duplicates, n_apart = _duplicate_pairs(clustering, paths, original, group)
+    duplicates, n_apart = _duplicate_pairs(clustering, paths, original, group, column)
     path = write_atomically(args.output,
                             lambda partial: duplicates.to_csv(partial, index=False))
     n_groups, n_grouped = int(group.max(initial=-1) + 1), int((group >= 0).sum())
+    similarity = " cosine similarity" if column == "similarity" else ""
     print(f"Found {len(duplicates)} duplicate pairs in {n_groups} groups ({n_grouped} images) "
-          f"at threshold {threshold:g}, {n_copies} of them exact copies; wrote them to {path}")
+          f"at{similarity} threshold {threshold:g}, {n_copies} of them exact copies; wrote "
+          f"them to {path}")
     if n_apart:
         print(f"{n_apart} pairs above the threshold join images that complete linkage keeps "
               "in different groups; they are left out")
     remove = None
     if args.keep is not None:
-        remove = _remove_list(clustering, paths, original, group, args.keep)
+        remove = _remove_list(search, paths, original, group, args.keep, column)
         remove_path = write_atomically(remove_list_path(args.output),
                                        lambda partial: remove.to_csv(partial, index=False))
         print(f"Listed {len(remove)} files to remove, keeping the {args.keep} of each group, "

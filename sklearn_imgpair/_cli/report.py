@@ -272,7 +272,8 @@ def dedup_report(path, table, *, score_column="probability", threshold, title, m
 
 
 def _model_name(args):
-    name = getattr(args, "model", None) or getattr(args, "backbone", None)
+    name = (getattr(args, "model", None) or getattr(args, "backbone", None)
+            or getattr(args, "index", None))
     return os.path.basename(name) if name else None
 
 
@@ -301,6 +302,7 @@ def report_dedup(args, table, keep, paths, original, threshold):
     copies = np.flatnonzero(original != np.arange(len(paths)))
     path, missing = dedup_report(
         args.report, table, score_column=_score_column(table), threshold=threshold,
-        title=f"sklearn-imgpair dedup: duplicates among {args.images}", model=_model_name(args),
+        title=f"sklearn-imgpair dedup: duplicates among {args.images or args.index}",
+        model=_model_name(args),
         keep=keep, copies=dict(zip(paths[copies], paths[original[copies]])), images=paths)
     _written("dedup", path, missing)

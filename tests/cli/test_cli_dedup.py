@@ -208,6 +208,12 @@ def test_search_min_proba_leaves_out_the_matches_below_it(model_path, images, tm
 @pytest.mark.parametrize("options, fragment", [
     (["dedup", "--images", "x", "--keep", "biggest"],
      "argument --keep: invalid choice: 'biggest' (choose from 'first', 'largest', 'newest')"),
+    (["dedup", "--index", "x", "--keep", "biggest"], "argument --keep: invalid choice"),
+    (["dedup", "--index", "x", "--images", "x"],
+     "argument --images: not allowed with argument --index"),
+    (["search", "--index", "x", "--gallery", "x", "--query", "x"],
+     "argument --gallery: not allowed with argument --index"),
+    (["search", "--query", "x"], "one of the arguments --gallery --index is required"),
     (["dedup", "--images", "x", "--linkage", "average"], "argument --linkage: invalid choice"),
     (["search", "--gallery", "x", "--query", "x", "--min-proba", "1.5"],
      "argument --min-proba: must be a number from 0 to 1; got '1.5'"),

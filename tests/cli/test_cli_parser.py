@@ -15,7 +15,7 @@ from sklearn_imgpair import __version__
 from sklearn_imgpair._cli.main import main
 from sklearn_imgpair._cli.parser import PROG, build_parser
 
-COMMANDS = ["demo", "fit", "evaluate", "predict", "embed", "search", "dedup", "export"]
+COMMANDS = ["demo", "fit", "evaluate", "predict", "embed", "index", "search", "dedup", "export"]
 
 
 def test_help_of_every_command_imports_no_heavy_module():
