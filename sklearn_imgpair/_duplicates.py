@@ -227,10 +227,9 @@ def find_duplicates(X, classifier=None, *, embedder=None, search=None, threshold
         classifier's ``threshold``. With an embedder (or a search without a
         classifier) the score is the cosine similarity of the two embeddings
         (-1 to 1; 1 for the same image), and None uses 0.9 (imagededup's
-        default). Cosines depend on the
-        backbone: raise it to keep only near-identical copies, lower it to
-        find other views of one object, looking at the ``similarity`` of a
-        first run on your images.
+        default). Cosines depend on the backbone: raise it to keep only
+        near-identical copies, lower it to find other views of one object,
+        looking at the ``similarity`` of a first run on your images.
     n_neighbors : int, default=None
         None finds every pair above the threshold (an exact search by
         cosine radius: the score grows with the cosine). An integer looks
