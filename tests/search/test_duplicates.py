@@ -235,7 +235,7 @@ def test_a_saved_search_finds_the_classifiers_duplicates_without_embedding(
 
 
 @pytest.mark.parametrize("algorithm, faiss_index", [("brute", "flat"), ("faiss", "flat"),
-                                                    ("faiss", "hnsw")])
+                                                    ("faiss", "ivf"), ("faiss", "hnsw")])
 def test_a_subset_of_the_gallery_is_searched_on_a_copy(classifier, images, algorithm,
                                                        faiss_index):
     if algorithm == "faiss":
