@@ -82,7 +82,8 @@ def bench_model(name, args, paths, folder):
     model = MODELS[name]
     size = model["image_size"]
     embedders = {precision: ImageEmbedder(pretrained=False, batch_size=args.batch_size,
-                                          cache=False, precision=precision, **model).fit()
+                                          cache=False, precision=precision, device="cpu",
+                                          **model).fit()
                  for precision in ("fp32", "bf16")}
     fp32 = embedders["fp32"]
     embedders["bf16"].module_.load_state_dict(fp32.module_.state_dict())  # the same weights

@@ -208,9 +208,9 @@ class ImagePairClassifier(PairNet):
         0 is silent, 1 prints a table row per epoch, 2 adds a progress bar
         per epoch.
 
-    device : str or torch.device, default="cpu"
-        Where the network runs, e.g. ``"cuda"``; ``"auto"`` takes CUDA when
-        it is available and the CPU otherwise (the parameter keeps
+    device : str or torch.device, default="auto"
+        Where the network runs, e.g. ``"cpu"`` or ``"cuda"``; ``"auto"`` takes
+        CUDA, else MPS (Apple GPUs), else the CPU (the parameter keeps
         ``"auto"``; the attribute ``device`` reads as the device chosen).
 
     iterator_train__shuffle : bool, default=True
@@ -284,7 +284,7 @@ class ImagePairClassifier(PairNet):
                  freeze_backbone=False, module=SiameseNet, criterion=torch.nn.BCEWithLogitsLoss,
                  optimizer=torch.optim.AdamW, lr=1e-4, max_epochs=10, batch_size=32,
                  train_split=ValidSplit(0.1, stratified=True), threshold=0.5, verbose=0,
-                 device="cpu", iterator_train__shuffle=True, **kwargs):
+                 device="auto", iterator_train__shuffle=True, **kwargs):
         self.model_name = model_name
         self.pretrained = pretrained
         self.weights_path = weights_path

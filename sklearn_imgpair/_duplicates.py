@@ -1,5 +1,6 @@
 """Duplicates and groups of matching images, found through the neighbour search."""
 
+import copy
 import math
 from numbers import Integral, Real
 
@@ -9,40 +10,91 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_imgpair._images.lookup import find_cells
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths, distinct_paths
 from sklearn_imgpair._neighbors import ImageNeighbors
+from sklearn_imgpair._search.faiss_index import FaissIndex
+from sklearn_imgpair._search.faiss_settings import import_faiss
 
 __all__ = ["ImageMatchClustering", "find_duplicates"]
 
+# The default threshold on the cosine similarity of two embeddings, without a
+# classifier's head: imagededup's default ``min_similarity_threshold`` for CNN
+# encodings.
+COSINE_THRESHOLD = 0.9
+
+# Parameter constraints shared by find_duplicates and ImageMatchClustering.
+_CONSTRAINTS = {
+    "classifier": [HasMethods(["predict_proba"]), None],
+    "embedder": [HasMethods(["fit", "transform"]), None],
+    "search": [ImageNeighbors, None],
+    # A probability (0 to 1) with a classifier, a cosine (-1 to 1) without: see _threshold.
+    "threshold": [Interval(Real, -1, 1, closed="both"), None],
+    "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
+    "on_error": [StrOptions(ON_ERROR_OPTIONS)],
+    "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
+    "verbose": ["verbose"],
+}
+
+
+def _has_head(neighbors):
+    """Whether the search gives match probabilities (it was built on a classifier)."""
+    return neighbors.match_threshold_ is not None
+
+
+def _scores(neighbors, distances):
+    """Match probabilities of cosine ``distances``, or their cosine similarities (no head)."""
+    if _has_head(neighbors):
+        return neighbors.match_proba(distances)
+    return 1.0 - np.asarray(distances, dtype=np.float64)
+
+
+def _score_name(neighbors):
+    return "probability" if _has_head(neighbors) else "similarity"
+
+
+def _threshold(threshold, neighbors):
+    """The threshold on the scores of ``neighbors``; ``ValueError`` for a negative probability."""
+    if threshold is None:
+        return neighbors.match_threshold_ if _has_head(neighbors) else COSINE_THRESHOLD
+    if _has_head(neighbors) and threshold < 0:
+        raise ValueError(f"threshold is a match probability with a classifier, between 0 and "
+                         f"1; got {threshold}.")
+    return float(threshold)
+
 
 def _cosine_radius(neighbors, threshold):
-    """The cosine distance below which the classifier's probability can pass ``threshold``.
+    """The cosine distance below which a pair's score can pass ``threshold``.
 
-    The head's probability increases with the cosine, so it exceeds
-    ``threshold`` exactly above the cosine whose logit is ``logit(threshold)``
-    (``CosineMatchHead.inverse``); a little slack keeps float rounding from
-    losing a pair at the boundary (the probability itself decides).
+    Without a head the score is the cosine itself. With one, the head's
+    probability increases with the cosine, so it exceeds ``threshold``
+    exactly above the cosine whose logit is ``logit(threshold)``
+    (``CosineMatchHead.inverse``). A little slack keeps float rounding from
+    losing a pair at the boundary (the score itself decides).
     """
     if threshold >= 1.0:
-        return None  # no probability exceeds 1
-    head = neighbors.embedder_.module_.head
-    logit = -math.inf if threshold <= 0.0 else math.log(threshold / (1.0 - threshold))
-    cosine = head.inverse(logit)
+        return None  # no probability nor cosine exceeds 1
+    if not _has_head(neighbors):
+        cosine = threshold
+    else:
+        head = neighbors.embedder_.module_.head
+        logit = -math.inf if threshold <= 0.0 else math.log(threshold / (1.0 - threshold))
+        cosine = head.inverse(logit)
     return min(max(1.0 - cosine + 1e-6, 0.0), 2.0)
 
 
 def _match_edges(neighbors, threshold, n_neighbors):
-    """Pairs ``i < j`` of gallery rows whose match probability exceeds ``threshold``.
+    """Pairs ``i < j`` of gallery rows whose score exceeds ``threshold``.
 
     Returns
     -------
     first, second : ndarray of int
-    probabilities : ndarray of float64
-        Sorted by decreasing probability, then by ``first`` and ``second``.
+    scores : ndarray of float64
+        Match probabilities, or cosine similarities for a search without a
+        classifier; sorted by decreasing score, then by ``first`` and ``second``.
     """
     n_images = neighbors.n_samples_fit_
     empty = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, np.float64)
@@ -60,106 +112,190 @@ def _match_edges(neighbors, threshold, n_neighbors):
         distances, indices = neighbors.kneighbors(n_neighbors=min(n_neighbors, n_images - 1))
         rows = np.repeat(np.arange(n_images), indices.shape[1])
         columns, distances = indices.ravel(), distances.ravel()
-    probabilities = neighbors.match_proba(distances)
-    keep = probabilities > threshold
+    scores = _scores(neighbors, distances)
+    keep = scores > threshold
     first, second = np.minimum(rows, columns)[keep], np.maximum(rows, columns)[keep]
-    probabilities = probabilities[keep]
+    scores = scores[keep]
     # Each unordered pair once (found from both ends, or from one with k neighbours).
     _, unique = np.unique(first * n_images + second, return_index=True)
-    first, second, probabilities = first[unique], second[unique], probabilities[unique]
-    order = np.lexsort((second, first, -probabilities))
-    return first[order], second[order], probabilities[order]
+    first, second, scores = first[unique], second[unique], scores[unique]
+    order = np.lexsort((second, first, -scores))
+    return first[order], second[order], scores[order]
 
 
-def _fit_neighbors(X, classifier, on_error, chunk_size):
-    """Distinct images of ``X``, a search over them, and each row's image."""
-    if classifier is None:
-        raise ValueError("A fitted ImagePairClassifier is needed: the match probability and "
-                         "its threshold are the classifier's.")
+def _check_source(caller, classifier, embedder, search):
+    """``ValueError`` unless exactly one of ``classifier``, ``embedder``, ``search`` is given."""
+    given = [name for name, value in [("classifier", classifier), ("embedder", embedder),
+                                      ("search", search)] if value is not None]
+    if len(given) != 1:
+        raise ValueError(
+            f"{caller} needs exactly one of classifier= (a fitted ImagePairClassifier), "
+            "embedder= (an ImageEmbedder) or search= (a fitted ImageNeighbors); got "
+            f"{' and '.join(given) if given else 'none'}.")
+
+
+def _index_copy(index):
+    """A copy of a search's index that ``remove`` can change, sharing the vectors until then."""
+    duplicate = copy.copy(index)  # the exact index replaces its arrays, never writes them
+    if isinstance(index, FaissIndex):  # FAISS removes in place
+        duplicate.faiss_index = import_faiss().clone_index(index.faiss_index)
+        duplicate._set_search_params()
+    return duplicate
+
+
+def _search_among(search, cells, first, verbose):
+    """A search over the gallery rows of ``cells`` only, and the row of each cell in it.
+
+    ``search`` itself is never changed: the result is a shallow copy, whose
+    index is a copy reduced with ``remove`` when ``cells`` are not the whole
+    gallery. ``first`` (each cell's first row in ``X``) names the images
+    that are not in the gallery.
+    """
+    check_is_fitted(search)
+    rows = find_cells(cells, search.gallery_)
+    if (rows < 0).any():
+        missing = np.flatnonzero(rows < 0)  # in order of first row in X
+        image = cells[missing[0]]
+        image = repr(image) if isinstance(image, str) else f"an image ({type(image).__name__})"
+        raise ValueError(f"X[{first[missing[0]]}] = {image} is not in the search's gallery (of "
+                         f"{search.n_samples_fit_} images); {len(missing)} image(s) of X "
+                         "are not. Add them with search.partial_fit first.")
+    neighbors = copy.copy(search).set_params(verbose=verbose)
+    kept = np.unique(rows)
+    if len(kept) == search.n_samples_fit_:
+        neighbors._index = copy.copy(search._index)  # an exact index grows by replacing arrays
+        return neighbors, rows
+    neighbors._index = _index_copy(search._index)
+    neighbors.remove(indices=np.setdiff1d(np.arange(search.n_samples_fit_), kept))
+    return neighbors, np.searchsorted(kept, rows)
+
+
+def _fit_neighbors(X, caller, *, classifier, embedder, search, on_error, chunk_size, verbose):
+    """A search over the distinct images of ``X``, and each row's gallery row.
+
+    Rows left out of the gallery (unreadable, ``on_error="warn"``) get -1.
+    """
+    _check_source(caller, classifier, embedder, search)
     paths = check_paths(X)
-    unique, _, inverse = distinct_paths(paths)
-    neighbors = ImageNeighbors(classifier=classifier, on_error=on_error,
-                               chunk_size=chunk_size).fit(unique)
-    # The gallery row of each image of X, found by content; -1 for those left out (unreadable).
-    return neighbors, find_cells(unique, neighbors.gallery_)[inverse.reshape(-1)]
-
-
-def _threshold(threshold, neighbors):
-    return neighbors.match_threshold_ if threshold is None else float(threshold)
+    unique, first, inverse = distinct_paths(paths)
+    if search is not None:
+        neighbors, rows = _search_among(search, unique, first, verbose)
+    else:
+        neighbors = ImageNeighbors(embedder, classifier=classifier, on_error=on_error,
+                                   chunk_size=chunk_size, verbose=verbose).fit(unique)
+        # The gallery row of each image of X, found by content.
+        rows = find_cells(unique, neighbors.gallery_)
+    return neighbors, rows[inverse.reshape(-1)]
 
 
 @validate_params(
-    {
-        "X": ["array-like"],
-        "classifier": [HasMethods(["predict_proba"])],
-        "threshold": [Interval(Real, 0, 1, closed="both"), None],
-        "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
-        "on_error": [StrOptions(ON_ERROR_OPTIONS)],
-        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
-    },
+    {"X": ["array-like"], **_CONSTRAINTS},
     prefer_skip_nested_validation=True,
 )
-def find_duplicates(X, classifier, *, threshold=None, n_neighbors=None, on_error="raise",
-                    chunk_size=None):
-    """Find the pairs of images that the classifier calls a match.
+def find_duplicates(X, classifier=None, *, embedder=None, search=None, threshold=None,
+                    n_neighbors=None, on_error="raise", chunk_size=None, verbose=0):
+    """Find the pairs of images that match: by a classifier, or by the cosine of embeddings.
 
     Each distinct image is embedded once and the pairs come from the
     neighbour search of :class:`ImageNeighbors`, so the n² pairs are never
-    scored one by one.
+    scored one by one. Give exactly one of ``classifier``, ``embedder`` and
+    ``search``.
 
     Parameters
     ----------
     X : list, 1-D array, Series or one-column table of image paths
         The images; a path given twice is one image.
-    classifier : ImagePairClassifier or FrozenEstimator
-        A fitted classifier: its network embeds, its head gives the
+    classifier : ImagePairClassifier or FrozenEstimator, default=None
+        A fitted classifier: its network embeds, its head gives the match
         probability.
+    embedder : ImageEmbedder, default=None
+        An embedder, e.g. ``ImageEmbedder()`` with a pretrained backbone and
+        no training run: cloned and fitted as :class:`ImageNeighbors` does.
+        Pairs are then scored by the cosine similarity of their embeddings.
+    search : ImageNeighbors, default=None
+        A fitted search, e.g. ``ImageNeighbors.load("catalogue.safetensors")``,
+        whose stored vectors are used: nothing is embedded. Every image of
+        ``X`` must be in its gallery (the same path string as in
+        ``search.gallery_``, or the same image in memory), and pairs are
+        searched among those images only; ``search`` is not changed.
+        Probabilities if it was built on a classifier, cosine similarities
+        otherwise. ``on_error`` and ``chunk_size`` do not apply.
     threshold : float, default=None
-        A pair is a duplicate when its match probability exceeds it, as in
-        the classifier's ``predict``; None uses the classifier's
-        ``threshold``.
+        A pair is a duplicate when its score exceeds it. With a classifier
+        (or a search built on one) the score is the match probability (0 to
+        1), as in the classifier's ``predict``, and None uses the
+        classifier's ``threshold``. With an embedder (or a search without a
+        classifier) the score is the cosine similarity of the two embeddings
+        (-1 to 1; 1 for the same image), and None uses 0.9 (imagededup's
+        default). Cosines depend on the backbone: raise it to keep only
+        near-identical copies, lower it to find other views of one object,
+        looking at the ``similarity`` of a first run on your images.
     n_neighbors : int, default=None
         None finds every pair above the threshold (an exact search by
-        cosine radius: the probability grows with the cosine). An integer
-        looks only among each image's ``n_neighbors`` nearest images: faster
-        on large folders, but an image with more duplicates than that may
-        miss some.
+        cosine radius: the score grows with the cosine). An integer looks
+        only among each image's ``n_neighbors`` nearest images: faster on
+        large folders, but an image with more duplicates than that may miss
+        some.
     on_error : {"raise", "warn"}, default="raise"
         ``"warn"`` leaves unreadable images out, with one warning.
     chunk_size : int, default=None
         Images compared with all the others at once (see
         :class:`ImageNeighbors`).
+    verbose : int, default=0
+        1 or more shows progress bars (on stderr) of the images embedded and
+        of the search for their neighbours.
 
     Returns
     -------
     duplicates : DataFrame
-        Columns ``Image1``, ``Image2`` (``Image1`` first in ``X``) and
-        ``probability``: each unordered pair once, no image paired with
-        itself, most likely first.
+        Columns ``Image1``, ``Image2`` (``Image1`` first in ``X``, or in
+        ``search``'s gallery) and ``probability`` (with a classifier's head)
+        or ``similarity`` (the cosine, without one): each unordered pair
+        once, no image paired with itself, highest score first.
+
+    Raises
+    ------
+    ValueError
+        If not exactly one of ``classifier``, ``embedder`` and ``search`` is
+        given, an image of ``X`` is not in ``search``'s gallery, or a
+        probability threshold is negative.
+
+    See Also
+    --------
+    ImageMatchClustering : Groups of duplicates.
 
     Examples
     --------
-    >>> from sklearn_imgpair import ImagePairClassifier, find_duplicates
+    >>> from sklearn_imgpair import ImageEmbedder, ImagePairClassifier, find_duplicates
     >>> clf = ImagePairClassifier(pretrained=False, image_size=32, model_kwargs=TINY_SWIN,
     ...                           max_epochs=1).fit(X, y)
     >>> pairs = find_duplicates(X[:10, 0], clf, threshold=0.5)
     >>> list(pairs.columns)
     ['Image1', 'Image2', 'probability']
+
+    Without a training run, by the cosine of a backbone's embeddings:
+
+    >>> embedder = ImageEmbedder(pretrained=False, image_size=32, model_kwargs=TINY_SWIN)
+    >>> pairs = find_duplicates(X[:10, 0], embedder=embedder, threshold=0.99)
+    >>> list(pairs.columns)
+    ['Image1', 'Image2', 'similarity']
     """
-    neighbors, _ = _fit_neighbors(X, classifier, on_error, chunk_size)
+    neighbors, _ = _fit_neighbors(X, "find_duplicates", classifier=classifier,
+                                  embedder=embedder, search=search, on_error=on_error,
+                                  chunk_size=chunk_size, verbose=verbose)
     edges = _match_edges(neighbors, _threshold(threshold, neighbors), n_neighbors)
     return _pairs_table(neighbors, *edges)
 
 
-def _pairs_table(neighbors, first, second, probabilities):
-    """The table of :func:`find_duplicates` from gallery rows and their probabilities."""
+def _pairs_table(neighbors, first, second, scores):
+    """The table of :func:`find_duplicates` from gallery rows and their scores."""
     return pd.DataFrame({"Image1": neighbors.gallery_[first].astype(object),
                          "Image2": neighbors.gallery_[second].astype(object),
-                         "probability": probabilities})
+                         _score_name(neighbors): scores})
 
 
 def _complete_linkage(neighbors, first, second, threshold):
-    """Merge along edges, most likely first, while every pair inside a group matches."""
+    """Merge along edges, highest score first, while every pair inside a group matches."""
     members = {row: [row] for row in range(neighbors.n_samples_fit_)}
     group = np.arange(neighbors.n_samples_fit_)
     for a, b in zip(group[first], group[second]):
@@ -167,7 +303,7 @@ def _complete_linkage(neighbors, first, second, threshold):
         if a == b:
             continue
         cosines = neighbors.embeddings_[members[a]] @ neighbors.embeddings_[members[b]].T
-        if neighbors.match_proba(1.0 - cosines.astype(np.float64)).min() <= threshold:
+        if _scores(neighbors, 1.0 - cosines.astype(np.float64)).min() <= threshold:
             continue
         if len(members[a]) < len(members[b]):
             a, b = b, a
@@ -177,22 +313,32 @@ def _complete_linkage(neighbors, first, second, threshold):
 
 
 class ImageMatchClustering(ClusterMixin, BaseEstimator):
-    """Group images whose match probability passes the classifier's threshold.
+    """Group images that match: by a classifier, or by the cosine of embeddings.
 
     Candidate pairs come from the neighbour search (:func:`find_duplicates`),
-    never from scoring all n² pairs.
+    never from scoring all n² pairs. Give exactly one of ``classifier``,
+    ``embedder`` and ``search``; it is checked in ``fit``.
 
     Parameters
     ----------
     classifier : ImagePairClassifier or FrozenEstimator, default=None
-        A fitted classifier (required; None only so that the estimator can be
-        built without arguments, as scikit-learn expects).
+        A fitted classifier: pairs are scored by its match probability.
+    embedder : ImageEmbedder, default=None
+        An embedder (cloned and fitted, as :class:`ImageNeighbors` does):
+        pairs are scored by the cosine similarity of their embeddings, with
+        no training run (see :func:`find_duplicates`).
+    search : ImageNeighbors, default=None
+        A fitted search whose stored vectors are used, nothing embedded:
+        every image of ``X`` must be in its gallery (see
+        :func:`find_duplicates`); it is not changed.
     threshold : float, default=None
-        Match probability a pair must exceed; None uses the classifier's.
+        Score a pair must exceed: the match probability (0 to 1) with a
+        classifier (None: the classifier's ``threshold``), the cosine
+        similarity (-1 to 1) without one (None: 0.9).
     linkage : {"single", "complete"}, default="single"
         ``"single"``: groups are the connected components of the graph of
         matching pairs (a chain of matches joins two images). ``"complete"``:
-        pairs are merged most likely first, and two groups only when every
+        pairs are merged highest score first, and two groups only when every
         pair across them matches, so that within a group every pair matches
         (a greedy complete linkage).
     n_neighbors : int, default=None
@@ -202,6 +348,9 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         ``"warn"``: an unreadable image gets the label -1, with one warning.
     chunk_size : int, default=None
         See :class:`ImageNeighbors`.
+    verbose : int, default=0
+        1 or more shows progress bars (on stderr) of the images embedded and
+        of the search for their neighbours.
 
     Attributes
     ----------
@@ -211,12 +360,15 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
     n_clusters_ : int
         Number of groups.
     neighbors_ : ImageNeighbors
-        The search over the distinct images.
+        The search over the distinct images. With ``search``, a copy of it
+        over the images of ``X`` that shares its vectors (and, over its
+        whole gallery, its FAISS index): query it, but grow or shrink
+        ``search`` itself.
     duplicates_ : DataFrame
         The pairs above the threshold that the groups were built from, as
-        :func:`find_duplicates` returns them (``Image1``, ``Image2``,
-        ``probability``); with ``linkage="complete"`` a pair may join two
-        groups that stayed apart.
+        :func:`find_duplicates` returns them (``Image1``, ``Image2``, and
+        ``probability`` or ``similarity``); with ``linkage="complete"`` a
+        pair may join two groups that stayed apart.
     n_features_in_ : int
         Always 1: one column of images.
     feature_names_in_ : ndarray of shape (1,)
@@ -230,25 +382,30 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
     >>> labels = ImageMatchClustering(clf).fit_predict(X[:10, 0])
     >>> labels.shape
     (10,)
+
+    A saved search groups its own images without embedding them again:
+
+    >>> from sklearn_imgpair import ImageNeighbors
+    >>> search = ImageNeighbors(classifier=clf).fit(X[:10, 0])
+    >>> clustering = ImageMatchClustering(search=search).fit(search.gallery_)
+    >>> clustering.labels_.shape == (search.n_samples_fit_,)
+    True
     """
 
-    _parameter_constraints = {
-        "classifier": [HasMethods(["predict_proba"]), None],
-        "threshold": [Interval(Real, 0, 1, closed="both"), None],
-        "linkage": [StrOptions({"single", "complete"})],
-        "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
-        "on_error": [StrOptions(ON_ERROR_OPTIONS)],
-        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
-    }
+    _parameter_constraints = {**_CONSTRAINTS, "linkage": [StrOptions({"single", "complete"})]}
 
-    def __init__(self, classifier=None, *, threshold=None, linkage="single", n_neighbors=None,
-                 on_error="raise", chunk_size=None):
+    def __init__(self, classifier=None, *, embedder=None, search=None, threshold=None,
+                 linkage="single", n_neighbors=None, on_error="raise", chunk_size=None,
+                 verbose=0):
         self.classifier = classifier
+        self.embedder = embedder
+        self.search = search
         self.threshold = threshold
         self.linkage = linkage
         self.n_neighbors = n_neighbors
         self.on_error = on_error
         self.chunk_size = chunk_size
+        self.verbose = verbose
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -256,6 +413,12 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.input_tags.string = True
         return tags
+
+    def __setstate__(self, state):
+        for name in ("embedder", "search"):  # pickled before they existed
+            state.setdefault(name, None)
+        state.setdefault("verbose", 0)
+        super().__setstate__(state)
 
     def fit(self, X, y=None):
         """Group the images of ``X``.
@@ -272,10 +435,12 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         self : ImageMatchClustering
         """
         self._validate_params()
-        neighbors, image_rows = _fit_neighbors(X, self.classifier, self.on_error,
-                                               self.chunk_size)
+        neighbors, image_rows = _fit_neighbors(
+            X, type(self).__name__, classifier=self.classifier, embedder=self.embedder,
+            search=self.search, on_error=self.on_error, chunk_size=self.chunk_size,
+            verbose=self.verbose)
         threshold = _threshold(self.threshold, neighbors)
-        first, second, probabilities = _match_edges(neighbors, threshold, self.n_neighbors)
+        first, second, scores = _match_edges(neighbors, threshold, self.n_neighbors)
         n_images = neighbors.n_samples_fit_
         if self.linkage == "single":
             graph = sparse.coo_matrix((np.ones(len(first)), (first, second)),
@@ -292,7 +457,7 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         self.labels_ = labels
         self.n_clusters_ = len(first_seen)
         self.neighbors_ = neighbors
-        self.duplicates_ = _pairs_table(neighbors, first, second, probabilities)
+        self.duplicates_ = _pairs_table(neighbors, first, second, scores)
         # Sets or deletes feature_names_in_; scikit-learn counts no features in
         # a 1-D list of strings (ensure_2d=False), so we set the count.
         validate_data(self, X, skip_check_array=True, ensure_2d=False)

@@ -98,10 +98,10 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     batch_size : int, default=32
         Images per forward pass.
 
-    device : str or torch.device, default="cpu"
-        Where the network runs: ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or
-        ``"auto"`` for CUDA when available; the same values as the
-        classifier's ``device``.
+    device : str or torch.device, default="auto"
+        Where the network runs: ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``),
+        ``"mps"``, or ``"auto"``: CUDA when available, else MPS (Apple
+        GPUs), else the CPU; the same values as the classifier's ``device``.
 
     classifier : ImagePairClassifier or FrozenEstimator, default=None
         A fitted classifier whose network is copied; the backbone parameters
@@ -151,6 +151,10 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         of fp32. ``"fp16"`` is for CUDA only. ``fit`` raises a
         ``ValueError`` where the device cannot do it. Cached vectors are
         kept apart per precision.
+
+    verbose : int, default=0
+        0 prints nothing; 1 or more shows a progress bar (tqdm, on stderr)
+        of the images ``transform`` embeds, those found in the cache left out.
 
     Attributes
     ----------
@@ -206,12 +210,13 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "cache": ["boolean"],
         "memory": [str, os.PathLike, HasMethods(["cache"]), None],
         "on_error": [StrOptions(ON_ERROR_OPTIONS)],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, model_name="swin_tiny_patch4_window7_224", *, pretrained=True,
                  weights_path=None, model_kwargs=None, image_size=None, batch_size=32,
-                 device="cpu", classifier=None, cache=True, memory=None, random_state=0,
-                 on_error="raise", num_workers=None, precision="fp32"):
+                 device="auto", classifier=None, cache=True, memory=None, random_state=0,
+                 on_error="raise", num_workers=None, precision="fp32", verbose=0):
         self.model_name = model_name
         self.pretrained = pretrained
         self.weights_path = weights_path
@@ -226,6 +231,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.on_error = on_error
         self.num_workers = num_workers
         self.precision = precision
+        self.verbose = verbose
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -234,6 +240,10 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = []  # float32 vectors, whatever X holds
         return tags
+
+    def __setstate__(self, state):
+        state.setdefault("verbose", 0)  # pickled before verbose existed
+        super().__setstate__(state)
 
     def _build_module(self):
         """Return the network, its input size and the architecture that rebuilds it."""
@@ -331,10 +341,11 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         cells = check_paths(X)
         if hasattr(self, "n_features_in_"):  # fit saw X: compare column names
             validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
+        # Where the network is: "auto" was resolved by fit, perhaps on another machine.
         embed_images = image_embedder(
             self.module_, image_size=self.image_size_, on_error=self.on_error,
-            batch_size=self.batch_size, device=self.device, precision=self.precision,
-            num_workers=self.num_workers)
+            batch_size=self.batch_size, device=next(self.module_.parameters()).device,
+            precision=self.precision, num_workers=self.num_workers, verbose=self.verbose)
         return embed_rows(cells, embed_images, on_error=self.on_error,
                           cache=self._embedding_cache())
 

@@ -13,10 +13,17 @@ from sklearn_imgpair._classifier import fitted_classifier
 from sklearn_imgpair._embedder import ImageEmbedder
 from sklearn_imgpair._images.embedding import embed_gallery
 from sklearn_imgpair._images.lookup import rows_of_cells
+from sklearn_imgpair._images.progress import progress_bar
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._persistence.neighbors_file import load_neighbors, save_neighbors
-from sklearn_imgpair._search.gallery import build_index, check_index, grown, shrunk
+from sklearn_imgpair._search.gallery import (
+    build_index,
+    check_index,
+    embedding_source,
+    grown,
+    shrunk,
+)
 from sklearn_imgpair._search.graphs import NeighborsGraphMixin
 from sklearn_imgpair._search.vector_index import check_n_neighbors, search_readable
 
@@ -54,27 +61,6 @@ def _search_embedder(embedder, classifier):
         device=str(next(classifier.module_.parameters()).device),
         precision=classifier.precision, num_workers=classifier.num_workers)
     return embedder, float(classifier.threshold)
-
-
-def _given_or(embeddings, cells, embedder):
-    """The ``embed`` callable of a gallery: ``embedder.transform``, or the vectors given.
-
-    Given vectors must be a finite unit vector of the embedder's dimension per
-    cell; ``ValueError`` names the first row that is not.
-    """
-    if embeddings is None:
-        return embedder.transform
-    given = np.asarray(embeddings, dtype=np.float32)
-    expected = (len(cells), embedder.embedding_dim_)
-    if given.shape != expected:
-        raise ValueError(f"embeddings must have shape {expected}, a vector of the embedder's "
-                         f"dimension per image; got {given.shape}.")
-    norms = np.linalg.norm(given, axis=1)
-    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= 1e-3))
-    if len(bad):
-        raise ValueError(f"embeddings[{bad[0]}] is not a finite unit vector (norm "
-                         f"{norms[bad[0]]:.4g}): give the embedder's output as it is.")
-    return lambda _: given
 
 
 def _has_match_head(self):
@@ -160,6 +146,11 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         Seeds the training of an ``"ivf"`` FAISS index (its k-means); pass an
         int for the same index on every fit.
 
+    verbose : int, default=0
+        0 prints nothing; 1 or more shows progress bars (tqdm, on stderr) of
+        the images embedded (the embedder shows its own when either asks)
+        and of the queries searched.
+
     Attributes
     ----------
     embedder_ : ImageEmbedder
@@ -224,11 +215,12 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
         "on_error": [StrOptions(ON_ERROR_OPTIONS)],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, embedder=None, *, classifier=None, n_neighbors=5, radius=1.0,
                  algorithm="brute", faiss_index="flat", faiss_params=None, chunk_size=None,
-                 on_error="raise", random_state=None):
+                 on_error="raise", random_state=None, verbose=0):
         self.embedder = embedder
         self.classifier = classifier
         self.n_neighbors = n_neighbors
@@ -239,6 +231,7 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         self.chunk_size = chunk_size
         self.on_error = on_error
         self.random_state = random_state
+        self.verbose = verbose
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -246,6 +239,10 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.input_tags.string = True
         return tags
+
+    def __setstate__(self, state):
+        state.setdefault("verbose", 0)  # pickled before verbose existed
+        super().__setstate__(state)
 
     # ------------------------------------------------------------------
     # fit
@@ -275,8 +272,9 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         gallery = check_paths(X)
         embedder, threshold = _search_embedder(self.embedder, self.classifier)
         check_index(self, len(gallery))  # before any embedding
-        embedder.set_params(on_error=self.on_error).fit()
-        embed = _given_or(embeddings, gallery, embedder)
+        verbose = self.verbose or embedder.get_params().get("verbose", 0)
+        embedder.set_params(on_error=self.on_error, verbose=verbose).fit()
+        embed = embedding_source(embeddings, gallery, embedder)
         items, embeddings, keys = embed_gallery(gallery, embed)
         index = build_index(self, embeddings, embedder)
         # Nothing is set before everything has worked: a failed fit leaves the
@@ -320,7 +318,7 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             added = embed_gallery(cells, self.embedder_.transform, self._gallery_keys,
                                   self.embeddings_)
         else:
-            added = embed_gallery(cells, _given_or(embeddings, cells, self.embedder_))
+            added = embed_gallery(cells, embedding_source(embeddings, cells, self.embedder_))
         self._set_fitted(self.embedder_, self.match_threshold_, self._index, *grown(
             self._index, self.gallery_, self.embeddings_, self._gallery_keys, *added))
         return self
@@ -396,6 +394,12 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         embeddings = self.embed(X)
         return embeddings, False, ~np.isnan(embeddings).any(axis=1)
 
+    def _search(self, queries, readable, **kwargs):
+        """:func:`search_readable` on the index, with a bar of the queries if ``verbose``."""
+        with progress_bar(int(readable.sum()), "Searching", self.verbose) as bar:
+            return search_readable(self._index, queries, readable,
+                                   progress=bar if self.verbose else None, **kwargs)
+
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
         """Find the ``n_neighbors`` nearest gallery images of each query.
 
@@ -420,8 +424,8 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         n_neighbors = check_n_neighbors(self.n_neighbors if n_neighbors is None else n_neighbors,
                                         self.n_samples_fit_, exclude_self=X is None)
         queries, is_gallery, readable = self._queries(X)
-        distances, indices = search_readable(self._index, queries, readable,
-                                             n_neighbors=n_neighbors, exclude_self=is_gallery)
+        distances, indices = self._search(queries, readable, n_neighbors=n_neighbors,
+                                          exclude_self=is_gallery)
         return (distances, indices) if return_distance else indices
 
     def radius_neighbors(self, X=None, radius=None, return_distance=True, sort_results=False):
@@ -452,8 +456,8 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         if not 0 <= radius:
             raise ValueError(f"radius must be a non-negative distance; got {radius}.")
         queries, is_gallery, readable = self._queries(X)
-        distances, indices = search_readable(self._index, queries, readable, radius=radius,
-                                             exclude_self=is_gallery)
+        distances, indices = self._search(queries, readable, radius=radius,
+                                          exclude_self=is_gallery)
         return (distances, indices) if return_distance else indices
 
     @available_if(_has_match_head)

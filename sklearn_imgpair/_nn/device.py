@@ -50,8 +50,13 @@ RUNTIME_PARAMETER_CONSTRAINTS = {
 }
 
 
+def _mps_is_available():
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
 def resolve_device(device):
-    """Return the device ``device`` names: ``"auto"`` is CUDA when available, else CPU.
+    """Return the device ``device`` names: ``"auto"`` is CUDA, else MPS, else the CPU.
 
     Parameters
     ----------
@@ -62,10 +67,14 @@ def resolve_device(device):
     Returns
     -------
     device : str, torch.device or None
-        ``device`` itself unless it is ``"auto"``.
+        ``device`` itself unless it is ``"auto"``, which is ``"cuda"`` when
+        :func:`torch.cuda.is_available`, else ``"mps"`` (Apple GPUs) when
+        ``torch.backends.mps.is_available()``, else ``"cpu"``.
     """
     if isinstance(device, str) and device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if _mps_is_available() else "cpu"
     return device
 
 
@@ -84,7 +93,7 @@ def check_device(device):
         torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"device={device!r} is not a torch device ({exc}); use 'cpu', "
-                         "'cuda', 'cuda:N', 'auto' or a torch.device.") from None
+                         "'cuda', 'cuda:N', 'mps', 'auto' or a torch.device.") from None
 
 
 def device_type(device):
@@ -97,7 +106,9 @@ def loadable_device(saved, device):
     """The device a loaded estimator runs on: ``device``, else ``saved`` if available here."""
     if device is not None:
         return device
-    if str(saved).startswith("cuda") and not torch.cuda.is_available():
+    missing = ((str(saved).startswith("cuda") and not torch.cuda.is_available())
+               or (str(saved).startswith("mps") and not _mps_is_available()))
+    if missing:
         warnings.warn(f"The model was saved on device {saved!r}, which is not available "
                       "here; it is loaded on 'cpu'.", UserWarning, stacklevel=3)
         return "cpu"

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sklearn_imgpair._images.datasets import ImageDataset
+from sklearn_imgpair._images.progress import advancing, progress_bar
 from sklearn_imgpair._matching import score_pairs
 from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 from sklearn_imgpair._nn.colour import ColourHistogram
@@ -384,7 +385,7 @@ def embed_images(module, batches, device):
 
 
 def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_workers=None,
-                  iterator=DataLoader, iterator_params=None):
+                  iterator=DataLoader, iterator_params=None, verbose=0):
     """Embed an :class:`ImageDataset` batch by batch, decoding in parallel where it pays.
 
     Parameters
@@ -407,6 +408,8 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
         Further loader arguments (e.g. skorch's ``iterator_valid__*``); they
         win over ``batch_size`` and the worker and pinned-memory defaults. A
         batch size of -1 reads everything in one batch, as in skorch.
+    verbose : int, default=0
+        1 or more shows a progress bar of the images embedded, on stderr.
 
     Returns
     -------
@@ -425,16 +428,18 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
         reading = contextlib.nullcontext(batches)
     else:  # decode the next batch while the network runs; closed (thread joined) on error
         reading = contextlib.closing(prefetch(batches))
-    with reading as batches, autocast(precision, device):
-        return embed_images(module, batches, device)
+    with (reading as batches, autocast(precision, device),
+          progress_bar(len(dataset), "Embedding", verbose) as bar):
+        return embed_images(module, advancing(batches, bar), device)
 
 
 def image_embedder(module, *, image_size, on_error, batch_size, device, precision="fp32",
-                   num_workers=None, iterator=DataLoader, iterator_params=None):
+                   num_workers=None, iterator=DataLoader, iterator_params=None, verbose=0):
     """The ``embed_images`` callable of :func:`embed_cells` for a torch network.
 
     Images are decoded by an :class:`ImageDataset` (under ``on_error``) and
-    embedded by :func:`embed_dataset`, whose other parameters these are.
+    embedded by :func:`embed_dataset`, whose other parameters these are
+    (``verbose``: a progress bar over the images not found in the cache).
 
     Returns
     -------
@@ -447,7 +452,8 @@ def image_embedder(module, *, image_size, on_error, batch_size, device, precisio
         dataset = ImageDataset(images, image_size, names=names, on_error=on_error)
         embeddings, errors = embed_dataset(
             module, dataset, batch_size=batch_size, device=device, precision=precision,
-            num_workers=num_workers, iterator=iterator, iterator_params=iterator_params)
+            num_workers=num_workers, iterator=iterator, iterator_params=iterator_params,
+            verbose=verbose)
         return embeddings.float().cpu().numpy(), errors
 
     return embed

@@ -33,7 +33,8 @@ def embed_dask(embedder, paths, *, client=None):
     embedder : ImageEmbedder
         A fitted embedder (``ImageEmbedder(...).fit()``, or
         ``ImageEmbedder(classifier=clf).fit()`` for a fitted matcher's
-        vectors). It runs on the device it was fitted for, so fit it with
+        vectors). It runs on the device it was fitted on (with the default
+        ``device="auto"``, the client's GPU if it has one), so fit it with
         ``device="cpu"`` for workers without a GPU.
     paths : dask Series or one-column dask DataFrame
         Image paths readable by the workers, e.g.

@@ -218,14 +218,15 @@ class FaissIndex:
         self.n_samples -= len(positions)
         return self
 
-    def _check_queries(self, queries, exclude_self):
+    def _check_queries(self, queries, exclude_self, first_row):
         queries = check_vectors(queries, "queries", self.n_features)
-        if exclude_self and len(queries) != self.n_samples:
-            raise ValueError(f"exclude_self=True needs the gallery itself as queries "
-                             f"({self.n_samples} rows); got {len(queries)} rows.")
+        if exclude_self and not 0 <= first_row <= self.n_samples - len(queries):
+            raise ValueError(f"exclude_self=True needs gallery rows as queries (rows "
+                             f"{first_row} to {first_row + len(queries) - 1} of "
+                             f"{self.n_samples}).")
         return queries
 
-    def kneighbors(self, queries, n_neighbors, *, exclude_self=False):
+    def kneighbors(self, queries, n_neighbors, *, exclude_self=False, first_row=0):
         """The ``n_neighbors`` nearest gallery vectors of each query.
 
         Parameters
@@ -238,6 +239,8 @@ class FaissIndex:
         exclude_self : bool, default=False
             The queries are the gallery, in order: leave each one out of its
             own list.
+        first_row : int, default=0
+            With ``exclude_self``, the gallery row of the first query.
 
         Returns
         -------
@@ -257,7 +260,7 @@ class FaissIndex:
             neighbours for a query (see Notes of :class:`FaissIndex`).
         """
         faiss = import_faiss()
-        queries = self._check_queries(queries, exclude_self)
+        queries = self._check_queries(queries, exclude_self, first_row)
         n_neighbors = check_int("n_neighbors", n_neighbors, 1, what="")
         available = self.n_samples - int(exclude_self)
         if n_neighbors > available:
@@ -279,10 +282,10 @@ class FaissIndex:
         distances = np.clip(1.0 - similarities, 0.0, 2.0, dtype=np.float32)
         indices = indices.astype(np.int64, copy=False)
         if exclude_self:
-            distances, indices = _drop_self(distances, indices)
+            distances, indices = _drop_self(distances, indices, first_row)
         return sort_neighbors(distances, indices)
 
-    def radius_neighbors(self, queries, radius, *, exclude_self=False):
+    def radius_neighbors(self, queries, radius, *, exclude_self=False, first_row=0):
         """Every gallery vector within ``radius`` (cosine distance) of each query.
 
         Exact with ``"flat"``; approximate with ``"ivf"`` and ``"hnsw"``
@@ -297,6 +300,8 @@ class FaissIndex:
         exclude_self : bool, default=False
             The queries are the gallery, in order: leave each one out of its
             own list.
+        first_row : int, default=0
+            With ``exclude_self``, the gallery row of the first query.
 
         Returns
         -------
@@ -307,7 +312,7 @@ class FaissIndex:
             index order.
         """
         faiss = import_faiss()
-        queries = self._check_queries(queries, exclude_self)
+        queries = self._check_queries(queries, exclude_self, first_row)
         if not isinstance(radius, Real) or not radius >= 0:
             raise ValueError(f"radius must be a non-negative cosine distance; got {radius!r}.")
         # The slack keeps rounding from losing a vector; distance <= radius decides below.
@@ -323,7 +328,7 @@ class FaissIndex:
             row_indices = found[limits[row]:limits[row + 1]]
             keep = row_distances <= radius
             if exclude_self:
-                keep &= row_indices != row
+                keep &= row_indices != first_row + row
             row_distances, row_indices = sort_neighbors(row_distances[keep], row_indices[keep])
             distances[row], indices[row] = row_distances, row_indices
         return distances, indices
@@ -425,9 +430,9 @@ def _renumber_lists(faiss, invlists, removed):
         invlists.update_entries(list_no, 0, size, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
 
 
-def _drop_self(distances, indices):
-    """Leave row ``i`` out of row ``i``'s list, or the last neighbour where it is absent."""
-    own = indices == np.arange(len(indices))[:, None]
+def _drop_self(distances, indices, first_row=0):
+    """Leave row ``first_row + i`` out of query ``i``'s list, or its last neighbour."""
+    own = indices == first_row + np.arange(len(indices))[:, None]
     # Where a row is absent from its own list, drop the last (farthest) neighbour.
     own[~own.any(axis=1), -1] = True
     keep = ~own

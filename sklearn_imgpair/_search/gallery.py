@@ -14,7 +14,7 @@ from sklearn_imgpair._search.faiss_index import FaissIndex
 from sklearn_imgpair._search.faiss_settings import import_faiss, resolve_params
 from sklearn_imgpair._search.vector_index import BruteForceIndex, check_positions
 
-__all__ = ["build_index", "check_index", "grown", "shrunk"]
+__all__ = ["build_index", "check_index", "embedding_source", "grown", "shrunk"]
 
 
 def check_index(search, n_samples):
@@ -30,6 +30,27 @@ def check_index(search, n_samples):
     if search.algorithm == "faiss":
         import_faiss()
         resolve_params(search.faiss_index, search.faiss_params, n_samples)
+
+
+def embedding_source(embeddings, cells, embedder):
+    """The ``embed`` callable of a gallery: ``embedder.transform``, or the vectors given.
+
+    Given vectors must be a finite unit vector of the embedder's dimension per
+    cell; ``ValueError`` names the first row that is not.
+    """
+    if embeddings is None:
+        return embedder.transform
+    given = np.asarray(embeddings, dtype=np.float32)
+    expected = (len(cells), embedder.embedding_dim_)
+    if given.shape != expected:
+        raise ValueError(f"embeddings must have shape {expected}, a vector of the embedder's "
+                         f"dimension per image; got {given.shape}.")
+    norms = np.linalg.norm(given, axis=1)
+    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= 1e-3))
+    if len(bad):
+        raise ValueError(f"embeddings[{bad[0]}] is not a finite unit vector (norm "
+                         f"{norms[bad[0]]:.4g}): give the embedder's output as it is.")
+    return lambda _: given
 
 
 def build_index(search, embeddings, embedder, faiss_bytes=None, *, path=None):

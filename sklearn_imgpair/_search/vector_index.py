@@ -13,6 +13,8 @@ import torch
 RERANK_MARGIN = 8
 # Slack on similarities for the float32 pass (ties, radius); the float64 pass decides.
 SIMILARITY_SLACK = 1e-5
+# Fewest queries searched at once when a progress bar is advanced (at most 100 steps).
+PROGRESS_BLOCK = 256
 
 __all__ = ["BruteForceIndex", "RERANK_MARGIN", "SIMILARITY_SLACK", "check_positions",
            "check_n_neighbors", "check_vectors", "chunk_rows", "cosine_distances",
@@ -199,8 +201,11 @@ class BruteForceIndex:
         self.embeddings, self._gallery = embeddings, gallery
         return self
 
-    def _chunks(self, queries, exclude_self, row_bytes=0):
-        """Yield ``(start, stop, similarities)`` float32 blocks, self-matches at -inf."""
+    def _chunks(self, queries, exclude_self, row_bytes=0, first_row=0):
+        """Yield ``(start, stop, similarities)`` float32 blocks, self-matches at -inf.
+
+        With ``exclude_self``, query ``i`` is gallery row ``first_row + i``.
+        """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         rows = chunk_rows(len(self), self.chunk_size, row_bytes=row_bytes)
         with torch.no_grad():
@@ -208,7 +213,8 @@ class BruteForceIndex:
                 block = torch.from_numpy(queries[start:start + rows]).to(self.device)
                 similarities = block @ self._gallery.T
                 if exclude_self:
-                    own = torch.arange(start, start + len(block), device=self.device)
+                    own = torch.arange(first_row + start, first_row + start + len(block),
+                                       device=self.device)
                     similarities[torch.arange(len(block), device=self.device), own] = -np.inf
                 yield start, start + len(block), similarities
 
@@ -218,7 +224,7 @@ class BruteForceIndex:
         order = np.lexsort((columns, distances))[:n_neighbors]
         return distances[order], columns[order]
 
-    def kneighbors(self, queries, n_neighbors, *, exclude_self=False):
+    def kneighbors(self, queries, n_neighbors, *, exclude_self=False, first_row=0):
         """The ``n_neighbors`` nearest gallery vectors of each query.
 
         Parameters
@@ -231,6 +237,9 @@ class BruteForceIndex:
         exclude_self : bool, default=False
             The queries are the gallery, in order: leave each one out of its
             own list.
+        first_row : int, default=0
+            With ``exclude_self``, the gallery row of the first query (the
+            queries are then the rows from ``first_row`` on).
 
         Returns
         -------
@@ -251,7 +260,8 @@ class BruteForceIndex:
         dim = self.embeddings.shape[1]
         distances = np.empty((len(queries), n_neighbors))
         indices = np.empty((len(queries), n_neighbors), dtype=np.int64)
-        chunks = self._chunks(queries, exclude_self, row_bytes=n_candidates * dim * 16)
+        chunks = self._chunks(queries, exclude_self, row_bytes=n_candidates * dim * 16,
+                              first_row=first_row)
         for start, stop, similarities in chunks:
             values, top = similarities.topk(n_candidates, dim=1)
             # Rows whose k-th similarity ties with columns beyond the candidates.
@@ -269,8 +279,10 @@ class BruteForceIndex:
                     queries[row], columns[:, 0].astype(np.int64), n_neighbors)
         return distances, indices
 
-    def radius_neighbors(self, queries, radius, *, exclude_self=False):
+    def radius_neighbors(self, queries, radius, *, exclude_self=False, first_row=0):
         """Every gallery vector within ``radius`` (cosine distance) of each query.
+
+        ``exclude_self`` and ``first_row`` are as in :meth:`kneighbors`.
 
         Returns
         -------
@@ -283,7 +295,8 @@ class BruteForceIndex:
         indices = np.empty(len(queries), dtype=object)
         # torch.nonzero takes 16 bytes per hit, and every column may be one.
         for start, stop, similarities in self._chunks(queries, exclude_self,
-                                                      row_bytes=len(self) * 16):
+                                                      row_bytes=len(self) * 16,
+                                                      first_row=first_row):
             hits = torch.nonzero(similarities >= 1.0 - radius - SIMILARITY_SLACK).cpu().numpy()
             bounds = np.searchsorted(hits[:, 0], np.arange(stop - start + 1))
             for offset in range(stop - start):
@@ -299,11 +312,14 @@ class BruteForceIndex:
 
 
 def search_readable(index, queries, readable, *, n_neighbors=None, radius=None,
-                    exclude_self=False):
+                    exclude_self=False, progress=None):
     """An index's ``kneighbors`` (given ``n_neighbors``) or ``radius_neighbors`` of queries.
 
     Only the ``readable`` rows of ``queries`` are searched; the others get
-    NaN distances and index -1 (``kneighbors``) or empty arrays.
+    NaN distances and index -1 (``kneighbors``) or empty arrays. With
+    ``progress`` (an object with ``update(n)``, such as a tqdm bar) the
+    queries are searched in blocks, ``progress`` advanced by each block's
+    size; results are the same.
 
     Returns
     -------
@@ -318,10 +334,17 @@ def search_readable(index, queries, readable, *, n_neighbors=None, radius=None,
         distances, indices = np.empty(n_queries, dtype=object), np.empty(n_queries, dtype=object)
         for row in np.flatnonzero(~readable):
             distances[row], indices[row] = np.empty(0), np.empty(0, dtype=np.int64)
-    if readable.any():
-        distances[readable], indices[readable] = (
-            index.kneighbors(queries[readable], n_neighbors, exclude_self=exclude_self)
+    rows = np.flatnonzero(readable)
+    step = len(rows) if progress is None else max(PROGRESS_BLOCK, -(-len(rows) // 100))
+    for start in range(0, len(rows), max(step, 1)):
+        block = rows[start:start + step]
+        # With exclude_self the queries are the gallery: row block[0] is the block's first.
+        options = {"exclude_self": True, "first_row": int(block[0])} if exclude_self else {}
+        distances[block], indices[block] = (
+            index.kneighbors(queries[block], n_neighbors, **options)
             if n_neighbors is not None else
-            index.radius_neighbors(queries[readable], radius, exclude_self=exclude_self))
+            index.radius_neighbors(queries[block], radius, **options))
+        if progress is not None:
+            progress.update(len(block))
     return distances, indices
 

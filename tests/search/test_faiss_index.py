@@ -223,8 +223,10 @@ def test_kneighbors_checks_its_arguments(random_vectors):
     with pytest.raises(ValueError, match="queries have 8 features, but the index holds "
                                          "vectors of 16"):
         index.kneighbors(queries[:, :8], 3)
-    with pytest.raises(ValueError, match=r"gallery itself as queries \(300 rows\); got 40"):
-        index.kneighbors(queries, 3, exclude_self=True)
+    with pytest.raises(ValueError, match=r"gallery rows as queries \(rows 290 to 329 of 300"):
+        index.kneighbors(queries, 3, exclude_self=True, first_row=290)
+    with pytest.raises(ValueError, match=r"rows -1 to 38 of 300"):
+        index.radius_neighbors(queries[:40], 0.5, exclude_self=True, first_row=-1)
     with pytest.raises(ValueError, match="radius must be a non-negative"):
         index.radius_neighbors(queries, -0.1)
     with pytest.raises(ValueError, match="embeddings must be a 2-D array"):
