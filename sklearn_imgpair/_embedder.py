@@ -35,21 +35,15 @@ from sklearn_imgpair._persistence.embedder_file import load_embedder, save_embed
 __all__ = ["ImageEmbedder"]
 
 
-def _fingerprint(module, image_size, precision):
-    """Cache key of a network's vectors; reduced precision gives (slightly) other vectors."""
-    return model_fingerprint(module, image_size if precision == "fp32"
-                             else f"{image_size}:{precision}")
+def _settings_key(fingerprint, module, precision):
+    """``fingerprint`` joined with the settings of the vectors that the weights do not hold.
 
-
-def _settings_key(fingerprint, module):
-    """``fingerprint`` joined with the settings of ``module`` that its weights do not hold.
-
-    Test-time flips and colour change the vectors but not the state dict; read when
-    the vectors are looked up, so that a setting changed after ``fit`` counts. Only
-    settings away from their defaults enter the key: the caches of networks without
-    them stay valid.
+    Reduced precision, test-time flips and colour change the vectors but not the
+    state dict; read when the vectors are looked up, so that a setting changed after
+    ``fit`` (``set_params(precision="bf16")``) counts. Only settings away from their
+    defaults enter the key: the caches of networks without them stay valid.
     """
-    settings = []
+    settings = [] if precision == "fp32" else [f"precision={precision}"]
     if getattr(module, "test_time_flip", False):
         settings.append("test_time_flip")
     if getattr(module, "colour_share", 0.0):
@@ -280,7 +274,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         if n_features_in is not None:
             self.n_features_in_ = int(n_features_in)
         self._architecture = architecture
-        self._fingerprint = _fingerprint(self.module_, image_size, self.precision)
+        self._fingerprint = model_fingerprint(self.module_, image_size)
         return self
 
     def fit(self, X=None, y=None):
@@ -318,7 +312,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return self.embedding_dim_
 
     def _embedding_cache(self):
-        fingerprint = _settings_key(self._fingerprint, self.module_)
+        fingerprint = _settings_key(self._fingerprint, self.module_, self.precision)
         location = getattr(self.memory, "location", self.memory)
         return EmbeddingCache(fingerprint, location, in_memory=self.cache)
 

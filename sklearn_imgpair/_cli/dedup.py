@@ -19,8 +19,9 @@ from sklearn_imgpair._cli.commands import check_writable, image_columns, progres
 from sklearn_imgpair._cli.copies import exact_copies
 from sklearn_imgpair._cli.index import build_search, open_index
 from sklearn_imgpair._cli.inputs import CommandError, read_images
-from sklearn_imgpair._cli.networks import DEFAULT_SIMILARITY, open_network
+from sklearn_imgpair._cli.networks import open_network
 from sklearn_imgpair._cli.report import check_report_path, report_dedup
+from sklearn_imgpair._duplicates import COSINE_THRESHOLD
 from sklearn_imgpair._io.atomic import write_atomically
 
 __all__ = ["choose_kept", "exact_copies", "remove_list_path", "run_dedup"]
@@ -108,21 +109,13 @@ def _duplicate_pairs(clustering, paths, original, group, column):
     return table.reset_index(drop=True), int((~inside).sum())
 
 
-def _cluster(search, X, network, threshold, args):
-    """``ImageMatchClustering`` of the images ``X`` of the fitted ``search``."""
+def _cluster(search, X, threshold, args):
+    """``ImageMatchClustering`` of the images ``X`` of the fitted ``search``: nothing embedded."""
     from sklearn_imgpair import ImageMatchClustering
 
-    params = dict(threshold=threshold, linkage=args.linkage, n_neighbors=args.n_neighbors,
-                  on_error=args.on_error)
-    if "search" in ImageMatchClustering().get_params():
-        # needs the library branch: ImageMatchClustering(search=..., verbose=...)
-        return ImageMatchClustering(search=search, verbose=verbosity(args), **params).fit(X)
-    # Before ImageMatchClustering took search=: the classifier embeds X again (from the
-    # embedding cache, where build_search left the vectors).
-    if network is None or network.classifier is None:
-        raise CommandError("dedup without --model needs ImageMatchClustering(search=...), "
-                           "which this version of sklearn-imgpair lacks.")
-    return ImageMatchClustering(network.classifier, **params).fit(X)
+    return ImageMatchClustering(
+        search=search, threshold=threshold, linkage=args.linkage, n_neighbors=args.n_neighbors,
+        on_error=args.on_error, verbose=verbosity(args)).fit(X)
 
 
 def _catalogue(args):
@@ -167,11 +160,11 @@ def run_dedup(args):
         search = build_search(network, embedded, args)
         X = search.gallery_  # the readable images
     if search.match_threshold_ is None:
-        column, default = "similarity", DEFAULT_SIMILARITY
+        column, default = "similarity", COSINE_THRESHOLD
     else:
         column, default = "probability", search.match_threshold_
     threshold = default if args.threshold is None else args.threshold
-    clustering = _cluster(search, X, network, threshold, args)
+    clustering = _cluster(search, X, threshold, args)
     position = {path: index for index, path in enumerate(paths)}
     labels = np.full(len(paths), -1, dtype=np.int64)
     labels[[position[path] for path in X]] = clustering.labels_

@@ -15,13 +15,10 @@ from sklearn_imgpair._cli.inputs import CommandError
 from sklearn_imgpair._io.embedding_cache import model_fingerprint
 from sklearn_imgpair._nn.device import check_device, check_precision, device_type
 
-__all__ = ["DEFAULT_SIMILARITY", "check_device_option", "check_precision_option",
+__all__ = ["check_device_option", "check_precision_option",
            "check_same_network", "load_classifier",
            "load_model", "open_network", "set_batch_size", "set_runtime"]
 
-# dedup's --threshold with a backbone: the cosine similarity above which two images are
-# duplicates, as find_duplicates and ImageMatchClustering default to with an embedder.
-DEFAULT_SIMILARITY = 0.9
 # The options that describe a backbone, meaningless with --model.
 _BACKBONE_OPTIONS = ("weights_path", "model_kwargs", "image_size")
 
@@ -169,8 +166,5 @@ def set_runtime(search, args):
         embedder.set_params(batch_size=args.batch_size)
     if args.precision is not None and args.precision != embedder.precision:
         check_precision_option(args.precision, _device_of(embedder.module_))
-        embedder.set_params(precision=args.precision)
-        # Sets the network again: its cached vectors are keyed by precision too.
-        embedder._set_network(embedder.module_, embedder.image_size_,
-                              embedder._to_file()["architecture"])
+        embedder.set_params(precision=args.precision)  # its cached vectors are kept apart
     return search

@@ -13,7 +13,6 @@ from PIL import Image
 
 from sklearn_imgpair import (
     ImageEmbedder,
-    ImageMatchClustering,
     ImageNeighbors,
     create_backbone,
 )
@@ -223,12 +222,6 @@ def test_verbose_shows_the_embedding_bar_and_quiet_none(backbone, sources, tmp_p
 # dedup
 # ----------------------------------------------------------------------
 
-# needs the library branch: ImageMatchClustering(search=...), with an embedder's cosine.
-needs_search_clustering = pytest.mark.skipif(
-    "search" not in ImageMatchClustering().get_params(),
-    reason="ImageMatchClustering(search=...) is not in this version of the library")
-
-
 def test_dedup_verbose_shows_the_hashing_and_embedding_bars(model_path, sources, tmp_path,
                                                             capsys):
     paths = _copy(sources[:4], tmp_path / "images")
@@ -242,7 +235,6 @@ def test_dedup_verbose_shows_the_hashing_and_embedding_bars(model_path, sources,
     assert capsys.readouterr().err == ""
 
 
-@needs_search_clustering
 @pytest.mark.parametrize("network", ["backbone", "model"])
 def test_dedup_index_equals_dedup_images_without_embedding(network, backbone, model_path,
                                                            sources, tmp_path, decode_counts,
@@ -273,7 +265,6 @@ def test_dedup_index_equals_dedup_images_without_embedding(network, backbone, mo
                                   pd.read_csv(tmp_path / "images_remove.csv"), atol=1e-6)
 
 
-@needs_search_clustering
 def test_dedup_with_a_backbone_groups_by_cosine_similarity(backbone, weights, sources,
                                                            tmp_path, capsys):
     gallery = _copy(sources[:12], tmp_path / "gallery")

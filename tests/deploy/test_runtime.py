@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
 from sklearn_imgpair import ImageEmbedder, _matching
@@ -253,8 +253,14 @@ def test_embedding_cache_keeps_precisions_apart(image_pairs):
     params = dict(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN)
     fp32 = ImageEmbedder(**params).fit()
     bf16 = ImageEmbedder(precision="bf16", **params).fit()
-    assert fp32._fingerprint != bf16._fingerprint
+    assert fp32._embedding_cache().fingerprint != bf16._embedding_cache().fingerprint
     assert not np.array_equal(fp32.transform(paths), bf16.transform(paths))
+    # Set after fit, as the command line's --precision does on a loaded search: same keys.
+    switched = ImageEmbedder(**params).fit().set_params(precision="bf16")
+    assert switched._embedding_cache().fingerprint == bf16._embedding_cache().fingerprint
+    assert_array_equal(switched.transform(paths), bf16.transform(paths))
+    uncached = ImageEmbedder(cache=False, **params).fit().set_params(precision="bf16")
+    assert_array_equal(uncached.transform(paths), bf16.transform(paths))  # computed in bf16
 
 
 @BF16_ON_ANY_CPU
