@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch
-from tqdm import tqdm
 
 from sklearn_imgpair._cli.evaluation import (
     PLOT_SUFFIXES,
@@ -33,6 +32,7 @@ from sklearn_imgpair._cli.networks import (
     load_classifier,
     open_network,
 )
+from sklearn_imgpair._images.progress import progress_bar
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair.datasets._pairs_csv import csv_location
 
@@ -144,8 +144,7 @@ def _predict_pairs(clf, X, path, columns, threshold, args):
 
 def progress(total, desc, *, unit, args):
     """A tqdm bar on stderr: off with ``-q``, on with ``-v``, else only on a terminal."""
-    disable = True if args.quiet else (False if args.verbose else None)
-    return tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr)
+    return progress_bar(total, desc, verbosity(args), unit=unit)
 
 
 def verbosity(args):

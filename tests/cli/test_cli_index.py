@@ -254,7 +254,8 @@ def test_dedup_index_equals_dedup_images_without_embedding(network, backbone, mo
                 "--keep", "first") == 0
     assert not decode_counts
     out = capsys.readouterr().out
-    assert "1 exact copies (byte-identical files) found by hash, none to embed" in out
+    assert ("1 exact copies found by hash (1 byte-identical files, 0 with identical pixels), "
+            "none to embed") in out
     written = pd.read_csv(from_index)
     column = "similarity" if network == "backbone" else "probability"
     assert list(written.columns) == ["Image1", "Image2", column, "group"]
