@@ -112,10 +112,14 @@ class _Page:
 
 
 def _score(value, score_column, threshold):
-    """The caption of a score, with a mark when it is above the threshold."""
-    above = value > threshold
+    """The caption of a score, with a mark when it is above the threshold (None: no mark)."""
+    above = threshold is not None and value > threshold
     mark = ' <span class="mark">&#10003; above threshold</span>' if above else ""
     return f'<span class="score">{score_column} {value:.3f}</span>{mark}', above
+
+
+def _threshold_text(threshold):
+    return "-" if threshold is None else f"{threshold:g}"
 
 
 def search_report(path, table, *, score_column="probability", threshold, title, model=None,
@@ -132,8 +136,9 @@ def search_report(path, table, *, score_column="probability", threshold, title, 
     score_column : str, default="probability"
         The score shown: ``"probability"``, or ``"similarity"`` (cosine) for a
         run without a match model.
-    threshold : float
-        Matches scored above it are marked.
+    threshold : float or None
+        Matches scored above it are marked; None marks none (a search
+        without a match model has no threshold).
     title : str
         The page's title.
     model : str, default=None
@@ -167,8 +172,8 @@ def search_report(path, table, *, score_column="probability", threshold, title, 
                  "</section>")
     return page.write(path, [
         ("queries", len(queries)), ("matches", len(table)),
-        ("matches above the threshold", n_above), (f"threshold ({score_column})", f"{threshold:g}"),
-        ("model", model or "-")])
+        ("matches above the threshold", n_above),
+        (f"threshold ({score_column})", _threshold_text(threshold)), ("model", model or "-")])
 
 
 def _members(rows, images, keep):
@@ -260,7 +265,8 @@ def dedup_report(path, table, *, score_column="probability", threshold, title, m
                  f'members)</h2><div class="row">{"".join(figures)}</div></section>')
     summary = [("groups", table["group"].nunique()), ("images in groups", n_members),
                ("pairs", len(table)), ("exact copies", n_copies),
-               (f"threshold ({score_column})", f"{threshold:g}"), ("model", model or "-")]
+               (f"threshold ({score_column})", _threshold_text(threshold)),
+               ("model", model or "-")]
     if keep is not None:
         summary.insert(4, ("files to remove (--keep)", len(keep)))
     return page.write(path, summary)

@@ -464,3 +464,28 @@ def test_precision_is_applied_to_the_loaded_model(model_path, model, synthetic_p
     written = pd.read_csv(output)
     expected = model.predict_proba(written[["Image1", "Image2"]].to_numpy(dtype=object))
     assert_allclose(written["probability"], expected[:, 1], atol=0.05)  # close, not equal
+
+
+def test_search_index_of_a_backbone_writes_a_similarity_report(backbone_index, sources, tmp_path):
+    from html.parser import HTMLParser
+
+    queries = _copy(sources[12:14], tmp_path / "queries")
+    output, report = tmp_path / "matches.csv", tmp_path / "matches.html"
+    assert _run("search", "--index", backbone_index, "--query", tmp_path / "queries",
+                "--n-neighbors", "3", "--output", output, "--report", report) == 0
+    table = pd.read_csv(output)
+    assert "similarity" in table.columns and "probability" not in table.columns
+    images = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                images.append(dict(attrs)["title"])
+
+    text = report.read_text(encoding="utf-8")
+    Images().feed(text)
+    for query in queries:  # each query, then its three matches, each drawn
+        shown = images[images.index(query):][:4]
+        assert shown[1:] == table.loc[table["Image1"] == query, "Image2"].tolist()
+    assert "above threshold" not in text  # a cosine has no match threshold to mark
+    assert "<td>threshold (similarity)</td><td>-</td>" in text
