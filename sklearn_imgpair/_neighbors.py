@@ -583,7 +583,8 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             in blocks, so the time to the first query is that of reading and
             hashing the file, without holding it in memory. The exact search
             (and its GPU copy) uses the mapped array as it is; a FAISS index
-            is read into memory (FAISS keeps its own copy of the vectors).
+            is deserialised from the mapped file into memory (FAISS keeps its
+            own copy of the vectors).
             :meth:`partial_fit` and :meth:`remove` make new in-memory arrays,
             and :meth:`save` may replace the very file loaded (it writes a new
             file and renames it over the old one, which the mapping keeps

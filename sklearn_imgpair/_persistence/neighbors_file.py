@@ -58,6 +58,9 @@ __all__ = ["NEIGHBORS_FORMAT_VERSION", "load_neighbors", "save_neighbors"]
 
 NEIGHBORS_FORMAT_VERSION = 4
 _EMBEDDER = "embedder."
+# Arrays memory-mapped by mmap_mode="r": the gallery's vectors, and the FAISS index's
+# bytes, which FAISS copies into its own index (so they need not be read first).
+_MAPPED = ("embeddings_", "faiss_index")
 
 
 def _gallery_json(gallery):
@@ -116,7 +119,7 @@ def load_neighbors(cls, path, *, embedder_class, device=None, mmap_mode="r"):
     if mmap_mode not in ("r", None):
         raise ValueError(f"mmap_mode must be 'r' or None; got {mmap_mode!r}.")
     content, arrays = read_container(path, cls.__name__, max_version=NEIGHBORS_FORMAT_VERSION,
-                                     mapped=("embeddings_",) if mmap_mode else ())
+                                     mapped=_MAPPED if mmap_mode else ())
     try:
         fitted = content["fitted"]
         params = decode_params(content["params"])
