@@ -42,7 +42,6 @@ import struct
 import sys
 
 import numpy as np
-import safetensors.numpy
 
 from sklearn_imgpair._io.atomic import write_atomically
 
@@ -71,6 +70,7 @@ _SAFETENSORS_DTYPES = {
     "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
     "F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
 }
+_SAFETENSORS_NAMES = {dtype: name for name, dtype in _SAFETENSORS_DTYPES.items()}
 
 
 def _digest_parts(value):
@@ -186,14 +186,31 @@ def write_container(path, estimator_name, content, arrays, *, format_version):
         The absolute path written.
     """
     arrays = {name: np.asarray(array, order="C") for name, array in arrays.items()}
+    for name, array in arrays.items():
+        if array.dtype not in _SAFETENSORS_NAMES:
+            raise ValueError(f"array {name!r} of dtype {array.dtype} cannot be saved.")
     text = json.dumps({"estimator": estimator_name, **content}, sort_keys=True)
     metadata = {"format": FORMAT_NAME, "format_version": str(int(format_version)),
                 "content": text, "sha256": tensors_digest(text, arrays)}
-    data = safetensors.numpy.save(arrays, metadata=metadata)
+    # Arrays of the widest items first: every array starts at a multiple of its
+    # item size, and the data at a multiple of 8, so that each can be mapped.
+    names = sorted(arrays, key=lambda name: (-arrays[name].dtype.alignment, name))
+    header, offset = {"__metadata__": metadata}, 0
+    for name in names:
+        array = arrays[name]
+        header[name] = {"dtype": _SAFETENSORS_NAMES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
 
     def write(partial):
+        # Each array is written from its own memory (or its mapping), not
+        # gathered into one buffer first.
         with open(partial, "wb") as file:
-            file.write(data)
+            file.write(struct.pack("<Q", len(head)) + head)
+            for name in names:
+                file.write(memoryview(arrays[name].reshape(-1).view(np.uint8)))
 
     return write_atomically(os.fspath(path), write)
 
