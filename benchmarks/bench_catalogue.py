@@ -40,12 +40,17 @@ epoch on 40 pairs, so its weights are as good as random):
 The 1,000,000-vector search row (build, queries, recall, memory) is
 ``bench_search.py --gallery-sizes 1000000``.
 
+``--quick`` took 5.5 minutes on 2 cores shared with other jobs (load 6 to
+8), most of it starting the 12 Python processes (about 15 s each there);
+the full sizes took 11.5 minutes (``saved`` and ``dedup``) and 13 minutes
+(``grow`` and ``mapped``), run at the same time.
+
 The machine's other users share its cores: timings vary by tens of percent
 between runs; compare the variants of one run.
 
 Usage::
 
-    python benchmarks/bench_catalogue.py --quick      # small sizes, under a minute
+    python benchmarks/bench_catalogue.py --quick      # tiny sizes: a smoke run of every part
     python benchmarks/bench_catalogue.py              # 5,000 / 100,000 / 1,000,000 / 1,000
     python benchmarks/bench_catalogue.py --parts saved dedup --gallery-size 2000
 """
@@ -420,7 +425,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes: a smoke run of every part in under a minute")
+                        help="tiny sizes: a smoke run of every part")
     parser.add_argument("--gallery-size", type=int, default=5000)
     parser.add_argument("--n-queries", type=int, default=100)
     parser.add_argument("--grow-size", type=int, default=100_000)
