@@ -576,21 +576,9 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             ``"cpu"`` (with a warning) when that is not available.
         mmap_mode : {"r", None}, default="r"
             ``"r"``: ``embeddings_`` is a read-only :class:`numpy.memmap` of
-            the file, as :func:`numpy.load` and joblib map arrays: the
-            gallery's vectors are read from the file as the search uses them,
-            and processes that load the same file share them in the page
-            cache. The file's checksum is verified first by reading it once
-            in blocks, so the time to the first query is that of reading and
-            hashing the file, without holding it in memory. The exact search
-            (and its GPU copy) uses the mapped array as it is; a FAISS index
-            is deserialised from the mapped file into memory (FAISS keeps its
-            own copy of the vectors).
-            :meth:`partial_fit` and :meth:`remove` make new in-memory arrays,
-            and :meth:`save` may replace the very file loaded (it writes a new
-            file and renames it over the old one, which the mapping keeps
-            open; on Windows, where a mapped file cannot be replaced, save to
-            another path or load with None). None reads the vectors into
-            memory.
+            the file, verified by reading it once in blocks and shared in the
+            page cache; the exact search uses it without a copy (see the user
+            guide). None reads the vectors into memory.
 
         Returns
         -------
@@ -603,8 +591,8 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             If ``path`` does not exist.
         ValueError
             If the file is not such a model file, is corrupt or modified, or
-            its embeddings do not match its network (dimensions, count); or
-            if ``mmap_mode`` is neither ``"r"`` nor None.
+            its embeddings do not match its network (dimensions, count), or
+            ``mmap_mode`` is not ``"r"`` or None.
         """
         return load_neighbors(cls, path, embedder_class=ImageEmbedder, device=device,
                               mmap_mode=mmap_mode)
