@@ -55,7 +55,12 @@ At 1,000,000 vectors scikit-learn is skipped (add ``--sklearn-1m`` to run it)
 and the run needs about 8 GB of memory (the 2.9 GB gallery, FAISS's copy of
 it, and the search). Building the HNSW graph of 1,000,000 vectors takes about
 40 minutes on 2 cores (extrapolated from 100,000), so ``--methods brute
-faiss_flat faiss_ivf`` is the quicker 1M run.
+faiss_ivf`` is the 1M run; the default IVF (4,000 lists trained on 256,000
+vectors) took 15 minutes to build on 2 shared cores, and ``--faiss-params``
+sets fewer lists::
+
+    python benchmarks/bench_search.py --gallery-sizes 1000000 --methods brute faiss_ivf \
+        --faiss-params '{"ivf": {"n_lists": 1024}}'
 """
 
 import argparse
@@ -134,7 +139,8 @@ def _method(name, args):
     from sklearn_imgpair._search.faiss_index import FaissIndex
 
     kind = name.split("_", 1)[1]
-    return (lambda G: FaissIndex(G, index=kind, random_state=0),
+    params = (args.faiss_params or {}).get(kind)
+    return (lambda G: FaissIndex(G, index=kind, params=params, random_state=0),
             lambda index, Q, k: index.kneighbors(Q, k))
 
 
@@ -181,6 +187,8 @@ def _run_method(name, size, args, folder):
                "--repeats", str(args.repeats), "--device", args.device]
     if args.chunk_size is not None:
         command += ["--chunk-size", str(args.chunk_size)]
+    if args.faiss_params:
+        command += ["--faiss-params", json.dumps(args.faiss_params)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{name} on {size} vectors failed:\n{result.stderr[-3000:]}")
@@ -235,6 +243,9 @@ def main(argv=None):
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="BruteForceIndex's chunk_size (default: its own)")
     parser.add_argument("--device", default="cpu", help="BruteForceIndex's device")
+    parser.add_argument("--faiss-params", type=json.loads, default=None,
+                        help='FAISS settings per kind, as JSON, e.g. \'{"ivf": {"n_lists": '
+                             '1024}}\' (default: those of ImageNeighbors)')
     parser.add_argument("--child", choices=METHODS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)

@@ -568,7 +568,7 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         return save_neighbors(self, path)
 
     @classmethod
-    def load(cls, path, *, device=None):
+    def load(cls, path, *, device=None, mmap_mode="r"):
         """Load a search saved with :meth:`save`, without running code from the file.
 
         Parameters
@@ -578,6 +578,11 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         device : str or torch.device, default=None
             Where the network runs; None keeps the saved device, or uses
             ``"cpu"`` (with a warning) when that is not available.
+        mmap_mode : {"r", None}, default="r"
+            ``"r"``: ``embeddings_`` is a read-only :class:`numpy.memmap` of
+            the file, verified by reading it once in blocks and shared in the
+            page cache; the exact search uses it without a copy (see the user
+            guide). None reads the vectors into memory.
 
         Returns
         -------
@@ -590,9 +595,11 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             If ``path`` does not exist.
         ValueError
             If the file is not such a model file, is corrupt or modified, or
-            its embeddings do not match its network (dimensions, count).
+            its embeddings do not match its network (dimensions, count), or
+            ``mmap_mode`` is not ``"r"`` or None.
         """
-        return load_neighbors(cls, path, embedder_class=ImageEmbedder, device=device)
+        return load_neighbors(cls, path, embedder_class=ImageEmbedder, device=device,
+                              mmap_mode=mmap_mode)
 
     def _to_file(self):
         """The file's ``"faiss_index"`` (None for the exact search) and ``"gallery_keys"``."""

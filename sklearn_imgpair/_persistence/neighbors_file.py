@@ -58,6 +58,9 @@ __all__ = ["NEIGHBORS_FORMAT_VERSION", "load_neighbors", "save_neighbors"]
 
 NEIGHBORS_FORMAT_VERSION = 4
 _EMBEDDER = "embedder."
+# Arrays memory-mapped by mmap_mode="r": the gallery's vectors, and the FAISS index's
+# bytes, which FAISS copies into its own index (so they need not be read first).
+_MAPPED = ("embeddings_", "faiss_index")
 
 
 def _gallery_json(gallery):
@@ -104,13 +107,19 @@ def save_neighbors(neighbors, path):
                            format_version=version)
 
 
-def load_neighbors(cls, path, *, embedder_class, device=None):
+def load_neighbors(cls, path, *, embedder_class, device=None, mmap_mode="r"):
     """Read an :class:`ImageNeighbors` written by :func:`save_neighbors`.
 
     ``embedder_class`` (:class:`ImageEmbedder`) rebuilds the saved embedder; it
-    is passed in by the estimator, which sits above this module.
+    is passed in by the estimator, which sits above this module. With
+    ``mmap_mode="r"`` the gallery's embeddings are a read-only
+    :class:`numpy.memmap` of the file (see :func:`read_container`); with None
+    they are read into memory.
     """
-    content, arrays = read_container(path, cls.__name__, max_version=NEIGHBORS_FORMAT_VERSION)
+    if mmap_mode not in ("r", None):
+        raise ValueError(f"mmap_mode must be 'r' or None; got {mmap_mode!r}.")
+    content, arrays = read_container(path, cls.__name__, max_version=NEIGHBORS_FORMAT_VERSION,
+                                     mapped=_MAPPED if mmap_mode else ())
     try:
         fitted = content["fitted"]
         params = decode_params(content["params"])
@@ -144,9 +153,10 @@ def load_neighbors(cls, path, *, embedder_class, device=None):
             f"{', '.join(f'{name} {value}' for name, value in dims.items())}; "
             f"{embeddings.shape[0] if embeddings.ndim else 0} vectors for {len(gallery)} "
             "gallery images.")
+    if embeddings.dtype != np.float32:  # a mapped array of the right dtype is kept as it is
+        embeddings = embeddings.astype(np.float32)
     return cls._from_file(
-        params, embedder=embedder, gallery=gallery,
-        embeddings=np.ascontiguousarray(embeddings, dtype=np.float32),
+        params, embedder=embedder, gallery=gallery, embeddings=embeddings,
         match_threshold=None if threshold is None else float(threshold),
         feature_names_in=fitted.get("feature_names_in_") or None, faiss_index=faiss_index,
         gallery_keys=keys, path=os.fspath(path))

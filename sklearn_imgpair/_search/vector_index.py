@@ -1,5 +1,6 @@
 """Exact cosine search over unit vectors, a chunk of queries at a time."""
 
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -132,6 +133,18 @@ def sort_neighbors(distances, indices):
             np.take_along_axis(indices, order, axis=-1))
 
 
+def _tensor(array):
+    """``torch.from_numpy(array)``, sharing its memory even where it is read-only.
+
+    torch warns that it cannot protect a read-only array from writes; the
+    index never writes to its gallery, so that warning says nothing here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable",
+                                category=UserWarning)
+        return torch.from_numpy(array)
+
+
 class BruteForceIndex:
     """Exact nearest neighbours by cosine distance, in chunks on a torch device.
 
@@ -145,7 +158,10 @@ class BruteForceIndex:
     Parameters
     ----------
     embeddings : ndarray of shape (n_gallery, d), dtype=float32
-        Unit-length gallery vectors; not copied on CPU.
+        Unit-length gallery vectors; not copied on CPU, where the search
+        reads them in place: a read-only array, such as the memory-mapped
+        embeddings of a loaded search, is searched without being read into
+        memory first (:meth:`add` and :meth:`remove` make new arrays).
     chunk_size : int or None, default=None
         Queries compared at once (see :func:`chunk_rows`).
     device : str or torch.device, default="cpu"
@@ -156,7 +172,7 @@ class BruteForceIndex:
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         self.chunk_size = chunk_size
         self.device = torch.device(device)
-        self._gallery = torch.from_numpy(self.embeddings).to(self.device)
+        self._gallery = _tensor(self.embeddings).to(self.device)
 
     def __len__(self):
         return len(self.embeddings)

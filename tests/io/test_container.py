@@ -166,3 +166,51 @@ print(sorted(name for name in sys.modules if name.partition(".")[0] in ("torch",
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("block_bytes", [5, 2**20])
+def test_mapped_arrays_are_read_only_maps_of_the_file_verified_block_by_block(
+        written, monkeypatch, block_bytes):
+    import sklearn_imgpair._io.container as container
+
+    monkeypatch.setattr(container, "_HASH_BLOCK_BYTES", block_bytes)
+    content, arrays = read_container(written, "Estimator", max_version=2,
+                                     mapped=("backbone.w", "index"))
+    assert content == {"estimator": "Estimator", **CONTENT}
+    for name in ("backbone.w", "index"):
+        assert isinstance(arrays[name], np.memmap) and not arrays[name].flags.writeable
+        assert_array_equal(arrays[name], ARRAYS[name])
+    assert not isinstance(arrays["head.bias"], np.memmap) and arrays["head.bias"].flags.writeable
+
+
+def test_an_empty_array_is_read_rather_than_mapped(tmp_path):
+    arrays = {"empty": np.zeros((0, 4), dtype=np.float32), "w": np.ones(3, dtype=np.float32)}
+    path = write_container(tmp_path / "empty.safetensors", "Estimator", CONTENT, arrays,
+                           format_version=1)
+    _, read = read_container(path, "Estimator", max_version=1, mapped=("empty", "w"))
+    assert read["empty"].shape == (0, 4) and not isinstance(read["empty"], np.memmap)
+    assert isinstance(read["w"], np.memmap)
+
+
+@pytest.mark.parametrize("mapped", [(), ("backbone.w",)])
+def test_a_changed_byte_of_a_mapped_array_fails_the_checksum(written, mapped):
+    data = bytearray(open(written, "rb").read())
+    (size,) = struct.unpack("<Q", data[:8])
+    start = json.loads(data[8:8 + size])["backbone.w"]["data_offsets"][0]
+    data[8 + size + start + 5] ^= 0x01
+    with open(written, "wb") as file:
+        file.write(bytes(data))
+    with pytest.raises(ValueError, match="checksum does not match"):
+        read_container(written, "Estimator", max_version=2, mapped=mapped)
+
+
+def test_tensors_that_do_not_tile_the_data_are_refused(written):
+    data = bytearray(open(written, "rb").read())
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    header["backbone.w"]["shape"] = [3, 3]  # more bytes than its offsets hold
+    text = json.dumps(header).encode()
+    with open(written, "wb") as file:
+        file.write(struct.pack("<Q", len(text)) + text + data[8 + size:])
+    with pytest.raises(ValueError, match="is truncated or corrupt: its tensors cannot be read"):
+        read_container(written, "Estimator", max_version=2, mapped=("backbone.w",))
