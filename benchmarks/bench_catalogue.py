@@ -285,9 +285,9 @@ def make_data(args, folder):
         os.remove(name)
     train, _ = make_image_pairs(data["pairs"], n_products=8, n_views=3, image_size=IMAGE_SIZE,
                                 n_pairs=40, random_state=2)
-    clf = ImagePairClassifier(model_name=MODEL_NAME, pretrained=False, image_size=IMAGE_SIZE,
-                              model_kwargs=args.model_kwargs, max_epochs=1, batch_size=32,
-                              num_workers=0, random_state=0)
+    clf = ImagePairClassifier(model_name=MODEL_NAME, pretrained=False,
+                              image_size=args.network_size, model_kwargs=args.model_kwargs,
+                              max_epochs=1, batch_size=32, num_workers=0, random_state=0)
     clf.fit(train[["Image1", "Image2"]], train["Label"])
     data["model"] = clf.save(os.path.join(folder, "model.safetensors"))
     # The gallery of the saved search: the first --gallery-size images.
@@ -301,6 +301,30 @@ def make_data(args, folder):
 
 
 def bench_saved(args, data, folder):
+    result = bench_saved_api(args, data, folder) if args.saved_api else {}
+    if not _has_index_command():
+        print("The command line has no 'index' command in this build: the CLI pair "
+              "(search --gallery against search --index) is skipped.")
+        return result
+    out = os.path.join(folder, "out.csv")
+    gallery_wall = _cli("search", "--gallery", data["search_gallery"], "--query",
+                        data["queries"], "--model", data["model"], "--output", out)
+    cli_index = os.path.join(folder, "cli_index.safetensors")
+    index_wall = _cli("index", "--images", data["search_gallery"], "--output", cli_index,
+                      "--model", data["model"])
+    search_wall = _cli("search", "--index", cli_index, "--query", data["queries"],
+                       "--output", out)
+    if None not in (gallery_wall, index_wall, search_wall):
+        print(f"\n## The command line: {args.gallery_size} gallery images, {args.n_queries} "
+              f"queries\n\nsearch --gallery {gallery_wall:.1f} s; index {index_wall:.1f} s once, "
+              f"then search --index {search_wall:.1f} s; ratio "
+              f"{gallery_wall / search_wall:.1f}x")
+        result.update(cli_gallery_s=gallery_wall, cli_index_s=index_wall,
+                      cli_search_index_s=search_wall, cli_ratio=gallery_wall / search_wall)
+    return result
+
+
+def bench_saved_api(args, data, folder):
     index = os.path.join(folder, "search.safetensors")
     fitted, fit_wall = _child("saved", variant="fit", model=data["model"],
                               gallery=data["search_gallery"], queries=data["queries"],
@@ -317,27 +341,8 @@ def bench_saved(args, data, folder):
     print(f"ratio, subprocess wall: {fit_wall / load_wall:.1f}x; calls only: "
           f"{fitted['calls_s'] / loaded['calls_s']:.1f}x (saving the search took "
           f"{fitted['save_s']:.2f} s once)")
-    result = dict(api=rows, ratio_wall=fit_wall / load_wall,
-                  ratio_calls=fitted["calls_s"] / loaded["calls_s"])
-    if not _has_index_command():
-        print("The command line has no 'index' command in this build: the CLI pair "
-              "(search --gallery against search --index) is skipped.")
-        return result
-    out = os.path.join(folder, "out.csv")
-    gallery_wall = _cli("search", "--gallery", data["search_gallery"], "--query",
-                        data["queries"], "--model", data["model"], "--output", out)
-    cli_index = os.path.join(folder, "cli_index.safetensors")
-    index_wall = _cli("index", "--images", data["search_gallery"], "--output", cli_index,
-                      "--model", data["model"])
-    search_wall = _cli("search", "--index", cli_index, "--query", data["queries"],
-                       "--output", out)
-    if None not in (gallery_wall, index_wall, search_wall):
-        print(f"CLI: search --gallery {gallery_wall:.1f} s; index {index_wall:.1f} s once, "
-              f"then search --index {search_wall:.1f} s; ratio "
-              f"{gallery_wall / search_wall:.1f}x")
-        result.update(cli_gallery_s=gallery_wall, cli_index_s=index_wall,
-                      cli_search_index_s=search_wall, cli_ratio=gallery_wall / search_wall)
-    return result
+    return dict(api=rows, ratio_wall=fit_wall / load_wall,
+                ratio_calls=fitted["calls_s"] / loaded["calls_s"])
 
 
 def bench_grow(args, data):
@@ -437,6 +442,11 @@ def main(argv=None):
                         help="distinct images of the dedup folder (as many copies are added)")
     parser.add_argument("--model-kwargs", type=json.loads, default=SMALL_SWIN,
                         help="the Swin's settings, as JSON (default: %(default)s)")
+    parser.add_argument("--network-size", type=int, default=IMAGE_SIZE,
+                        help="the network's input size (the images stay 64 px); 224 with "
+                             "--model-kwargs '{}' is the default swin_tiny")
+    parser.add_argument("--saved-api", action=argparse.BooleanOptionalAction, default=True,
+                        help="'saved' also times the Python API pair, not only the CLI's")
     parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--child-args", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -449,7 +459,8 @@ def main(argv=None):
         args.model_kwargs = dict(patch_size=2, window_size=4, embed_dim=16, depths=[1, 1],
                                  num_heads=[1, 2])
     print(f"Machine: {describe_machine('cpu')}")
-    print(f"Network: {MODEL_NAME}, random weights, {IMAGE_SIZE} px, {args.model_kwargs}")
+    print(f"Network: {MODEL_NAME}, random weights, {args.network_size} px, "
+          f"{args.model_kwargs or 'its default architecture'}")
     summary = {}
     with tempfile.TemporaryDirectory() as folder:
         data = make_data(args, folder)
