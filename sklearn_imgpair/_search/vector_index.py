@@ -16,10 +16,13 @@ RERANK_MARGIN = 8
 SIMILARITY_SLACK = 1e-5
 # Fewest queries searched at once when a progress bar is advanced (at most 100 steps).
 PROGRESS_BLOCK = 256
+# Most bytes of query vectors handed to an index at once: a self-search (X=None)
+# of a memory-mapped gallery reads it a block at a time, never all into memory.
+QUERY_BLOCK_BYTES = 64 * 2**20
 
-__all__ = ["BruteForceIndex", "RERANK_MARGIN", "SIMILARITY_SLACK", "check_positions",
-           "check_n_neighbors", "check_vectors", "chunk_rows", "cosine_distances",
-           "search_readable", "sort_neighbors"]
+__all__ = ["BruteForceIndex", "QUERY_BLOCK_BYTES", "RERANK_MARGIN", "SIMILARITY_SLACK",
+           "check_positions", "check_n_neighbors", "check_vectors", "chunk_rows",
+           "cosine_distances", "search_readable", "sort_neighbors"]
 
 
 def chunk_rows(n_columns, chunk_size=None, *, row_bytes=0):
@@ -137,9 +140,16 @@ def _tensor(array):
     """``torch.from_numpy(array)``, sharing its memory even where it is read-only.
 
     torch warns that it cannot protect a read-only array from writes; the
-    index never writes to its gallery, so that warning says nothing here.
+    index never writes to its gallery nor to its queries, so that warning
+    says nothing here.
     """
     with warnings.catch_warnings():
+        # Matched by its text: if torch rewords it, the filter stops matching and
+        # tests/persistence/test_mapped_load.py fails, whose searches of memory-mapped
+        # (read-only) embeddings run with warnings as errors
+        # (test_the_loaded_embeddings_are_a_read_only_map_that_finds_what_a_read_finds,
+        # test_a_self_search_of_a_mapped_gallery_reads_it_in_blocks_without_a_copy).
+        # torch warns once per process: run that file on its own to check.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable",
                                 category=UserWarning)
         return torch.from_numpy(array)
@@ -226,7 +236,8 @@ class BruteForceIndex:
         rows = chunk_rows(len(self), self.chunk_size, row_bytes=row_bytes)
         with torch.no_grad():
             for start in range(0, len(queries), rows):
-                block = torch.from_numpy(queries[start:start + rows]).to(self.device)
+                # A slice, so a read-only (memory-mapped) view, never a copy of all queries.
+                block = _tensor(queries[start:start + rows]).to(self.device)
                 similarities = block @ self._gallery.T
                 if exclude_self:
                     own = torch.arange(first_row + start, first_row + start + len(block),
@@ -327,20 +338,57 @@ class BruteForceIndex:
         return distances, indices
 
 
+def _query_blocks(rows, step):
+    """Yield ``(block, size)`` for ``step`` rows at a time of the sorted query ``rows``.
+
+    ``block`` is a ``slice`` where the rows are contiguous (a view of the
+    queries, not a copy), an index array where unreadable rows fall between.
+    """
+    for start in range(0, len(rows), step):
+        block = rows[start:start + step]
+        first, last = int(block[0]), int(block[-1])
+        yield (slice(first, last + 1) if last - first + 1 == len(block) else block), len(block)
+
+
 def search_readable(index, queries, readable, *, n_neighbors=None, radius=None,
                     exclude_self=False, progress=None):
     """An index's ``kneighbors`` (given ``n_neighbors``) or ``radius_neighbors`` of queries.
 
     Only the ``readable`` rows of ``queries`` are searched; the others get
-    NaN distances and index -1 (``kneighbors``) or empty arrays. With
-    ``progress`` (an object with ``update(n)``, such as a tqdm bar) the
-    queries are searched in blocks, ``progress`` advanced by each block's
-    size; results are the same.
+    NaN distances and index -1 (``kneighbors``) or empty arrays. Queries go
+    to the index in blocks of at most :data:`QUERY_BLOCK_BYTES`, each a
+    slice of ``queries`` (a view: a memory-mapped gallery searched against
+    itself is read a block at a time, never copied whole) where its rows are
+    contiguous. With ``progress`` (an object with ``update(n)``, such as a
+    tqdm bar) blocks are smaller, at most a hundredth of the queries above
+    :data:`PROGRESS_BLOCK`, and ``progress`` is advanced by each block's
+    size. Results do not depend on the blocks.
+
+    Parameters
+    ----------
+    index : BruteForceIndex or FaissIndex
+        The index searched.
+    queries : ndarray of shape (n_queries, d)
+        Unit vectors; with ``exclude_self``, the index's own vectors in order.
+    readable : ndarray of shape (n_queries,), dtype=bool
+        The rows to search; all of them with ``exclude_self``.
+    n_neighbors, radius : int or float, default=None
+        Give one: ``kneighbors`` with ``n_neighbors``, else ``radius_neighbors``.
+    exclude_self : bool, default=False
+        Query ``i`` is gallery row ``i``: leave it out of its own list.
+    progress : object with ``update(n)``, default=None
+        Advanced as blocks are searched.
 
     Returns
     -------
     distances, indices : ndarray
         One row per query, as the index's method returns them.
+
+    Raises
+    ------
+    ValueError
+        If ``exclude_self`` is given with rows that are not readable: each
+        block's queries must then be the gallery rows from its first on.
     """
     n_queries = len(queries)
     if n_neighbors is not None:
@@ -351,16 +399,20 @@ def search_readable(index, queries, readable, *, n_neighbors=None, radius=None,
         for row in np.flatnonzero(~readable):
             distances[row], indices[row] = np.empty(0), np.empty(0, dtype=np.int64)
     rows = np.flatnonzero(readable)
-    step = len(rows) if progress is None else max(PROGRESS_BLOCK, -(-len(rows) // 100))
-    for start in range(0, len(rows), max(step, 1)):
-        block = rows[start:start + step]
-        # With exclude_self the queries are the gallery: row block[0] is the block's first.
-        options = {"exclude_self": True, "first_row": int(block[0])} if exclude_self else {}
+    if exclude_self and len(rows) != n_queries:
+        raise ValueError(f"exclude_self=True searches the gallery against itself, every row "
+                         f"readable; rows {np.flatnonzero(~readable)[:5].tolist()} are not.")
+    step = max(1, QUERY_BLOCK_BYTES // max(4 * queries.shape[1], 1))
+    if progress is not None:
+        step = min(step, max(PROGRESS_BLOCK, -(-len(rows) // 100)))
+    for block, size in _query_blocks(rows, step):
+        # With exclude_self every row is readable, so each block is a slice, whose
+        # queries are the gallery rows from its start on.
+        options = {"exclude_self": True, "first_row": block.start} if exclude_self else {}
         distances[block], indices[block] = (
             index.kneighbors(queries[block], n_neighbors, **options)
             if n_neighbors is not None else
             index.radius_neighbors(queries[block], radius, **options))
         if progress is not None:
-            progress.update(len(block))
+            progress.update(size)
     return distances, indices
-

@@ -10,6 +10,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from sklearn_imgpair import ImageEmbedder, ImageNeighbors
+from sklearn_imgpair._search import vector_index
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN
 
@@ -81,6 +82,40 @@ def test_the_exact_index_searches_the_mapped_array_without_a_copy(embedder, gall
     index = loaded._index
     assert np.shares_memory(index.embeddings, loaded.embeddings_)
     assert index._gallery.data_ptr() == loaded.embeddings_.ctypes.data
+
+
+@pytest.mark.parametrize("params", SEARCHES)
+def test_a_self_search_of_a_mapped_gallery_reads_it_in_blocks_without_a_copy(
+        params, embedder, gallery, tmp_path, monkeypatch):
+    path = tmp_path / "search.safetensors"
+    search = _saved(params, embedder, gallery, path)
+    mapped = ImageNeighbors.load(path)
+    # Blocks of 7 queries, so that a gallery of a few dozen images takes several.
+    monkeypatch.setattr(vector_index, "QUERY_BLOCK_BYTES", 7 * 4 * mapped.embedding_dim_)
+    blocks = []
+    for name in ("kneighbors", "radius_neighbors"):
+        method = getattr(mapped._index, name)
+
+        def spy(queries, *args, method=method, **kwargs):
+            blocks.append((queries, kwargs["first_row"]))
+            return method(queries, *args, **kwargs)
+
+        monkeypatch.setattr(mapped._index, name, spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's warning about a read-only array included
+        found = mapped.kneighbors()
+        within = mapped.radius_neighbors(radius=0.8)
+    assert len(blocks) == 2 * -(-len(gallery) // 7)
+    for queries, first_row in blocks:
+        # Each block is a view of the mapped file: the rows from first_row on, not a copy.
+        assert 0 < len(queries) <= 7 and not queries.flags.writeable
+        assert np.shares_memory(queries, mapped.embeddings_)
+        assert queries.ctypes.data == mapped.embeddings_[first_row:].ctypes.data
+    for got, expected in zip(found, search.kneighbors()):
+        assert_array_equal(got, expected)
+    for got, expected in zip(within, search.radius_neighbors(radius=0.8)):
+        for row_got, row_expected in zip(got, expected):
+            assert_array_equal(row_got, row_expected)
 
 
 @pytest.mark.parametrize("params", SEARCHES)

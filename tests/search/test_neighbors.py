@@ -15,6 +15,8 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn_imgpair import ImageEmbedder, ImageNeighbors, UnreadableImageWarning
 from sklearn_imgpair._io.container import read_container, write_container
 from sklearn_imgpair._persistence.neighbors_file import NEIGHBORS_FORMAT_VERSION
+from sklearn_imgpair._search import vector_index
+from sklearn_imgpair._search.vector_index import BruteForceIndex, search_readable
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN, make_tiny_classifier
 
@@ -343,3 +345,28 @@ def test_the_column_name_seen_in_fit_travels_in_the_model_file(tmp_path, embedde
         loaded.kneighbors(frame.iloc[:2])
     with pytest.raises(ValueError, match="feature names"):
         loaded.kneighbors(pd.DataFrame({"other": gallery[:2]}))
+
+
+def test_queries_go_to_the_index_as_slices_where_their_rows_are_contiguous(monkeypatch):
+    vectors = np.random.RandomState(0).normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = BruteForceIndex(vectors)
+    kneighbors = index.kneighbors
+    expected = kneighbors(vectors[[0, 1, 2, *range(5, 30), *range(31, 50)]], 3)
+    monkeypatch.setattr(vector_index, "QUERY_BLOCK_BYTES", 10 * 4 * 8)  # 10 queries a block
+    seen = []
+    monkeypatch.setattr(index, "kneighbors",
+                        lambda queries, k, **kwargs: seen.append(queries) or kneighbors(
+                            queries, k, **kwargs))
+    readable = np.ones(50, dtype=bool)
+    readable[[3, 4, 30]] = False
+    distances, indices = search_readable(index, vectors, readable, n_neighbors=3)
+    assert_array_equal(indices[readable], expected[1])
+    assert_array_equal(distances[readable], expected[0])
+    assert (indices[~readable] == -1).all() and np.isnan(distances[~readable]).all()
+    # Rows 0-12 and 22-32 hold unreadable rows (an index array, a copy); the others are views.
+    assert [np.shares_memory(queries, vectors) for queries in seen] == [
+        False, True, False, True, True]
+    # The gallery against itself: every row must be readable, each block the rows from its first.
+    with pytest.raises(ValueError, match=r"exclude_self=True .* rows \[3, 4, 30\] are not"):
+        search_readable(index, vectors, readable, n_neighbors=3, exclude_self=True)
