@@ -1,7 +1,6 @@
 """Duplicates and groups of matching images, found through the neighbour search."""
 
-import copy
-import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -9,6 +8,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -16,22 +16,24 @@ from sklearn_imgpair._images.lookup import find_cells
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths, distinct_paths
 from sklearn_imgpair._neighbors import ImageNeighbors
-from sklearn_imgpair._search.faiss_index import FaissIndex
-from sklearn_imgpair._search.faiss_settings import import_faiss
+from sklearn_imgpair._search.scores import (
+    COSINE_THRESHOLD,
+    cosine_radius,
+    pair_scores,
+    resolve_threshold,
+    score_name,
+)
 
-__all__ = ["ImageMatchClustering", "find_duplicates"]
-
-# The default threshold on the cosine similarity of two embeddings, without a
-# classifier's head: imagededup's default ``min_similarity_threshold`` for CNN
-# encodings.
-COSINE_THRESHOLD = 0.9
+__all__ = ["COSINE_THRESHOLD", "ImageMatchClustering", "find_duplicates", "pair_scores",
+           "resolve_threshold", "score_name"]
 
 # Parameter constraints shared by find_duplicates and ImageMatchClustering.
 _CONSTRAINTS = {
     "classifier": [HasMethods(["predict_proba"]), None],
     "embedder": [HasMethods(["fit", "transform"]), None],
-    "search": [ImageNeighbors, None],
-    # A probability (0 to 1) with a classifier, a cosine (-1 to 1) without: see _threshold.
+    "search": [ImageNeighbors, FrozenEstimator, None],
+    # A probability (0 to 1) with a classifier, a cosine (-1 to 1) without: see
+    # resolve_threshold.
     "threshold": [Interval(Real, -1, 1, closed="both"), None],
     "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
     "on_error": [StrOptions(ON_ERROR_OPTIONS)],
@@ -40,54 +42,12 @@ _CONSTRAINTS = {
 }
 
 
-def _has_head(neighbors):
-    """Whether the search gives match probabilities (it was built on a classifier)."""
-    return neighbors.match_threshold_ is not None
-
-
-def _scores(neighbors, distances):
-    """Match probabilities of cosine ``distances``, or their cosine similarities (no head)."""
-    if _has_head(neighbors):
-        return neighbors.match_proba(distances)
-    return 1.0 - np.asarray(distances, dtype=np.float64)
-
-
-def _score_name(neighbors):
-    return "probability" if _has_head(neighbors) else "similarity"
-
-
-def _threshold(threshold, neighbors):
-    """The threshold on the scores of ``neighbors``; ``ValueError`` for a negative probability."""
-    if threshold is None:
-        return neighbors.match_threshold_ if _has_head(neighbors) else COSINE_THRESHOLD
-    if _has_head(neighbors) and threshold < 0:
-        raise ValueError(f"threshold is a match probability with a classifier, between 0 and "
-                         f"1; got {threshold}.")
-    return float(threshold)
-
-
-def _cosine_radius(neighbors, threshold):
-    """The cosine distance below which a pair's score can pass ``threshold``.
-
-    Without a head the score is the cosine itself. With one, the head's
-    probability increases with the cosine, so it exceeds ``threshold``
-    exactly above the cosine whose logit is ``logit(threshold)``
-    (``CosineMatchHead.inverse``). A little slack keeps float rounding from
-    losing a pair at the boundary (the score itself decides).
-    """
-    if threshold >= 1.0:
-        return None  # no probability nor cosine exceeds 1
-    if not _has_head(neighbors):
-        cosine = threshold
-    else:
-        head = neighbors.embedder_.module_.head
-        logit = -math.inf if threshold <= 0.0 else math.log(threshold / (1.0 - threshold))
-        cosine = head.inverse(logit)
-    return min(max(1.0 - cosine + 1e-6, 0.0), 2.0)
-
-
-def _match_edges(neighbors, threshold, n_neighbors):
+def _match_edges(neighbors, threshold, n_neighbors, among=None):
     """Pairs ``i < j`` of gallery rows whose score exceeds ``threshold``.
+
+    ``among`` (a boolean mask of the gallery's rows, None for all) keeps
+    only the pairs of two rows in it: the gallery is searched whole, and
+    pairs reaching outside ``among`` are dropped.
 
     Returns
     -------
@@ -101,7 +61,7 @@ def _match_edges(neighbors, threshold, n_neighbors):
     if n_images < 2:
         return empty
     if n_neighbors is None:
-        radius = _cosine_radius(neighbors, threshold)
+        radius = cosine_radius(neighbors, threshold)
         if radius is None:
             return empty
         distances, indices = neighbors.radius_neighbors(radius=radius)
@@ -112,7 +72,10 @@ def _match_edges(neighbors, threshold, n_neighbors):
         distances, indices = neighbors.kneighbors(n_neighbors=min(n_neighbors, n_images - 1))
         rows = np.repeat(np.arange(n_images), indices.shape[1])
         columns, distances = indices.ravel(), distances.ravel()
-    scores = _scores(neighbors, distances)
+    if among is not None:
+        inside = among[rows] & among[columns]
+        rows, columns, distances = rows[inside], columns[inside], distances[inside]
+    scores = pair_scores(neighbors, distances)
     keep = scores > threshold
     first, second = np.minimum(rows, columns)[keep], np.maximum(rows, columns)[keep]
     scores = scores[keep]
@@ -134,25 +97,30 @@ def _check_source(caller, classifier, embedder, search):
             f"{' and '.join(given) if given else 'none'}.")
 
 
-def _index_copy(index):
-    """A copy of a search's index that ``remove`` can change, sharing the vectors until then."""
-    duplicate = copy.copy(index)  # the exact index replaces its arrays, never writes them
-    if isinstance(index, FaissIndex):  # FAISS removes in place
-        duplicate.faiss_index = import_faiss().clone_index(index.faiss_index)
-        duplicate._set_search_params()
-    return duplicate
+def _fitted_search(search):
+    """The fitted :class:`ImageNeighbors` in ``search``, out of a FrozenEstimator."""
+    inner = search.estimator if isinstance(search, FrozenEstimator) else search
+    if not isinstance(inner, ImageNeighbors):
+        raise TypeError(f"search must be a fitted ImageNeighbors, or one in a FrozenEstimator; "
+                        f"got a FrozenEstimator of {type(inner).__name__}.")
+    check_is_fitted(inner)
+    return inner
 
 
-def _search_among(search, cells, first, verbose):
-    """A search over the gallery rows of ``cells`` only, and the row of each cell in it.
+def _rows_in(search, cells, first):
+    """The gallery row of each of ``cells``: by content, else by path; ``ValueError`` if none.
 
-    ``search`` itself is never changed: the result is a shallow copy, whose
-    index is a copy reduced with ``remove`` when ``cells`` are not the whole
-    gallery. ``first`` (each cell's first row in ``X``) names the images
-    that are not in the gallery.
+    ``first`` (each cell's first row in ``X``) names an image that is not in
+    the gallery.
     """
-    check_is_fitted(search)
-    rows = find_cells(cells, search.gallery_)
+    with warnings.catch_warnings():
+        # cells are normalised already: their column name, if X had one, is gone.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names",
+                                category=UserWarning)
+        rows = search.gallery_rows(cells, match="content")
+        by_path = rows < 0
+        if by_path.any():
+            rows[by_path] = search.gallery_rows(cells[by_path], match="path")
     if (rows < 0).any():
         missing = np.flatnonzero(rows < 0)  # in order of first row in X
         image = cells[missing[0]]
@@ -160,32 +128,30 @@ def _search_among(search, cells, first, verbose):
         raise ValueError(f"X[{first[missing[0]]}] = {image} is not in the search's gallery (of "
                          f"{search.n_samples_fit_} images); {len(missing)} image(s) of X "
                          "are not. Add them with search.partial_fit first.")
-    neighbors = copy.copy(search).set_params(verbose=verbose)
-    kept = np.unique(rows)
-    if len(kept) == search.n_samples_fit_:
-        neighbors._index = copy.copy(search._index)  # an exact index grows by replacing arrays
-        return neighbors, rows
-    neighbors._index = _index_copy(search._index)
-    neighbors.remove(indices=np.setdiff1d(np.arange(search.n_samples_fit_), kept))
-    return neighbors, np.searchsorted(kept, rows)
+    return rows
 
 
 def _fit_neighbors(X, caller, *, classifier, embedder, search, on_error, chunk_size, verbose):
-    """A search over the distinct images of ``X``, and each row's gallery row.
+    """A search holding the distinct images of ``X``, each row's gallery row, and a mask.
 
     Rows left out of the gallery (unreadable, ``on_error="warn"``) get -1.
+    The mask marks the gallery rows of ``X`` (None: all of them): a given
+    ``search`` is used as it is, never copied, and may hold other images.
     """
     _check_source(caller, classifier, embedder, search)
     paths = check_paths(X)
     unique, first, inverse = distinct_paths(paths)
     if search is not None:
-        neighbors, rows = _search_among(search, unique, first, verbose)
+        neighbors = _fitted_search(search)
+        rows = _rows_in(neighbors, unique, first)
+        among = np.zeros(neighbors.n_samples_fit_, dtype=bool)
+        among[rows] = True
     else:
         neighbors = ImageNeighbors(embedder, classifier=classifier, on_error=on_error,
                                    chunk_size=chunk_size, verbose=verbose).fit(unique)
         # The gallery row of each image of X, found by content.
-        rows = find_cells(unique, neighbors.gallery_)
-    return neighbors, rows[inverse.reshape(-1)]
+        rows, among = find_cells(unique, neighbors.gallery_), None
+    return neighbors, rows[inverse.reshape(-1)], among
 
 
 @validate_params(
@@ -212,14 +178,21 @@ def find_duplicates(X, classifier=None, *, embedder=None, search=None, threshold
         An embedder, e.g. ``ImageEmbedder()`` with a pretrained backbone and
         no training run: cloned and fitted as :class:`ImageNeighbors` does.
         Pairs are then scored by the cosine similarity of their embeddings.
-    search : ImageNeighbors, default=None
+    search : ImageNeighbors or FrozenEstimator, default=None
         A fitted search, e.g. ``ImageNeighbors.load("catalogue.safetensors")``,
         whose stored vectors are used: nothing is embedded. Every image of
-        ``X`` must be in its gallery (the same path string as in
-        ``search.gallery_``, or the same image in memory), and pairs are
-        searched among those images only; ``search`` is not changed.
+        ``X`` must be in its gallery: found by content (the same unchanged
+        file, by a relative or an absolute path, or the same image in
+        memory), else by the same path string as in ``search.gallery_``
+        (see :meth:`ImageNeighbors.gallery_rows`). The search runs over its
+        whole gallery, as it is (never copied nor changed), and only the
+        pairs of two images of ``X`` are kept; with ``n_neighbors``, the
+        candidates of an image are its nearest in the whole gallery.
         Probabilities if it was built on a classifier, cosine similarities
-        otherwise. ``on_error`` and ``chunk_size`` do not apply.
+        otherwise. ``on_error``, ``chunk_size`` and ``verbose`` do not
+        apply: its progress bars are the search's own ``verbose``. Wrap it
+        in :class:`~sklearn.frozen.FrozenEstimator` to keep it fitted
+        through :func:`~sklearn.base.clone`.
     threshold : float, default=None
         A pair is a duplicate when its score exceeds it. With a classifier
         (or a search built on one) the score is the match probability (0 to
@@ -243,13 +216,15 @@ def find_duplicates(X, classifier=None, *, embedder=None, search=None, threshold
         :class:`ImageNeighbors`).
     verbose : int, default=0
         1 or more shows progress bars (on stderr) of the images embedded and
-        of the search for their neighbours.
+        of the search for their neighbours (with ``search``, its own
+        ``verbose`` does).
 
     Returns
     -------
     duplicates : DataFrame
-        Columns ``Image1``, ``Image2`` (``Image1`` first in ``X``, or in
-        ``search``'s gallery) and ``probability`` (with a classifier's head)
+        Columns ``Image1``, ``Image2`` (``Image1`` first in ``X``; with
+        ``search``, first in its gallery and as its gallery holds them)
+        and ``probability`` (with a classifier's head)
         or ``similarity`` (the cosine, without one): each unordered pair
         once, no image paired with itself, highest score first.
 
@@ -280,10 +255,11 @@ def find_duplicates(X, classifier=None, *, embedder=None, search=None, threshold
     >>> list(pairs.columns)
     ['Image1', 'Image2', 'similarity']
     """
-    neighbors, _ = _fit_neighbors(X, "find_duplicates", classifier=classifier,
-                                  embedder=embedder, search=search, on_error=on_error,
-                                  chunk_size=chunk_size, verbose=verbose)
-    edges = _match_edges(neighbors, _threshold(threshold, neighbors), n_neighbors)
+    neighbors, _, among = _fit_neighbors(X, "find_duplicates", classifier=classifier,
+                                         embedder=embedder, search=search, on_error=on_error,
+                                         chunk_size=chunk_size, verbose=verbose)
+    edges = _match_edges(neighbors, resolve_threshold(threshold, neighbors), n_neighbors,
+                         among)
     return _pairs_table(neighbors, *edges)
 
 
@@ -291,24 +267,29 @@ def _pairs_table(neighbors, first, second, scores):
     """The table of :func:`find_duplicates` from gallery rows and their scores."""
     return pd.DataFrame({"Image1": neighbors.gallery_[first].astype(object),
                          "Image2": neighbors.gallery_[second].astype(object),
-                         _score_name(neighbors): scores})
+                         score_name(neighbors): scores})
 
 
 def _complete_linkage(neighbors, first, second, threshold):
-    """Merge along edges, highest score first, while every pair inside a group matches."""
-    members = {row: [row] for row in range(neighbors.n_samples_fit_)}
+    """Merge along edges, highest score first, while every pair inside a group matches.
+
+    Returns the group of each gallery row; a row on no edge is its own group.
+    """
     group = np.arange(neighbors.n_samples_fit_)
-    for a, b in zip(group[first], group[second]):
+    members = {}  # the rows of each group of several rows
+    for a, b in zip(first, second):
         a, b = group[a], group[b]  # groups may have merged since
         if a == b:
             continue
-        cosines = neighbors.embeddings_[members[a]] @ neighbors.embeddings_[members[b]].T
-        if _scores(neighbors, 1.0 - cosines.astype(np.float64)).min() <= threshold:
+        ours, theirs = members.get(a, [a]), members.get(b, [b])
+        cosines = neighbors.embeddings_[ours] @ neighbors.embeddings_[theirs].T
+        if pair_scores(neighbors, 1.0 - cosines.astype(np.float64)).min() <= threshold:
             continue
-        if len(members[a]) < len(members[b]):
-            a, b = b, a
-        group[members[b]] = a
-        members[a].extend(members.pop(b))
+        if len(ours) < len(theirs):
+            a, b, ours, theirs = b, a, theirs, ours
+        group[theirs] = a
+        members[a] = ours + theirs
+        members.pop(b, None)
     return group
 
 
@@ -327,10 +308,13 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         An embedder (cloned and fitted, as :class:`ImageNeighbors` does):
         pairs are scored by the cosine similarity of their embeddings, with
         no training run (see :func:`find_duplicates`).
-    search : ImageNeighbors, default=None
+    search : ImageNeighbors or FrozenEstimator, default=None
         A fitted search whose stored vectors are used, nothing embedded:
         every image of ``X`` must be in its gallery (see
-        :func:`find_duplicates`); it is not changed.
+        :func:`find_duplicates`); it is used as it is, not copied nor
+        changed. Wrap it in :class:`~sklearn.frozen.FrozenEstimator` to
+        keep it fitted through :func:`~sklearn.base.clone` (as
+        ``GridSearchCV`` clones): a plain search is cloned unfitted.
     threshold : float, default=None
         Score a pair must exceed: the match probability (0 to 1) with a
         classifier (None: the classifier's ``threshold``), the cosine
@@ -350,7 +334,8 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         See :class:`ImageNeighbors`.
     verbose : int, default=0
         1 or more shows progress bars (on stderr) of the images embedded and
-        of the search for their neighbours.
+        of the search for their neighbours. With ``search``, the bars are
+        the search's own ``verbose``.
 
     Attributes
     ----------
@@ -360,10 +345,9 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
     n_clusters_ : int
         Number of groups.
     neighbors_ : ImageNeighbors
-        The search over the distinct images. With ``search``, a copy of it
-        over the images of ``X`` that shares its vectors (and, over its
-        whole gallery, its FAISS index): query it, but grow or shrink
-        ``search`` itself.
+        The search over the distinct images. With ``search``, the search
+        given (out of its FrozenEstimator); not copied: its gallery may
+        hold images that are not in ``X``.
     duplicates_ : DataFrame
         The pairs above the threshold that the groups were built from, as
         :func:`find_duplicates` returns them (``Image1``, ``Image2``, and
@@ -435,12 +419,12 @@ class ImageMatchClustering(ClusterMixin, BaseEstimator):
         self : ImageMatchClustering
         """
         self._validate_params()
-        neighbors, image_rows = _fit_neighbors(
+        neighbors, image_rows, among = _fit_neighbors(
             X, type(self).__name__, classifier=self.classifier, embedder=self.embedder,
             search=self.search, on_error=self.on_error, chunk_size=self.chunk_size,
             verbose=self.verbose)
-        threshold = _threshold(self.threshold, neighbors)
-        first, second, scores = _match_edges(neighbors, threshold, self.n_neighbors)
+        threshold = resolve_threshold(self.threshold, neighbors)
+        first, second, scores = _match_edges(neighbors, threshold, self.n_neighbors, among)
         n_images = neighbors.n_samples_fit_
         if self.linkage == "single":
             graph = sparse.coo_matrix((np.ones(len(first)), (first, second)),

@@ -6,7 +6,7 @@ import os
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -32,7 +32,7 @@ from sklearn_imgpair._nn.siamese import (
 )
 from sklearn_imgpair._persistence.embedder_file import load_embedder, save_embedder
 
-__all__ = ["ImageEmbedder"]
+__all__ = ["ImageEmbedder", "search_embedder"]
 
 
 def _settings_key(fingerprint, module, precision):
@@ -483,3 +483,23 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         check_is_fitted(self)
         return export_embedder(self, path, model_name=self._architecture["model_name"],
                                opset=opset, quantize=quantize)
+
+
+def search_embedder(embedder, classifier):
+    """The unfitted embedder of a search, and its match threshold (None without a classifier).
+
+    ``embedder`` is cloned (None, without ``classifier``: ``ImageEmbedder()``).
+    A fitted ``classifier`` (or a FrozenEstimator of one) gives an embedder that
+    copies its network, on its device, in its precision and with its batch
+    size, and its ``threshold``. ``ValueError`` if both are given.
+    """
+    if classifier is None:
+        return (ImageEmbedder() if embedder is None else clone(embedder)), None
+    if embedder is not None:
+        raise ValueError("Give ImageNeighbors an embedder or a classifier, not both.")
+    classifier = fitted_classifier(classifier)
+    embedder = ImageEmbedder(
+        classifier=classifier, batch_size=classifier.batch_size,
+        device=str(next(classifier.module_.parameters()).device),
+        precision=classifier.precision, num_workers=classifier.num_workers)
+    return embedder, float(classifier.threshold)

@@ -3,16 +3,14 @@
 from numbers import Integral, Real
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sklearn_imgpair._classifier import fitted_classifier
-from sklearn_imgpair._embedder import ImageEmbedder
+from sklearn_imgpair._embedder import ImageEmbedder, search_embedder
+from sklearn_imgpair._images.cells import cell_key
 from sklearn_imgpair._images.embedding import embed_gallery
-from sklearn_imgpair._images.lookup import rows_of_cells
+from sklearn_imgpair._images.lookup import find_cells, key_rows, rows_of_cells
 from sklearn_imgpair._images.progress import progress_bar
 from sklearn_imgpair._images.unreadable import ON_ERROR_OPTIONS
 from sklearn_imgpair._images.validation import check_paths
@@ -25,53 +23,21 @@ from sklearn_imgpair._search.gallery import (
     shrunk,
 )
 from sklearn_imgpair._search.graphs import NeighborsGraphMixin
+from sklearn_imgpair._search.scores import MatchProbabilityMixin
 from sklearn_imgpair._search.vector_index import check_n_neighbors, search_readable
 
 __all__ = ["ImageNeighbors"]
 
 
-def _search_embedder(embedder, classifier):
-    """The unfitted embedder of a search, and its match threshold (None without a classifier).
-
-    Parameters
-    ----------
-    embedder : ImageEmbedder or None
-        Cloned; None, without ``classifier``, is ``ImageEmbedder()``.
-    classifier : ImagePairClassifier, FrozenEstimator or None
-        A fitted classifier whose network the embedder copies, in its
-        precision and with its batch size; its ``threshold`` is returned.
-
-    Returns
-    -------
-    embedder : ImageEmbedder
-    threshold : float or None
-
-    Raises
-    ------
-    ValueError
-        If both are given.
-    """
-    if classifier is None:
-        return (ImageEmbedder() if embedder is None else clone(embedder)), None
-    if embedder is not None:
-        raise ValueError("Give ImageNeighbors an embedder or a classifier, not both.")
-    classifier = fitted_classifier(classifier)
-    embedder = ImageEmbedder(
-        classifier=classifier, batch_size=classifier.batch_size,
-        device=str(next(classifier.module_.parameters()).device),
-        precision=classifier.precision, num_workers=classifier.num_workers)
-    return embedder, float(classifier.threshold)
+def _content_key(cell):
+    """:func:`cell_key`, None for a file that cannot be looked at (missing, no permission)."""
+    try:
+        return cell_key(cell)
+    except OSError:
+        return None
 
 
-def _has_match_head(self):
-    """``kneighbors_proba`` exists for a search built on a classifier."""
-    if getattr(self, "match_threshold_", None) is None and self.classifier is None:
-        raise AttributeError("kneighbors_proba needs ImageNeighbors(classifier=...): the "
-                             "match probability is the classifier's.")
-    return True
-
-
-class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
+class ImageNeighbors(MatchProbabilityMixin, NeighborsGraphMixin, BaseEstimator):
     """Nearest-neighbour search of images among a gallery of images.
 
     The :class:`~sklearn.neighbors.NearestNeighbors` of image paths: ``fit``
@@ -244,10 +210,6 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         state.setdefault("verbose", 0)  # pickled before verbose existed
         super().__setstate__(state)
 
-    # ------------------------------------------------------------------
-    # fit
-    # ------------------------------------------------------------------
-
     def fit(self, X, y=None, *, embeddings=None):
         """Embed the gallery images, each distinct image once.
 
@@ -262,7 +224,10 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             the one this search fits (the same parameters, or the same
             classifier), e.g. on a Dask cluster with
             :func:`~sklearn_imgpair.embed_dask`. The images are then not
-            read; the index is built from these vectors.
+            read; the index is built from these vectors. Each row must be
+            a finite unit vector: NaN rows (unreadable images, with
+            ``on_error="warn"``) are refused, so leave those images out of
+            ``X`` and their rows out of ``embeddings`` first.
 
         Returns
         -------
@@ -270,7 +235,7 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         """
         self._validate_params()
         gallery = check_paths(X)
-        embedder, threshold = _search_embedder(self.embedder, self.classifier)
+        embedder, threshold = search_embedder(self.embedder, self.classifier)
         check_index(self, len(gallery))  # before any embedding
         verbose = self.verbose or embedder.get_params().get("verbose", 0)
         embedder.set_params(on_error=self.on_error, verbose=verbose).fit()
@@ -352,6 +317,44 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
             self._index, self.gallery_, self.embeddings_, self._gallery_keys, indices))
         return self
 
+    def gallery_rows(self, X, *, match="content"):
+        """Find the gallery row of each image, -1 where it is not in the gallery.
+
+        Parameters
+        ----------
+        X : list, 1-D array, Series or one-column table of image paths
+            The images looked up.
+        match : {"content", "path"}, default="content"
+            ``"content"``: the first row whose content key is the image's,
+            as :meth:`partial_fit` reuses rows: a file of the same absolute
+            path, size and modification time (so a relative and an absolute
+            path of one unchanged file match; a file changed or missing since
+            it was embedded does not), or the same image in memory. Rows
+            loaded from a file written before content keys were saved match
+            no image. ``"path"``: the first row equal to the image as given
+            (the same path string, whatever the file holds now; the same
+            image in memory), as :meth:`remove` matches.
+
+        Returns
+        -------
+        rows : ndarray of shape (n_images,), dtype=int64
+            Rows of ``gallery_``; -1 for an image not found.
+
+        Raises
+        ------
+        ValueError
+            If ``match`` is neither ``"content"`` nor ``"path"``.
+        """
+        check_is_fitted(self)
+        if match not in ("content", "path"):
+            raise ValueError(f"match must be 'content' or 'path'; got {match!r}.")
+        validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
+        cells = check_paths(X)
+        if match == "path":
+            return find_cells(cells, self.gallery_)
+        keys = [_content_key(cell) for cell in cells]
+        return key_rows(self._gallery_keys, keys).astype(np.int64)
+
     def _set_fitted(self, embedder, match_threshold, index, gallery, embeddings, keys):
         """Set the fitted state of a search over ``gallery`` (from ``fit`` or a file)."""
         self.embedder_ = embedder
@@ -363,10 +366,6 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         self.n_features_in_ = 1
         self._index = index
         self._gallery_keys = keys  # content keys of the rows, None where unknown
-
-    # ------------------------------------------------------------------
-    # search
-    # ------------------------------------------------------------------
 
     def embed(self, X):
         """Embed images with the fitted embedder.
@@ -460,55 +459,6 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
                                           exclude_self=is_gallery)
         return (distances, indices) if return_distance else indices
 
-    @available_if(_has_match_head)
-    def kneighbors_proba(self, X=None, n_neighbors=None):
-        """Find the nearest gallery images and their match probabilities.
-
-        The probability is the classifier's: its head applied to the cosine
-        of the two embeddings, so it equals ``predict_proba`` of the
-        classifier on the pair ``(query, neighbour)`` up to float rounding
-        (which the calibrated head's atanh amplifies for cosines near 1:
-        within 1e-4 in our tests). It falls as the
-        distance grows, so neighbours come most likely match first.
-
-        Parameters
-        ----------
-        X : list, 1-D array, Series or one-column table of image paths, default=None
-            Query images; None queries the gallery, each image left out of
-            its own list.
-        n_neighbors : int, default=None
-            Neighbours per query; None uses ``self.n_neighbors``.
-
-        Returns
-        -------
-        probabilities : ndarray of shape (n_queries, n_neighbors), dtype=float64
-            Match probabilities (NaN for unreadable queries).
-        indices : ndarray of shape (n_queries, n_neighbors), dtype=int64
-            Rows of ``gallery_``.
-        """
-        distances, indices = self.kneighbors(X, n_neighbors)
-        return self.match_proba(distances), indices
-
-    @available_if(_has_match_head)
-    def match_proba(self, distances):
-        """Turn cosine distances into the classifier's match probabilities.
-
-        Parameters
-        ----------
-        distances : array-like of float
-            Cosine distances, as :meth:`kneighbors` returns them.
-
-        Returns
-        -------
-        probabilities : ndarray of the same shape, dtype=float64
-        """
-        check_is_fitted(self)
-        head = self.embedder_.module_.head
-        cosine = torch.as_tensor(1.0 - np.asarray(distances, dtype=np.float64),
-                                 dtype=torch.float32, device=head.bias.device)
-        with torch.no_grad():
-            return torch.sigmoid(head(cosine).double()).cpu().numpy()
-
     def score(self, X, y):
         """Recall@1 of a search among the images of ``X``, each left out in turn.
 
@@ -533,10 +483,6 @@ class ImageNeighbors(NeighborsGraphMixin, BaseEstimator):
         from sklearn_imgpair.metrics import make_retrieval_scorer
 
         return make_retrieval_scorer("recall_at_k", k=1)(self, X, y)
-
-    # ------------------------------------------------------------------
-    # persistence
-    # ------------------------------------------------------------------
 
     def save(self, path):
         """Save the fitted search to one file that holds no pickle.

@@ -11,6 +11,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from sklearn_imgpair import ImageEmbedder
+from sklearn_imgpair._embedder import search_embedder
 from sklearn_imgpair._io import embedding_cache as _cache
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN
@@ -66,6 +67,24 @@ def test_embedder_copies_the_classifier_network(fitted_clf):
     embedder = ImageEmbedder(classifier=fitted_clf).fit()
     assert embedder.module_ is not fitted_clf.module_
     assert embedder.image_size_ == fitted_clf.image_size_
+
+
+def test_a_search_embedder_copies_the_classifier_or_clones_the_embedder(fitted_clf):
+    from sklearn.frozen import FrozenEstimator
+
+    embedder, threshold = search_embedder(None, FrozenEstimator(fitted_clf))
+    assert embedder.classifier is fitted_clf and threshold == fitted_clf.threshold
+    assert (embedder.batch_size, embedder.precision, embedder.num_workers) == (
+        fitted_clf.batch_size, fitted_clf.precision, fitted_clf.num_workers)
+    assert embedder.device == str(next(fitted_clf.module_.parameters()).device)
+    given = ImageEmbedder(image_size=48, verbose=1)
+    copied, threshold = search_embedder(given, None)
+    assert copied is not given and copied.get_params() == given.get_params()
+    assert threshold is None
+    default, _ = search_embedder(None, None)
+    assert default.get_params() == ImageEmbedder().get_params()
+    with pytest.raises(ValueError, match="an embedder or a classifier, not both"):
+        search_embedder(given, fitted_clf)
 
 
 def test_each_path_is_embedded_once_and_cached(paths):

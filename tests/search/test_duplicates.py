@@ -1,6 +1,8 @@
 """find_duplicates and ImageMatchClustering against brute force over every pair."""
 
 import itertools
+import os
+import shutil
 import warnings
 
 import numpy as np
@@ -10,6 +12,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
 
 from sklearn_imgpair import (
     ImageEmbedder,
@@ -236,28 +240,70 @@ def test_a_saved_search_finds_the_classifiers_duplicates_without_embedding(
 
 @pytest.mark.parametrize("algorithm, faiss_index", [("brute", "flat"), ("faiss", "flat"),
                                                     ("faiss", "ivf"), ("faiss", "hnsw")])
-def test_a_subset_of_the_gallery_is_searched_on_a_copy(classifier, images, algorithm,
-                                                       faiss_index):
+def test_a_subset_of_the_gallery_is_grouped_by_the_search_itself_never_copied(
+        monkeypatch, classifier, images, algorithm, faiss_index):
     if algorithm == "faiss":
         pytest.importorskip("faiss")
     search = ImageNeighbors(classifier=classifier, algorithm=algorithm,
                             faiss_index=faiss_index).fit(images)
-    before = search.kneighbors(n_neighbors=3)
+    before, index = search.kneighbors(n_neighbors=3), search._index
+    monkeypatch.setattr(ImageNeighbors, "remove", lambda *args, **kwargs: pytest.fail("copied"))
     subset = images[::2][::-1]  # another order, and a path twice
     X = np.concatenate([subset, subset[:1]])
-    clustering = ImageMatchClustering(search=search, threshold=0.3, verbose=1).fit(X)
+    clustering = ImageMatchClustering(search=search, threshold=0.3).fit(X)
     expected = ImageMatchClustering(classifier, threshold=0.3).fit(X)
     assert_array_equal(clustering.labels_, expected.labels_)
-    assert set(clustering.neighbors_.gallery_) == set(subset)
+    assert clustering.neighbors_ is search
     found = find_duplicates(X, search=search, threshold=0.3)
     assert set(found["Image1"]) | set(found["Image2"]) <= set(subset)
     assert_allclose(np.sort(found["probability"]),
                     np.sort(find_duplicates(X, classifier, threshold=0.3)["probability"]),
                     atol=1e-5)
-    # The caller's search is as it was.
-    assert search.n_samples_fit_ == len(images) and search.verbose == 0
+    # The caller's search is as it was, its index the same object.
+    assert search.n_samples_fit_ == len(images) and search._index is index
     for got, expected in zip(search.kneighbors(n_neighbors=3), before):
         assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("linkage", ["single", "complete"])
+def test_a_frozen_search_stays_fitted_through_clone(classifier, images, linkage):
+    search = ImageNeighbors(classifier=classifier).fit(images)
+    clustering = ImageMatchClustering(search=FrozenEstimator(search), threshold=0.3,
+                                      linkage=linkage)
+    fitted = clone(clustering).fit(images[:20])
+    expected = ImageMatchClustering(search=search, threshold=0.3, linkage=linkage).fit(
+        images[:20])
+    assert_array_equal(fitted.labels_, expected.labels_)
+    assert fitted.neighbors_ is search
+    _assert_same_pairs(find_duplicates(images[:20], search=FrozenEstimator(search)),
+                       find_duplicates(images[:20], search=search))
+    # A plain search is cloned unfitted, as scikit-learn clones.
+    with pytest.raises(NotFittedError):
+        clone(ImageMatchClustering(search=search)).fit(images[:20])
+    with pytest.raises(TypeError, match="FrozenEstimator of ImageEmbedder"):
+        find_duplicates(images, search=FrozenEstimator(ImageEmbedder()))
+
+
+def test_images_are_found_in_the_search_by_content_else_by_path(
+        monkeypatch, tmp_path, embedder, images):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    folder = folder.resolve()  # the working directory's own spelling, symbolic links resolved
+    paths = [str(shutil.copy(images[i], folder / f"{i}.png")) for i in range(6)]
+    search = ImageNeighbors(embedder).fit(paths)
+    threshold = -1.0  # every pair, so that every image is seen
+    expected = find_duplicates(paths[:4], search=search, threshold=threshold)
+    monkeypatch.chdir(folder)
+    # Relative paths of the same files: found by content, reported as the gallery holds them.
+    relative = find_duplicates(["0.png", "1.png", "2.png", "3.png"], search=search,
+                               threshold=threshold)
+    _assert_same_pairs(relative, expected)
+    # A file changed since it was embedded: found by its path string, its stored vector used.
+    os.utime(paths[2], (1, 1))
+    _assert_same_pairs(find_duplicates(paths[:4], search=search, threshold=threshold),
+                       expected)
+    with pytest.raises(ValueError, match=r"X\[2\] = '2.png' is not in the search's gallery"):
+        find_duplicates(["0.png", "1.png", "2.png"], search=search)
 
 
 def test_a_search_without_a_classifier_scores_by_cosine(embedder, images, all_cosines):

@@ -256,6 +256,37 @@ def test_images_are_found_in_the_gallery_left_by_partial_fit_and_remove(tmp_path
     assert_array_equal(find_cells(images, own), [1, -1, -1, -1, 0, -1, -1])
 
 
+@pytest.mark.parametrize("params", SEARCHES)
+def test_gallery_rows_find_images_by_content_or_by_path(monkeypatch, tmp_path, embedder,
+                                                        gallery, params):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    folder = folder.resolve()  # the working directory's own spelling, symbolic links resolved
+    paths = [str(shutil.copy(gallery[i], folder / f"{i}.png")) for i in range(4)]
+    with Image.open(gallery[4]) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    items = np.empty(5, dtype=object)
+    items[:] = [*paths, pixels]
+    search = _search(embedder, **params).fit(items)
+    monkeypatch.chdir(folder)
+    X = np.empty(6, dtype=object)
+    X[:] = ["2.png", paths[0], pixels.copy(), "missing.png", paths[3], paths[1]]
+    assert_array_equal(search.gallery_rows(X), [2, 0, 4, -1, 3, 1])
+    assert_array_equal(search.gallery_rows(X, match="path"), [-1, 0, 4, -1, 3, 1])
+    # A file changed since it was embedded, and one deleted: known by their path only.
+    shutil.copy(gallery[5], paths[1])
+    (folder / "3.png").unlink()
+    rows = search.gallery_rows(X)
+    assert rows.dtype == np.int64
+    assert_array_equal(rows, [2, 0, 4, -1, -1, -1])
+    assert_array_equal(search.gallery_rows(X, match="path"), [-1, 0, 4, -1, 3, 1])
+    # After remove, rows are those of the gallery left.
+    search.remove(indices=[0])
+    assert_array_equal(search.gallery_rows(X), [1, -1, 3, -1, -1, -1])
+    with pytest.raises(ValueError, match="match must be 'content' or 'path'; got 'name'"):
+        search.gallery_rows(X, match="name")
+
+
 @pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 @pytest.mark.parametrize("make_bad_call", [
     pytest.param(lambda search, broken, gallery: search.partial_fit([gallery[30], broken]),
