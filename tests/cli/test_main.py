@@ -108,7 +108,7 @@ def test_demo_fits_its_classifier_on_device_and_precision(tmp_path, monkeypatch)
         raise _Stop
 
     monkeypatch.setattr(ImagePairClassifier, "fit", fit)
-    args = build_parser().parse_args(["demo", "--output", str(tmp_path / "demo"), "--device",
+    args = build_parser().parse_args(["demo", "--output", str(tmp_path), "--device",
                                       "cpu", "--precision", "bf16"])
     with pytest.raises(_Stop):
         demo.run_demo(args)
