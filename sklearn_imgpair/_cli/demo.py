@@ -6,6 +6,7 @@ import shlex
 import tempfile
 import time
 
+from sklearn_imgpair._cli.networks import check_device_option, check_precision_option
 from sklearn_imgpair._cli.parser import PROG
 from sklearn_imgpair.datasets import make_image_pairs
 
@@ -65,6 +66,10 @@ def run_demo(args):
     """``demo``: synthetic data, a small Swin from scratch, evaluation, a saved model."""
     from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
 
+    device = "auto" if args.device is None else args.device
+    precision = "fp32" if args.precision is None else args.precision
+    check_device_option(device)  # before any work
+    check_precision_option(precision, device)
     output = os.path.abspath(args.output or tempfile.mkdtemp(prefix="sklearn-imgpair-demo-"))
     image_dir = os.path.join(output, "images")
     print(f"1. Drawing a synthetic product-matching data set into {image_dir}")
@@ -79,7 +84,7 @@ def run_demo(args):
     clf = ImagePairClassifier(
         pretrained=False, model_kwargs=DEMO_SWIN, image_size=_IMAGE_SIZE, lr=_LEARNING_RATE,
         batch_size=_BATCH_SIZE, max_epochs=100, time_limit=args.time_limit,
-        random_state=args.random_state, verbose=1,
+        random_state=args.random_state, device=device, precision=precision, verbose=1,
         callbacks__early_stopping__patience=20,  # the learning rate decays over the budget
     )
     started = time.perf_counter()
@@ -97,7 +102,8 @@ def run_demo(args):
     for index in range(5):
         print(f"      pair {index}:     {y_test[index]}        {predictions[index]}      "
               f"{proba[index]:.3f}")
-    embeddings = ImageEmbedder(classifier=clf).fit().transform(test["Image1"])
+    embedder = ImageEmbedder(classifier=clf, device=device, precision=precision).fit()
+    embeddings = embedder.transform(test["Image1"])
     print(f"   embeddings of the test pairs' first images: shape {embeddings.shape}  "
           "(ImageEmbedder(classifier=clf))")
 

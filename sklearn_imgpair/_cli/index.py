@@ -20,6 +20,7 @@ from sklearn_imgpair._cli.commands import (
     embed_images,
     image_columns,
     progress,
+    verbosity,
 )
 from sklearn_imgpair._cli.inputs import CommandError, read_images, report_unreadable
 from sklearn_imgpair._cli.networks import (
@@ -28,9 +29,6 @@ from sklearn_imgpair._cli.networks import (
     open_network,
     set_runtime,
 )
-from sklearn_imgpair._images.cells import cell_key
-from sklearn_imgpair._images.lookup import find_cells, key_rows
-from sklearn_imgpair._images.validation import check_paths
 from sklearn_imgpair._optional import import_optional
 
 __all__ = ["build_search", "open_index", "run_index"]
@@ -119,8 +117,9 @@ def open_index(path, args, option="--index"):
     except ValueError as exc:
         raise CommandError(f"{option} {path!r} is not a search file written by "
                            f"'sklearn-imgpair index': {exc}") from None
-    search.set_params(on_error=args.on_error)
-    search.embedder_.set_params(on_error=args.on_error)
+    # The options' error policy and progress bars, not those the file was saved with.
+    search.set_params(on_error=args.on_error, verbose=verbosity(args))
+    search.embedder_.set_params(on_error=args.on_error, verbose=verbosity(args))
     check_same_network(search, open_network(args), path, option)
     return set_runtime(search, args)
 
@@ -138,17 +137,24 @@ def _append(search, images, args):
 
     An image whose content key (absolute path, size, modification time) is a
     gallery row's is skipped; one whose path is in the gallery with another key
-    (changed since) replaces that row. Returns whether the search changed.
+    (changed since) is embedded again: its old row is removed and the new one
+    added at the end. A file that does not exist anymore (``--on-error warn``)
+    is neither: its row, if any, stays, and it is named on stderr. Returns
+    whether the search changed.
     """
-    cells = check_paths(images.paths)
-    # The search's content keys; a file built before they were saved has none.
-    unchanged = key_rows(search._gallery_keys, [cell_key(cell) for cell in cells]) >= 0
-    new = np.flatnonzero(~unchanged)
-    stale = find_cells(cells[new], search.gallery_)
-    stale = np.unique(stale[stale >= 0])
+    unchanged = search.gallery_rows(images.paths, match="content") >= 0
+    indexed = search.gallery_rows(images.paths, match="path")
+    present = np.array([os.path.isfile(path) for path in images.paths], dtype=bool)
+    gone = ~unchanged & ~present
+    report_unreadable({index: f"{images.where(index)}: image {images.paths[index]!r}"
+                       for index in np.flatnonzero(gone)},
+                      "they are not embedded, and those in the index keep their rows")
+    new = np.flatnonzero(~unchanged & present)
+    stale = np.unique(indexed[new][indexed[new] >= 0])
     if not len(new):
-        print(f"All {len(cells)} images of {args.images} are in the index already, unchanged: "
-              "nothing to embed, nothing written.")
+        existing = " that still exist" if gone.any() else ""
+        print(f"All {int(present.sum())} images of {args.images}{existing} are in the index "
+              "already, unchanged: nothing to embed, nothing written.")
         return False
     added = Bunch(paths=images.paths[new], source=images.source, option=images.option,
                   where=lambda index: images.where(new[index]))
@@ -158,8 +164,10 @@ def _append(search, images, args):
         search.partial_fit(paths, embeddings=vectors)
     if len(stale):  # their rows come before the new ones, which keep their own
         search.remove(indices=stale)
+    moved = (" Their old rows were removed, their new ones added at the end." if len(stale)
+             else "")
     print(f"Embedded {len(paths)} images ({len(stale)} of them changed since they were "
-          f"indexed) and reused {int(unchanged.sum())} already in the index, unchanged.")
+          f"indexed) and reused {int(unchanged.sum())} already in the index, unchanged.{moved}")
     return bool(len(paths) or len(stale))
 
 
@@ -168,8 +176,10 @@ def run_index(args):
     images = read_images(args.images, image_columns(args), "--images",
                          check_files=args.on_error == "raise")
     check_writable(args.output, "--output")
+    saved_device = None
     if args.dask and args.device is None:
-        args.device = "cpu"  # the workers' device: most clusters have no GPU
+        # The workers' device (most clusters have no GPU); the file keeps the default, auto.
+        args.device, saved_device = "cpu", "auto"
     if args.append:
         if not os.path.isfile(args.output):
             raise CommandError(f"--append: --output {args.output!r} does not exist; build "
@@ -193,6 +203,8 @@ def run_index(args):
               f"{network.name}", flush=True)
         search = build_search(network, images, args, algorithm=algorithm,
                               faiss_index=faiss_index, outcome="they are left out of the index")
+    if saved_device is not None:
+        search.embedder_.set_params(device=saved_device)  # where a later run loads it
     path = search.save(args.output)
     print(f"Saved the index of {search.n_samples_fit_} images to {path}")
     return 0

@@ -159,8 +159,9 @@ def runtime_options(default_device="where the model was saved from, else auto"):
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("hardware")
     group.add_argument("--device", metavar="DEVICE",
-                       help="where the network runs: cpu, cuda, cuda:N or auto (CUDA when "
-                            f"there is one) (default: {default_device})")
+                       help="where the network runs: cpu, cuda, cuda:N, mps or auto (CUDA if "
+                            "there is one, else MPS on Apple GPUs, else the CPU) (default: "
+                            f"{default_device})")
     group.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
                        help="arithmetic of the network: bf16 on CPUs with bfloat16 "
                             "instructions and recent GPUs, fp16 on CUDA only; refused where "

@@ -66,12 +66,13 @@ examples:
 
 def _add_demo(commands):
     demo = commands.add_parser(
-        "demo", formatter_class=Formatter,
+        "demo", formatter_class=Formatter, parents=[runtime_options("auto")],
         help="fit and evaluate a matcher on synthetic data, offline",
         description=describe(
             "Draw a synthetic product-matching data set, fit a small Siamese Swin from random "
             "weights, evaluate it, print a few predictions and the embedding shape, and save "
-            "the model. Needs no network; takes about two minutes on two CPU cores.",
+            "the model. Needs no network; takes about two minutes on two CPU cores. --device "
+            "and --precision set where and how the demo's classifier trains and predicts.",
             "sklearn-imgpair demo --output demo"))
     demo.add_argument("--output", metavar="FOLDER",
                       help="folder for images and model (default: a new temp folder)")
@@ -136,8 +137,10 @@ def _add_index(commands):
             "--index' use without embedding the catalogue again. --append adds the images "
             "of --images that the file does not hold yet: an image already in it, unchanged "
             "(same path, size and modification time), is not embedded again, and one "
-            "changed since is embedded again in place of its old vector; the command prints "
-            "how many it embedded and how many it reused. The file is replaced only once the "
+            "changed since is embedded again: its old row is removed and the new one added at "
+            "the end, so the rows after it move up; a file that no longer exists (--on-error "
+            "warn) keeps its row and is named on stderr. The command prints how many images "
+            "it embedded and how many it reused. The file is replaced only once the "
             "new one is complete, so a failed run leaves it as it was. --dask embeds on a "
             "Dask cluster.",
             "sklearn-imgpair index --backbone swin_tiny_patch4_window7_224 --images "
@@ -154,7 +157,7 @@ def _add_index(commands):
                        help="embed the images on the Dask cluster whose scheduler is at "
                             "ADDRESS (e.g. tcp://10.0.0.1:8786; needs the distributed "
                             "extra); the workers must read the same paths. Default device "
-                            "there: cpu")
+                            "there: cpu (the file is saved with --device, default auto)")
     index.add_argument("--algorithm", choices=["brute", "faiss"],
                        help="exact search (brute), or a FAISS index (needs the faiss extra) "
                             "(default: brute; with --append, the file's)")
@@ -239,10 +242,10 @@ def _add_dedup(commands):
     images.add_argument("--index", metavar="FILE",
                         help="the images of a file written by 'index', embedded already")
     dedup.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
-    dedup.add_argument("--threshold", type=probability, metavar="T",
-                       help="match probability above which two images are duplicates "
-                            "(default: the model's, 0.5); with a --backbone, the cosine "
-                            "similarity above which they are (default: 0.9)")
+    dedup.add_argument("--threshold", type=cosine, metavar="T",
+                       help="match probability (0 to 1) above which two images are "
+                            "duplicates (default: the model's, 0.5); with a --backbone, the "
+                            "cosine similarity (-1 to 1) above which they are (default: 0.9)")
     dedup.add_argument("--n-neighbors", type=positive(int), metavar="K",
                        help="look for the duplicates of an image among its K nearest images "
                             "only: faster on large folders, but may miss some (default: "
@@ -254,9 +257,12 @@ def _add_dedup(commands):
                             "(default: %(default)s)")
     dedup.add_argument("--keep", choices=["first", "largest", "newest"],
                        help="also write NAME_remove.csv beside the output NAME.csv: in each "
-                            "group, every file but the one kept (the first in input order, "
-                            "the largest in pixels then bytes, or the newest by modification "
-                            "time), each with the kept file; nothing is deleted")
+                            "group, every member that is a copy of the file kept or scores "
+                            "above the threshold with it, each with the kept file (the first "
+                            "in input order, the largest in pixels then bytes, or the newest "
+                            "by modification time; never one that cannot be read). A member "
+                            "joined to the kept file only through others (single linkage) is "
+                            "not listed, only counted; nothing is deleted")
     dedup.add_argument("--report", metavar="HTML",
                        help="also write one self-contained .html page: every group, its "
                             "members with thumbnails, paths and scores, exact copies and "

@@ -20,13 +20,14 @@ from sklearn_imgpair._cli.inputs import CommandError, report_unreadable
 from sklearn_imgpair._images.pixels import read_pixels
 from sklearn_imgpair._io.atomic import write_atomically
 
-__all__ = ["REPORT_SUFFIXES", "check_report_path", "dedup_report", "report_dedup",
-           "report_search", "search_report"]
+__all__ = ["REPORT_SUFFIXES", "THUMBNAIL_SIZE", "check_report_path", "dedup_report",
+           "report_dedup", "report_search", "search_report", "thumbnail"]
 
 #: The file name endings ``--report`` accepts.
 REPORT_SUFFIXES = (".html", ".htm")
-# Largest side in pixels of a thumbnail, and its JPEG quality.
-_THUMBNAIL_SIZE = 160
+#: Largest side in pixels of a thumbnail, in a report or a ``search --plot`` picture.
+THUMBNAIL_SIZE = 160
+# The JPEG quality of a report's thumbnails.
 _JPEG_QUALITY = 85
 
 _STYLE = """
@@ -45,6 +46,34 @@ figcaption { font-size: 11px; overflow-wrap: anywhere; }
 .missing { width: 160px; height: 100px; background: #fde; color: #a00; font-size: 11px;
            overflow-wrap: anywhere; display: flex; align-items: center; }
 """
+
+
+def thumbnail(path, size=THUMBNAIL_SIZE):
+    """An image as the network sees it (upright by EXIF, RGB), at most ``size`` a side.
+
+    The one thumbnail of ``--report`` pages and ``search --plot`` pictures.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The image file.
+    size : int, default=THUMBNAIL_SIZE
+        Largest side in pixels.
+
+    Returns
+    -------
+    image : PIL.Image.Image or None
+        None when the file cannot be read anymore (moved, deleted, corrupt).
+    """
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (size, size))  # JPEG: decode less
+            # The network's view: upright (EXIF), RGB, transparency onto white.
+            image = Image.fromarray(read_pixels(image, None))
+        image.thumbnail((size, size))
+        return image
+    except Exception:  # noqa: BLE001 - vanished, corrupt: any failure is a placeholder
+        return None
 
 
 def check_report_path(path):
@@ -68,19 +97,15 @@ class _Page:
 
     def _thumbnail(self, path):
         if path not in self._thumbnails:
-            try:
-                with Image.open(path) as image:
-                    image.draft("RGB", (_THUMBNAIL_SIZE, _THUMBNAIL_SIZE))  # JPEG: decode less
-                    # The network's view: upright (EXIF), RGB, transparency onto white.
-                    image = Image.fromarray(read_pixels(image, None))
-                image.thumbnail((_THUMBNAIL_SIZE, _THUMBNAIL_SIZE))
+            image = thumbnail(path)
+            if image is None:
+                self._thumbnails[path] = None
+                self.missing.append(path)
+            else:
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG", quality=_JPEG_QUALITY)
                 data = base64.b64encode(buffer.getvalue()).decode("ascii")
                 self._thumbnails[path] = f"data:image/jpeg;base64,{data}"
-            except Exception:  # noqa: BLE001 - vanished, corrupt: any failure is a placeholder
-                self._thumbnails[path] = None
-                self.missing.append(path)
         return self._thumbnails[path]
 
     def figure(self, path, caption, css_class=""):
@@ -227,8 +252,9 @@ def dedup_report(path, table, *, score_column="probability", threshold, title, m
         The model's name, for the summary.
     keep : DataFrame, default=None
         The ``--keep`` list: ``Image1`` (a file to remove), ``Image2`` (the
-        kept file). The kept file comes first in its group; None: no
-        ``--keep``.
+        kept file). The kept file comes first in its group; a member in
+        neither column (it matches the kept file only through others) is
+        shown as kept, not listed; None: no ``--keep``.
     copies : mapping of str to str, default=None
         Each exact copy's path and the file it copies.
     images : sequence of str, default=None
@@ -244,6 +270,7 @@ def dedup_report(path, table, *, score_column="probability", threshold, title, m
     """
     copies = dict(copies or {})
     kept = set() if keep is None else set(keep["Image2"])
+    removed = set() if keep is None else set(keep["Image1"])
     page, n_members, n_copies = _Page(title), 0, 0
     for number, rows in table.groupby("group", sort=True):
         members = _members(rows, images, kept)
@@ -256,8 +283,10 @@ def dedup_report(path, table, *, score_column="probability", threshold, title, m
             caption = ("<b>first</b>" if index == 0 else _pair_caption(
                 member, members[:index], scores, copies, score_column, threshold))
             if keep is not None:
-                caption += (' <span class="mark">kept</span>' if member in kept else
-                            ' <span class="remove">remove</span>')
+                caption += (' <span class="remove">remove</span>' if member in removed else
+                            ' <span class="mark">kept</span>' if member in kept else
+                            ' <span class="mark">not listed</span> (no direct match with the '
+                            'kept file)')
             figures.append(page.figure(member, caption, "kept" if member in kept else ""))
         n_members += len(members)
         n_copies += sum(member in copies for member in members)
@@ -283,31 +312,27 @@ def _model_name(args):
     return os.path.basename(name) if name else None
 
 
-def _score_column(table):
-    return "probability" if "probability" in table.columns else "similarity"
-
-
 def _written(kind, path, missing):
     print(f"Wrote the {kind} report to {path}")
     report_unreadable({image: repr(image) for image in missing},
                       "they are drawn as placeholders in the report")
 
 
-def report_search(args, table, queries, threshold):
+def report_search(args, table, queries, threshold, score_column):
     """``search --report``: write the page of ``table`` and say where, and what is missing."""
     source = getattr(args, "gallery", None) or getattr(args, "index", None)
     path, missing = search_report(
-        args.report, table, score_column=_score_column(table), threshold=threshold,
+        args.report, table, score_column=score_column, threshold=threshold,
         title=f"sklearn-imgpair search: nearest images of {source}", model=_model_name(args),
         queries=queries)
     _written("search", path, missing)
 
 
-def report_dedup(args, table, keep, paths, original, threshold):
+def report_dedup(args, table, keep, paths, original, threshold, score_column):
     """``dedup --report``: write the page of ``table`` and say where, and what is missing."""
     copies = np.flatnonzero(original != np.arange(len(paths)))
     path, missing = dedup_report(
-        args.report, table, score_column=_score_column(table), threshold=threshold,
+        args.report, table, score_column=score_column, threshold=threshold,
         title=f"sklearn-imgpair dedup: duplicates among {args.images or args.index}",
         model=_model_name(args),
         keep=keep, copies=dict(zip(paths[copies], paths[original[copies]])), images=paths)

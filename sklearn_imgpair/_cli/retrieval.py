@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from sklearn_imgpair._cli.commands import (
     CHUNK_SIZE,
@@ -17,15 +16,14 @@ from sklearn_imgpair._cli.evaluation import require_matplotlib
 from sklearn_imgpair._cli.index import build_search, open_index
 from sklearn_imgpair._cli.inputs import CommandError, read_images, reading, report_unreadable
 from sklearn_imgpair._cli.networks import open_network
-from sklearn_imgpair._cli.report import check_report_path, report_search
+from sklearn_imgpair._cli.report import THUMBNAIL_SIZE, check_report_path, report_search, thumbnail
+from sklearn_imgpair._duplicates import pair_scores, score_name
 from sklearn_imgpair._io.atomic import write_atomically
 
 __all__ = ["plot_search", "run_search"]
 
 # Matches shown per query in a --plot picture, whatever --n-neighbors.
 _PLOTTED_MATCHES = 10
-# Side in pixels of the thumbnails drawn in a --plot picture.
-_THUMBNAIL_SIZE = 160
 
 
 # ----------------------------------------------------------------------
@@ -53,29 +51,26 @@ def _search(neighbors, queries, k, args):
     return np.concatenate(distances), np.concatenate(indices), unreadable
 
 
-def _score_column(has_head, args):
-    """The score of the matches and the ``--min-*`` option that goes with it, checked.
-
-    ``"probability"`` for a network with the model's head, else ``"similarity"``.
-    """
+def _minimum_score(has_head, args):
+    """The ``--min-proba`` (with the model's head) or ``--min-similarity``, checked."""
     if has_head:
         if args.min_similarity is not None:
             raise CommandError("--min-similarity is for a --backbone, whose matches have a "
                                "cosine similarity; with a --model, use --min-proba.")
-        return "probability", args.min_proba
+        return args.min_proba
     if args.min_proba is not None:
         raise CommandError("--min-proba needs a model's match probability; the matches of a "
                            "--backbone have a cosine similarity: use --min-similarity.")
-    return "similarity", args.min_similarity
+    return args.min_similarity
 
 
 def _open_gallery(args):
-    """The search of ``--index``, or one built now over ``--gallery``, its name and score."""
+    """The search of ``--index``, or one built now over ``--gallery``, its name and minimum."""
     if args.index is not None:
         neighbors = open_index(args.index, args)
-        score = _score_column(neighbors.match_threshold_ is not None, args)
+        minimum = _minimum_score(score_name(neighbors) == "probability", args)
         print(f"Opened {args.index}, an index of {neighbors.n_samples_fit_} images", flush=True)
-        return neighbors, args.index, score
+        return neighbors, args.index, minimum
     check_files = args.on_error == "raise"
     gallery = read_images(args.gallery, image_columns(args), "--gallery", check_files=check_files)
     _check_n_neighbors(args.n_neighbors, len(gallery.paths), args.gallery)
@@ -83,11 +78,11 @@ def _open_gallery(args):
     if network is None:
         raise CommandError("search --gallery needs the network that embeds the images: "
                            "--model PATH or --backbone NAME.")
-    score = _score_column(network.classifier is not None, args)
+    minimum = _minimum_score(network.classifier is not None, args)  # before embedding
     check_writable(args.output, "--output")
     print(f"Embedding the {len(gallery.paths)} gallery images of {args.gallery}", flush=True)
     neighbors = build_search(network, gallery, args, outcome="they are left out of the gallery")
-    return neighbors, args.gallery, score
+    return neighbors, args.gallery, minimum
 
 
 def run_search(args):
@@ -100,13 +95,12 @@ def run_search(args):
     queries = read_images(args.query, image_columns(args), "--query", check_files=check_files)
     if args.plot is not None:
         check_plot_path(args.plot)
-    neighbors, source, (column, minimum) = _open_gallery(args)
+    neighbors, source, minimum = _open_gallery(args)
     check_writable(args.output, "--output")
     _check_n_neighbors(args.n_neighbors, neighbors.n_samples_fit_, source)
     distances, indices, unreadable = _search(neighbors, queries, args.n_neighbors, args)
     report_unreadable(unreadable, "their queries have no matches in the output")
-    scores = (neighbors.match_proba(distances) if column == "probability"
-              else 1.0 - distances)
+    column, scores = score_name(neighbors), pair_scores(neighbors, distances)
     readable = indices[:, 0] >= 0
     n_queries, k = int(readable.sum()), indices.shape[1]
     # A pairs table, as dedup writes and fit, evaluate and predict read: Image1 is the query.
@@ -130,23 +124,31 @@ def run_search(args):
     print(f"Wrote the {k} nearest gallery images of {n_queries} queries to {path}"
           f"{f' ({dropped})' if dropped else ''}")
     if args.report is not None:
-        report_search(args, table, queries.paths[readable], neighbors.match_threshold_)
+        report_search(args, table, queries.paths[readable], neighbors.match_threshold_, column)
     if args.plot is not None and n_queries:
         shown = np.flatnonzero(readable)[:args.plot_queries]
         network = os.path.basename(args.model or args.backbone or args.index)
-        plot_path = plot_search(
+        plot_path, missing = plot_search(
             args.plot, queries.paths[shown], neighbors.gallery_[indices[shown]], scores[shown],
             threshold=neighbors.match_threshold_,
             title=f"{network}: nearest images of {source}")
         print(f"Drew {len(shown)} queries and their matches in {plot_path}")
+        report_unreadable({image: repr(image) for image in missing},
+                          "they are drawn as placeholders in the --plot picture")
     return 0
 
 
-def _thumbnail(path):
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        image.thumbnail((_THUMBNAIL_SIZE, _THUMBNAIL_SIZE))
-        return np.asarray(image)
+def _draw(axes, path, missing):
+    """The thumbnail of ``path`` in ``axes``, or a named placeholder if it cannot be read."""
+    image = thumbnail(path, THUMBNAIL_SIZE)
+    if image is not None:
+        axes.imshow(np.asarray(image))
+        return
+    if path not in missing:
+        missing.append(path)
+    axes.set_facecolor("mistyrose")
+    axes.text(0.5, 0.5, f"missing:\n{_short_name(path)}", ha="center", va="center",
+              fontsize=7, color="darkred", transform=axes.transAxes)
 
 
 def _short_name(path, width=22):
@@ -169,7 +171,8 @@ def plot_search(path, queries, matches, probabilities, *, threshold, title):
     ``threshold`` and in grey below it; or, without a threshold (a backbone's
     search), with its cosine similarity, in grey. The figure is drawn by
     matplotlib's Agg canvas without pyplot's global state and written
-    atomically.
+    atomically. An image that cannot be read anymore (moved, deleted,
+    corrupt) is drawn as a placeholder that names it.
 
     Parameters
     ----------
@@ -191,6 +194,8 @@ def plot_search(path, queries, matches, probabilities, *, threshold, title):
     -------
     path : str
         The absolute path written.
+    missing : list of str
+        The images that could not be read, drawn as placeholders.
     """
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -202,16 +207,17 @@ def plot_search(path, queries, matches, probabilities, *, threshold, title):
     figure = Figure(figsize=(1.7 * n_columns + 0.3, 2.0 * n_rows + 0.6), layout="constrained")
     FigureCanvasAgg(figure)
     grid = np.atleast_2d(figure.subplots(n_rows, n_columns, squeeze=False))
+    missing = []
     for row, query in enumerate(queries):
         axes = grid[row, 0]
-        axes.imshow(_thumbnail(query))
+        _draw(axes, query, missing)
         axes.set_title("query", fontsize=9, fontweight="bold", color="tab:blue")
         axes.set_xlabel(_short_name(query), fontsize=7)
         _frame(axes, "tab:blue", 3)
         for column, (match, probability) in enumerate(zip(matches[row], probabilities[row]),
                                                       start=1):
             axes = grid[row, column]
-            axes.imshow(_thumbnail(match))
+            _draw(axes, match, missing)
             above = threshold is not None and probability > threshold
             axes.set_title(f"{column}. {letter} = {probability:.3f}", fontsize=9,
                            color="tab:green" if above else "dimgrey")
@@ -221,4 +227,5 @@ def plot_search(path, queries, matches, probabilities, *, threshold, title):
               f"p: match probability; green: above the threshold {threshold:g}")
     figure.suptitle(f"{title}\n({legend})", fontsize=10)
     file_format = os.path.splitext(path)[1][1:].lower()
-    return write_atomically(path, lambda partial: figure.savefig(partial, format=file_format))
+    path = write_atomically(path, lambda partial: figure.savefig(partial, format=file_format))
+    return path, missing

@@ -13,7 +13,7 @@ from scipy.sparse.csgraph import connected_components
 
 from sklearn_imgpair import find_duplicates
 from sklearn_imgpair.__main__ import main
-from sklearn_imgpair._cli.dedup import exact_copies
+from sklearn_imgpair._cli.copies import exact_copies
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +217,8 @@ def test_search_min_proba_leaves_out_the_matches_below_it(model_path, images, tm
     (["dedup", "--images", "x", "--linkage", "average"], "argument --linkage: invalid choice"),
     (["search", "--gallery", "x", "--query", "x", "--min-proba", "1.5"],
      "argument --min-proba: must be a number from 0 to 1; got '1.5'"),
+    (["dedup", "--images", "x", "--threshold", "1.5"],
+     "argument --threshold: must be a number from -1 to 1; got '1.5'"),
 ])
 def test_bad_options_fail_with_exit_status_2_and_one_error_line(options, fragment, tmp_path,
                                                                  capsys):
@@ -243,3 +245,89 @@ def test_keep_without_duplicates_writes_an_empty_list(model_path, images, tmp_pa
     remove = pd.read_csv(tmp_path / "duplicates_remove.csv")
     assert list(remove.columns) == ["Image1", "Image2", "probability", "group"]
     assert remove.empty
+
+
+def _threshold_that_chains_past_the_first(pairs, n_images):
+    """A threshold at which single linkage groups images that do not match their group's first.
+
+    Returns the threshold and how many members of those groups score at or
+    below it with the first member of their group.
+    """
+    probability = {frozenset(pair): p for *pair, p in
+                   zip(pairs["first"], pairs["second"], pairs["probability"])}
+    values = np.sort(pairs["probability"].to_numpy())[::-1]
+    for high, low in zip(values[:-1], values[1:]):
+        if high - low < 1e-3:  # well away from every probability, whatever the rounding
+            continue
+        threshold = float(high + low) / 2
+        above = pairs[pairs["probability"] > threshold]
+        graph = coo_matrix((np.ones(len(above)), (above["first"], above["second"])),
+                           shape=(n_images, n_images))
+        _, components = connected_components(graph, directed=False)
+        n_indirect = 0
+        for component in np.unique(components):
+            first, *others = np.flatnonzero(components == component)
+            n_indirect += sum(probability[frozenset((first, other))] <= threshold
+                              for other in others)
+        if n_indirect:
+            return threshold, n_indirect
+    pytest.fail("no threshold chains a group past its first image")
+
+
+def test_keep_lists_only_the_members_that_match_the_kept_file_directly(
+        model_path, model, images, tmp_path, capsys):
+    pairs = find_duplicates(images, model, threshold=0.0)
+    position = {image: index for index, image in enumerate(images)}
+    pairs["first"], pairs["second"] = pairs["Image1"].map(position), pairs["Image2"].map(position)
+    probability = {frozenset(pair): p for *pair, p in
+                   zip(pairs["Image1"], pairs["Image2"], pairs["probability"])}
+    threshold, n_indirect = _threshold_that_chains_past_the_first(pairs, len(images))
+    csv = _write_column(tmp_path, images)
+    output = tmp_path / "duplicates.csv"
+    capsys.readouterr()
+    assert _dedup(model_path, csv, output, "--threshold", repr(threshold), "--keep",
+                  "first") == 0
+    out = capsys.readouterr().out
+    remove, written = pd.read_csv(tmp_path / "duplicates_remove.csv"), pd.read_csv(output)
+    # No row of the list scores at or below the threshold with its kept file.
+    assert len(remove) and (remove["probability"] > threshold).all()
+    assert_allclose(remove["probability"],
+                    [probability[frozenset(pair)] for pair in zip(remove["Image1"],
+                                                                  remove["Image2"])], atol=1e-5)
+    members = set(written["Image1"]) | set(written["Image2"])
+    n_groups = written["group"].nunique()
+    assert len(remove) + n_indirect == len(members) - n_groups
+    assert (f"{n_indirect} members of chained groups do not match the kept file directly and "
+            "are not listed") in out
+
+
+def test_keep_largest_never_keeps_a_file_gone_since_it_was_indexed(model_path, keep_folder,
+                                                                    tmp_path, capsys):
+    small, flat, noisy, copy = keep_folder
+    index = tmp_path / "catalogue.safetensors"
+    assert main(["index", "--model", str(model_path), "--images", str(_write_column(
+        tmp_path, keep_folder)), "--output", str(index), "--quiet"]) == 0
+    os.remove(noisy)  # the largest: the index is older than the folder
+    capsys.readouterr()
+    output = tmp_path / "duplicates.csv"
+    assert main(["dedup", "--index", str(index), "--output", str(output), "--threshold", "0",
+                 "--keep", "largest", "--quiet"]) == 0
+    remove = pd.read_csv(tmp_path / "duplicates_remove.csv")
+    assert remove["Image1"].tolist() == [small, noisy, copy]  # in input order
+    assert (remove["Image2"] == flat).all()  # the largest file still there
+    assert output.exists()
+    err = capsys.readouterr().err
+    assert err.count(noisy) == 1 and "never the file that --keep largest keeps" in err, err
+
+
+@pytest.mark.parametrize("threshold", ["-0.5", "-1"])
+def test_a_negative_threshold_with_a_model_fails_before_any_work(threshold, model_path, images,
+                                                                  tmp_path, capsys):
+    output = tmp_path / "duplicates.csv"
+    csv = _write_column(tmp_path, images[:3])
+    assert _dedup(model_path, csv, output, "--threshold", threshold) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"sklearn-imgpair: error: --threshold {float(threshold):g}: with a "
+                            "model the threshold is a match probability, from 0 to 1 (a cosine "
+                            "similarity, from -1 to 1, is for a --backbone).\n")
+    assert "Looking for duplicates" not in captured.out and not output.exists()

@@ -138,16 +138,18 @@ def test_append_embeds_only_what_the_index_lacks(backbone, weights, sources, tmp
     assert grown.gallery_.tolist() == gallery
     assert_allclose(grown.embeddings_, _embedder(weights).transform(gallery), atol=1e-6)
 
-    # One file changed since: embedded again, in place of its old vector.
+    # One file changed since: embedded again; its old row removed, the new one at the end.
     Image.open(gallery[1]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(gallery[1])
     os.utime(gallery[1], ns=(1, 1))
     decode_counts.clear()
     assert _run("index", "--images", tmp_path / "gallery", "--output", index, "--append",
                 *backbone) == 0
     assert set(decode_counts) == {gallery[1]}
-    assert "Embedded 1 images (1 of them changed since" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Embedded 1 images (1 of them changed since" in out
+    assert "Their old rows were removed, their new ones added at the end." in out
     updated = ImageNeighbors.load(index)
-    assert sorted(updated.gallery_.tolist()) == gallery and updated.n_samples_fit_ == 12
+    assert updated.gallery_.tolist() == [*gallery[:1], *gallery[2:], gallery[1]]
     row = updated.gallery_.tolist().index(gallery[1])
     assert_allclose(updated.embeddings_[row], _embedder(weights).transform([gallery[1]])[0],
                     atol=1e-6)
@@ -176,6 +178,8 @@ def test_index_on_a_dask_cluster_equals_the_local_index(backbone, sources, tmp_p
     expected, built = ImageNeighbors.load(local), ImageNeighbors.load(remote)
     assert built.gallery_.tolist() == expected.gallery_.tolist() == gallery
     assert_allclose(built.embeddings_, expected.embeddings_, atol=1e-6)
+    # The workers ran on the CPU; the file runs where the user asked, by default auto.
+    assert built.embedder_.get_params()["device"] == "auto"
 
 
 def test_a_faiss_index_grows_and_keeps_its_kind(backbone, sources, tmp_path, capsys):
@@ -489,3 +493,50 @@ def test_search_index_of_a_backbone_writes_a_similarity_report(backbone_index, s
         assert shown[1:] == table.loc[table["Image1"] == query, "Image2"].tolist()
     assert "above threshold" not in text  # a cosine has no match threshold to mark
     assert "<td>threshold (similarity)</td><td>-</td>" in text
+
+
+def test_append_keeps_the_row_of_a_file_gone_since_and_names_it(backbone, weights, sources,
+                                                                 tmp_path, capsys):
+    gallery = _copy(sources[:12], tmp_path / "gallery")
+    index = tmp_path / "catalogue.safetensors"
+    first, every = tmp_path / "first.csv", tmp_path / "every.csv"
+    pd.DataFrame({"path": gallery[:8]}).to_csv(first, index=False)
+    pd.DataFrame({"path": gallery}).to_csv(every, index=False)
+    assert _run("index", "--images", first, "--output", index, *backbone) == 0
+    os.remove(gallery[2])  # indexed, then deleted: neither new nor changed
+    capsys.readouterr()
+    assert _run("index", "--images", every, "--output", index, "--append", "--on-error",
+                "warn") == 0
+    captured = capsys.readouterr()
+    assert ("Embedded 4 images (0 of them changed since they were indexed) and reused 7 "
+            "already in the index, unchanged.") in captured.out
+    assert captured.err.count(gallery[2]) == 1, captured.err
+    assert "those in the index keep their rows" in captured.err
+    grown = ImageNeighbors.load(index)
+    assert grown.gallery_.tolist() == gallery  # its row stays, where it was
+    assert_allclose(grown.embeddings_[8:], _embedder(weights).transform(gallery[8:]), atol=1e-6)
+
+    # Nothing else new: nothing written, the missing file named again.
+    before = index.read_bytes()
+    assert _run("index", "--images", every, "--output", index, "--append", "--on-error",
+                "warn") == 0
+    captured = capsys.readouterr()
+    assert ("All 11 images of " in captured.out
+            and "that still exist are in the index already" in captured.out)
+    assert captured.err.count(gallery[2]) == 1 and index.read_bytes() == before
+
+
+def test_quiet_silences_an_index_saved_by_a_verbose_run(backbone_index, sources, tmp_path,
+                                                        capsys):
+    verbose = ImageNeighbors.load(backbone_index, mmap_mode=None)
+    verbose.set_params(verbose=1)
+    verbose.embedder_.set_params(verbose=1)
+    index = verbose.save(tmp_path / "verbose.safetensors")
+    assert ImageNeighbors.load(index).embedder_.verbose == 1
+    _copy(sources[12:], tmp_path / "queries")
+    capsys.readouterr()
+    for argv in (["search", "--index", index, "--query", tmp_path / "queries", "--output",
+                  tmp_path / "results.csv", "--n-neighbors", "3"],
+                 ["dedup", "--index", index, "--output", tmp_path / "duplicates.csv"]):
+        assert _run(*argv) == 0  # with --quiet
+        assert capsys.readouterr().err == ""

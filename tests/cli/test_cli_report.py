@@ -15,7 +15,7 @@ from PIL import Image
 
 import sklearn_imgpair._cli.retrieval as retrieval
 from sklearn_imgpair.__main__ import main
-from sklearn_imgpair._cli.report import dedup_report, search_report
+from sklearn_imgpair._cli.report import dedup_report, search_report, thumbnail
 
 # A file name that breaks HTML unless it is escaped.
 AWKWARD = "<b>a&b \"q\" 'x'.png"
@@ -234,6 +234,34 @@ def test_dedup_report_of_a_hand_made_table(tmp_path):
     assert shown[2][1] == "probability 0.970 ✓ above threshold with c.png remove"
     assert shown[3][1] == "probability 1 exact copy of a.png remove"
     assert "files to remove (--keep)</td><td>3<" in text
+
+
+def test_dedup_report_shows_a_member_not_listed_as_not_removed(tmp_path):
+    names = [str(tmp_path / f"{name}.png") for name in "abc"]
+    for index, name in enumerate(names):
+        Image.new("RGB", (8, 8), (index * 60, 0, 0)).save(name)
+    a, b, c = names
+    # A chain a~b~c: c matches the kept a only through b, so only b is listed.
+    table = pd.DataFrame({"Image1": [b, a], "Image2": [c, b], "probability": [0.9, 0.8],
+                          "group": [0, 0]})
+    keep = pd.DataFrame({"Image1": [b], "Image2": [a]})
+    path, _ = dedup_report(tmp_path / "d.html", table, threshold=0.7, title="dups", keep=keep,
+                           images=names)
+    text, page = _read(path)
+    shown = [figure["text"].split("\n")[0] for figure in page.sections[0]["figures"]]
+    assert shown[0] == "first kept" and shown[1].endswith(" remove")
+    assert shown[2].endswith("not listed (no direct match with the kept file)")
+    assert "files to remove (--keep)</td><td>1<" in text
+
+
+def test_thumbnail_is_upright_by_exif_and_none_for_a_file_gone(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to show upright
+    Image.new("RGB", (320, 160), (200, 30, 30)).save(path, exif=exif)
+    assert thumbnail(path).size == (80, 160)  # upright, at most 160 a side
+    assert thumbnail(path, 40).size == (20, 40)
+    assert thumbnail(tmp_path / "gone.png") is None
 
 
 @pytest.mark.parametrize("command", ["search", "dedup"])

@@ -162,6 +162,27 @@ def test_plot_draws_a_picture_with_one_row_per_query(model_path, catalogue, tmp_
         assert picture.size[0] == width and picture.size[1] > 1.6 * height
 
 
+def test_plot_draws_a_named_placeholder_for_a_gallery_image_gone_since(model_path, catalogue,
+                                                                      tmp_path, capsys):
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    images = [shutil.copy(path, gallery) for path in _gallery_paths(catalogue)[:5]]
+    index, plot = tmp_path / "catalogue.safetensors", tmp_path / "grid.png"
+    assert main(["index", "--model", str(model_path), "--images", str(gallery), "--output",
+                 str(index), "--quiet"]) == 0
+    os.remove(images[3])  # every gallery image is a match: this one is drawn
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--query", str(catalogue / "queries"),
+                 "--output", str(tmp_path / "results.csv"), "--n-neighbors", "5", "--plot",
+                 str(plot), "--plot-queries", "2", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert f"Drew 2 queries and their matches in {plot}" in captured.out
+    assert captured.err.count(str(images[3])) == 1, captured.err
+    assert "drawn as placeholders in the --plot picture" in captured.err
+    with Image.open(plot) as picture:
+        assert picture.format == "PNG"
+
+
 def test_dedup_writes_find_duplicates_table_and_counts_groups(model_path, model, catalogue,
                                                               tmp_path, capsys):
     gallery = _gallery_paths(catalogue)

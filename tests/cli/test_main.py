@@ -81,3 +81,44 @@ def test_every_command_the_demo_suggests_runs_as_printed(demo, monkeypatch, caps
     shell_clf = ImagePairClassifier.load(folder / "model_from_shell.safetensors")
     assert shell_clf.image_size_ == 64 and not shell_clf.pretrained
     assert shell_clf.time_limit == float(TIME_LIMIT)
+
+
+def test_demo_help_lists_device_and_precision(capsys):
+    assert main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--device DEVICE" in out and "--precision {fp32,bf16,fp16}" in out
+
+
+class _Stop(Exception):
+    """Stops the demo at its fit: the test looks at the classifier, trains nothing."""
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16'")  # emulated on CPUs without bfloat16
+def test_demo_fits_its_classifier_on_device_and_precision(tmp_path, monkeypatch):
+    from sklearn_imgpair._cli import demo
+    from sklearn_imgpair._cli.parser import build_parser
+
+    pairs = pd.DataFrame({"Image1": [str(tmp_path / "a.png")], "Image2": [str(tmp_path / "b.png")],
+                          "Label": [1]})
+    monkeypatch.setattr(demo, "make_image_pairs", lambda *args, **kwargs: (pairs, pairs))
+    fitted = []
+
+    def fit(self, X, y=None, **fit_params):
+        fitted.append((self.get_params()["device"], self.get_params()["precision"]))
+        raise _Stop
+
+    monkeypatch.setattr(ImagePairClassifier, "fit", fit)
+    args = build_parser().parse_args(["demo", "--output", str(tmp_path), "--device",
+                                      "cpu", "--precision", "bf16"])
+    with pytest.raises(_Stop):
+        demo.run_demo(args)
+    assert fitted == [("cpu", "bf16")]
+
+
+def test_demo_refuses_a_precision_its_device_cannot_do_before_any_work(tmp_path, capsys):
+    output = tmp_path / "demo"
+    assert main(["demo", "--output", str(output), "--device", "cpu", "--precision",
+                 "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--precision fp16: precision='fp16' needs a CUDA" in err
+    assert not output.exists()
