@@ -15,7 +15,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.utils import Bunch
 
-from sklearn_imgpair._cli.commands import check_writable, image_columns, progress, verbosity
+from sklearn_imgpair._cli.commands import check_writable, image_columns, progress
 from sklearn_imgpair._cli.copies import exact_copies
 from sklearn_imgpair._cli.index import build_search, open_index
 from sklearn_imgpair._cli.inputs import CommandError, read_images, report_unreadable
@@ -141,7 +141,7 @@ def _cluster(search, X, threshold, args):
 
     return ImageMatchClustering(
         search=search, threshold=threshold, linkage=args.linkage, n_neighbors=args.n_neighbors,
-        on_error=args.on_error, verbose=verbosity(args)).fit(X)
+        on_error=args.on_error).fit(X)  # the search's own verbose shows its bars
 
 
 def _catalogue(args):

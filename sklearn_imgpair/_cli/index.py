@@ -89,7 +89,10 @@ def build_search(network, images, args, *, algorithm="brute", faiss_index="flat"
     paths, vectors = _readable_vectors(network.embedder, images, args, outcome)
     if not len(paths):
         raise CommandError(f"no image of {images.option} {images.source!r} could be read.")
-    params = dict(algorithm=algorithm, faiss_index=faiss_index, on_error=args.on_error)
+    # verbose: the bars of the search itself (dedup's self-search); the images were embedded
+    # under the command's own bar above.
+    params = dict(algorithm=algorithm, faiss_index=faiss_index, on_error=args.on_error,
+                  verbose=verbosity(args))
     if network.classifier is not None:
         search = ImageNeighbors(classifier=network.classifier, **params)
     else:
@@ -205,6 +208,9 @@ def run_index(args):
                               faiss_index=faiss_index, outcome="they are left out of the index")
     if saved_device is not None:
         search.embedder_.set_params(device=saved_device)  # where a later run loads it
+    # The command line's bars are not the file's: it loads quiet, as an estimator is built.
+    search.set_params(verbose=0)
+    search.embedder_.set_params(verbose=0)
     path = search.save(args.output)
     print(f"Saved the index of {search.n_samples_fit_} images to {path}")
     return 0
