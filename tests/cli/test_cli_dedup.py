@@ -84,19 +84,24 @@ def test_copies_join_their_original_without_being_decoded(model_path, images, tm
                                        [originals[3], copies[2], 1.0, 1]]
 
 
-def _threshold_that_splits_a_group(pairs, n_images):
-    """A threshold at which a connected component of the pairs above it is not a clique."""
-    probabilities = np.sort(pairs["probability"].to_numpy())[::-1]
-    for high, low in zip(probabilities[:-1], probabilities[1:]):
+def _single_linkage_cuts(pairs, n_images):
+    """Thresholds well away from every probability, and the groups single linkage makes there."""
+    values = np.sort(pairs["probability"].to_numpy())[::-1]
+    for high, low in zip(values[:-1], values[1:]):
         if high - low < 1e-3:  # well away from every probability, whatever the rounding
             continue
         threshold = float(high + low) / 2
         above = pairs[pairs["probability"] > threshold]
         graph = coo_matrix((np.ones(len(above)), (above["first"], above["second"])),
                            shape=(n_images, n_images))
-        _, components = connected_components(graph, directed=False)
+        yield threshold, len(above), connected_components(graph, directed=False)[1]
+
+
+def _threshold_that_splits_a_group(pairs, n_images):
+    """A threshold at which a connected component of the pairs above it is not a clique."""
+    for threshold, n_above, components in _single_linkage_cuts(pairs, n_images):
         sizes = np.bincount(components)
-        if (sizes * (sizes - 1) // 2).sum() > len(above):
+        if (sizes * (sizes - 1) // 2).sum() > n_above:
             return threshold, components
     pytest.fail("no threshold splits a group of the fixture's images")
 
@@ -255,15 +260,7 @@ def _threshold_that_chains_past_the_first(pairs, n_images):
     """
     probability = {frozenset(pair): p for *pair, p in
                    zip(pairs["first"], pairs["second"], pairs["probability"])}
-    values = np.sort(pairs["probability"].to_numpy())[::-1]
-    for high, low in zip(values[:-1], values[1:]):
-        if high - low < 1e-3:  # well away from every probability, whatever the rounding
-            continue
-        threshold = float(high + low) / 2
-        above = pairs[pairs["probability"] > threshold]
-        graph = coo_matrix((np.ones(len(above)), (above["first"], above["second"])),
-                           shape=(n_images, n_images))
-        _, components = connected_components(graph, directed=False)
+    for threshold, _, components in _single_linkage_cuts(pairs, n_images):
         n_indirect = 0
         for component in np.unique(components):
             first, *others = np.flatnonzero(components == component)
