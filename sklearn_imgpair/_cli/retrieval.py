@@ -79,7 +79,6 @@ def _open_gallery(args):
         raise CommandError("search --gallery needs the network that embeds the images: "
                            "--model PATH or --backbone NAME.")
     minimum = _minimum_score(network.classifier is not None, args)  # before embedding
-    check_writable(args.output, "--output")
     print(f"Embedding the {len(gallery.paths)} gallery images of {args.gallery}", flush=True)
     neighbors = build_search(network, gallery, args, outcome="they are left out of the gallery")
     return neighbors, args.gallery, minimum
@@ -95,8 +94,11 @@ def run_search(args):
     queries = read_images(args.query, image_columns(args), "--query", check_files=check_files)
     if args.plot is not None:
         check_plot_path(args.plot)
+    check_writable(args.output, "--output")  # before the gallery's embedding
     neighbors, source, minimum = _open_gallery(args)
-    check_writable(args.output, "--output")
+    # The command's own bar counts the queries: the search's bars would nest inside it.
+    neighbors.set_params(verbose=0)
+    neighbors.embedder_.set_params(verbose=0)
     _check_n_neighbors(args.n_neighbors, neighbors.n_samples_fit_, source)
     distances, indices, unreadable = _search(neighbors, queries, args.n_neighbors, args)
     report_unreadable(unreadable, "their queries have no matches in the output")
