@@ -71,8 +71,8 @@ def raw_forward(backbone, images, batch_size, precision, device):
 def pretend_fitted(model, image_size, batch_size, device, precision, num_workers):
     """An untrained classifier that predicts (prediction speed does not depend on training)."""
     clf = ImagePairClassifier(pretrained=False, batch_size=batch_size, device=device,
-                              precision=precision, num_workers=num_workers,
-                              **{**model, "image_size": image_size})
+                              iterator_valid__batch_size=batch_size, precision=precision,
+                              num_workers=num_workers, **{**model, "image_size": image_size})
     clf.initialize()
     clf.classes_ = np.array([0, 1])
     return clf

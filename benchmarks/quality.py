@@ -317,8 +317,9 @@ def add_fit_arguments(parser):
     parser.add_argument("--augment", choices=sorted(AUGMENTATIONS), default="default",
                         help="augmentation of training images (default: ViewAugmentation())")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="autocast precision of the backbone, in training and prediction")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32",
+                        help="autocast precision of the backbone, in training and prediction "
+                             "(auto: fp32 in training, bf16 in prediction where native)")
     parser.add_argument("--weights-path",
                         help="start from these backbone weights (e.g. pretrain_synthetic.py's)")
     parser.add_argument("--head-link", choices=["atanh", "linear"], default="linear",

@@ -156,13 +156,16 @@ class ImagePairClassifier(PairNet):
         on several threads, into the ``cache_size`` cache before training;
         ``iterator_train__num_workers`` sets training's own workers.
 
-    precision : {"fp32", "bf16", "fp16"}, default="fp32"
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Arithmetic of the backbone, by :func:`torch.autocast`; embeddings,
-        the head and the losses stay float32. ``"bf16"`` needs a CPU with
-        bfloat16 instructions (AVX512-BF16 or AMX; elsewhere it is emulated
-        and ``fit`` warns) or a recent GPU; ``"fp16"`` is for CUDA, with loss
-        scaling in training. ``fit`` raises a ``ValueError`` where the device
-        cannot do it.
+        the head and the losses stay float32. ``"auto"`` trains in fp32
+        (bf16 training lost ROC AUC and calibration in the benchmarks) and
+        predicts in bf16 where the device computes it natively (a CPU with
+        AVX512-BF16 or AMX, a GPU of compute capability 8.0 or more), else in
+        fp32 (``precision_``). ``"bf16"`` trains faster on such hardware (and
+        is emulated, slowly, elsewhere: ``fit`` warns); ``"fp16"`` is for
+        CUDA, with loss scaling in training. ``fit`` raises a ``ValueError``
+        where the device cannot do it.
 
     freeze_backbone : bool, default=False
         Train the match head alone: ``fit`` embeds each distinct image once,
@@ -190,7 +193,9 @@ class ImagePairClassifier(PairNet):
         Largest number of passes over the training pairs.
 
     batch_size : int, default=32
-        Pairs per batch (two images each).
+        Pairs per training batch (two images each). Prediction embeds images
+        in batches chosen for the device and ``image_size_`` (16 images of
+        224 px on a CPU), or of ``iterator_valid__batch_size`` where set.
 
     train_split : callable or None, default=ValidSplit(0.1, stratified=True)
         Holds out 10 % of the pairs for validation: the ``early_stopping``
@@ -248,6 +253,10 @@ class ImagePairClassifier(PairNet):
     grad_scaler_ : torch.amp.GradScaler or None
         The fp16 loss scaler (``precision="fp16"``), else None.
 
+    precision_ : {"fp32", "bf16", "fp16"}
+        The precision prediction runs in on this machine: ``precision``, with
+        ``"auto"`` resolved for the device the network is on.
+
     See Also
     --------
     skorch.NeuralNetBinaryClassifier : The skorch net this class extends.
@@ -280,7 +289,7 @@ class ImagePairClassifier(PairNet):
                  weights_path=None, model_kwargs=None, image_size=None, match_label=1,
                  time_limit=None, random_state=None, augment=True, head_lr=0.01, cache_size=1024,
                  pair_mining="graph", views_per_identity=4, hard_identities=0.0, mining_weight=1.0,
-                 mining_temperature=0.1, on_error="raise", num_workers=None, precision="fp32",
+                 mining_temperature=0.1, on_error="raise", num_workers=None, precision="auto",
                  freeze_backbone=False, module=SiameseNet, criterion=torch.nn.BCEWithLogitsLoss,
                  optimizer=torch.optim.AdamW, lr=1e-4, max_epochs=10, batch_size=32,
                  train_split=ValidSplit(0.1, stratified=True), threshold=0.5, verbose=0,
@@ -358,7 +367,7 @@ class ImagePairClassifier(PairNet):
         device = next(self.module_.parameters()).device
         embed_images = image_embedder(
             self.module_, image_size=self.image_size_, on_error=self.on_error,
-            batch_size=self.batch_size, device=device, precision=self.precision,
+            batch_size="auto", device=device, precision=self.precision,
             num_workers=self.num_workers, iterator=self.iterator_valid,
             iterator_params=self.get_params_for("iterator_valid"))
         return match_logits(pairs, embed_images, pair_scorer(self.module_, device),

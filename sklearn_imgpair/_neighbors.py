@@ -63,8 +63,9 @@ class ImageNeighbors(MatchProbabilityMixin, NeighborsGraphMixin, BaseEstimator):
 
     classifier : ImagePairClassifier or FrozenEstimator, default=None
         A fitted classifier whose network embeds the images (in its
-        precision, with its batch size) and whose head turns cosines into
-        match probabilities. Give ``embedder`` or ``classifier``, not both.
+        precision, with its batch size of prediction) and whose head turns
+        cosines into match probabilities. Give ``embedder`` or
+        ``classifier``, not both.
         As for :class:`ImageEmbedder`, wrap it in
         :class:`~sklearn.frozen.FrozenEstimator` to keep it fitted through
         :func:`~sklearn.base.clone`.

@@ -74,8 +74,9 @@ def test_a_search_embedder_copies_the_classifier_or_clones_the_embedder(fitted_c
 
     embedder, threshold = search_embedder(None, FrozenEstimator(fitted_clf))
     assert embedder.classifier is fitted_clf and threshold == fitted_clf.threshold
+    # The batch size of prediction: chosen for the device, not the training batch size.
     assert (embedder.batch_size, embedder.precision, embedder.num_workers) == (
-        fitted_clf.batch_size, fitted_clf.precision, fitted_clf.num_workers)
+        "auto", fitted_clf.precision, fitted_clf.num_workers)
     assert embedder.device == str(next(fitted_clf.module_.parameters()).device)
     given = ImageEmbedder(image_size=48, verbose=1)
     copied, threshold = search_embedder(given, None)

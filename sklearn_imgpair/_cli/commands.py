@@ -178,7 +178,7 @@ def run_fit(args):
         time_limit=args.time_limit, max_epochs=args.max_epochs, batch_size=args.batch_size,
         lr=args.lr, pair_mining=args.pair_mining, random_state=args.random_state,
         on_error=args.on_error, verbose=0 if args.quiet else 1 + args.verbose,
-        device=device, precision="fp32" if args.precision is None else args.precision,
+        device=device, precision="auto" if args.precision is None else args.precision,
         # Only when asked for: a model without colour keeps the parameters it had.
         **({"module__colour_share": args.colour_share} if args.colour_share else {}),
     )

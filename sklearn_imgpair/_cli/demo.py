@@ -67,7 +67,7 @@ def run_demo(args):
     from sklearn_imgpair import ImageEmbedder, ImagePairClassifier
 
     device = "auto" if args.device is None else args.device
-    precision = "fp32" if args.precision is None else args.precision
+    precision = "auto" if args.precision is None else args.precision
     check_device_option(device)  # before any work
     check_precision_option(precision, device)
     output = os.path.abspath(args.output or tempfile.mkdtemp(prefix="sklearn-imgpair-demo-"))

@@ -123,7 +123,7 @@ def open_index(path, args, option="--index"):
     # The options' error policy and progress bars, not those the file was saved with.
     search.set_params(on_error=args.on_error, verbose=verbosity(args))
     search.embedder_.set_params(on_error=args.on_error, verbose=verbosity(args))
-    check_same_network(search, open_network(args), path, option)
+    check_same_network(search, open_network(args, report=False), path, option)
     return set_runtime(search, args)
 
 

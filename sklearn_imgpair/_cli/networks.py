@@ -4,9 +4,12 @@ Every command that runs the network reads these options the same way: ``--model`
 matcher: its backbone embeds, its head gives match probabilities) or ``--backbone`` (a timm
 backbone with its pretrained weights, or ``--weights-path``: cosine similarities, no
 probability); ``--device`` (default: where the model was saved from, else ``auto``) and
-``--precision`` (default: the model's, else fp32), both checked on this machine before any
-work; ``--batch-size``. Images are embedded here too, a chunk at a time under a progress bar.
+``--precision`` (default: the model's, else ``auto``), both checked on this machine before any
+work, and named on stderr under ``-v``; ``--batch-size`` (default: chosen for the device and
+the image size). Images are embedded here too, a chunk at a time under a progress bar.
 """
+
+import sys
 
 import torch
 from sklearn.utils import Bunch
@@ -16,8 +19,8 @@ from sklearn_imgpair._io.embedding_cache import model_fingerprint
 from sklearn_imgpair._nn.device import check_device, check_precision, device_type
 
 __all__ = ["check_device_option", "check_precision_option",
-           "check_same_network", "load_classifier",
-           "load_model", "open_network", "set_batch_size", "set_runtime"]
+           "check_same_network", "load_classifier", "load_model", "open_network",
+           "report_runtime", "set_batch_size", "set_runtime"]
 
 # The options that describe a backbone, meaningless with --model.
 _BACKBONE_OPTIONS = ("weights_path", "model_kwargs", "image_size")
@@ -53,9 +56,14 @@ def load_model(path, on_error="raise", device=None):
 
 
 def set_batch_size(clf, batch_size):
-    """Apply a ``--batch-size`` option to a loaded model; None keeps the model's."""
+    """Apply a ``--batch-size`` option to a loaded model's prediction; None keeps its own.
+
+    A model predicts in batches of images chosen for the device, or of its
+    ``iterator_valid__batch_size`` where set; its ``batch_size`` is the
+    training batch of pairs.
+    """
     if batch_size is not None:
-        clf.set_params(batch_size=batch_size)
+        clf.set_params(iterator_valid__batch_size=batch_size)
     return clf
 
 
@@ -73,14 +81,44 @@ def _device_of(module):
     return str(next(module.parameters()).device)
 
 
-def load_classifier(args):
-    """The model of ``--model`` on ``--device``, in ``--precision``, with ``--batch-size``."""
+def report_runtime(estimator, args):
+    """Under ``-v``, name on stderr the device of a fitted estimator and its precision.
+
+    One line, e.g. ``Running on cpu in fp32 (precision auto: this CPU has no
+    bfloat16 instructions)``: the precision that runs (``precision_``), and
+    why, where ``precision`` is ``"auto"``.
+    """
+    if not getattr(args, "verbose", 0) or getattr(args, "quiet", False):
+        return
+    device, precision = _device_of(estimator.module_), estimator.precision_
+    line = f"Running on {device} in {precision}"
+    if estimator.precision == "auto":
+        kind = device_type(device)
+        native = precision == "bf16"
+        if kind == "cpu":
+            why = f"this CPU has {'' if native else 'no '}bfloat16 instructions"
+        elif kind == "cuda":
+            why = f"this GPU {'computes' if native else 'has no native'} bfloat16"
+        else:
+            why = f"fp32 on {kind}"
+        line += f" (precision auto: {why})"
+    print(line, file=sys.stderr, flush=True)
+
+
+def _load_classifier(args):
     check_device_option(args.device)
     clf = load_model(args.model, args.on_error, device=args.device)
     if args.precision is not None:
         check_precision_option(args.precision, _device_of(clf.module_))
         clf.set_params(precision=args.precision)
     return set_batch_size(clf, args.batch_size)
+
+
+def load_classifier(args):
+    """The model of ``--model`` on ``--device``, in ``--precision``, with ``--batch-size``."""
+    clf = _load_classifier(args)
+    report_runtime(clf, args)
+    return clf
 
 
 def _backbone_embedder(args):
@@ -93,8 +131,8 @@ def _backbone_embedder(args):
     embedder = ImageEmbedder(
         args.backbone, pretrained=True, weights_path=args.weights_path,
         model_kwargs=args.model_kwargs, image_size=args.image_size,
-        batch_size=32 if args.batch_size is None else args.batch_size, device=device,
-        precision="fp32" if args.precision is None else args.precision,
+        batch_size="auto" if args.batch_size is None else args.batch_size, device=device,
+        precision="auto" if args.precision is None else args.precision,
         on_error=args.on_error)
     try:
         return embedder.fit()
@@ -107,8 +145,10 @@ def _backbone_embedder(args):
         raise CommandError(f"--backbone {args.backbone}: {exc}") from None
 
 
-def open_network(args):
+def open_network(args, *, report=True):
     """The network of ``--model`` or ``--backbone``; None when neither is given.
+
+    ``report``: name its device and precision under ``-v`` (:func:`report_runtime`).
 
     Returns
     -------
@@ -118,7 +158,7 @@ def open_network(args):
         the classifier's when there is one) and ``name``, the option that
         gave it, for messages.
     """
-    from sklearn_imgpair import ImageEmbedder
+    from sklearn_imgpair._embedder import search_embedder
 
     given = [f"--{name.replace('_', '-')}" for name in _BACKBONE_OPTIONS
              if getattr(args, name) is not None]
@@ -126,15 +166,18 @@ def open_network(args):
         raise CommandError(f"{', '.join(given)} describe a --backbone; give --backbone NAME "
                            "(a --model file holds its own network).")
     if args.model is not None:
-        clf = load_classifier(args)
-        embedder = ImageEmbedder(
-            classifier=clf, batch_size=clf.batch_size, device=_device_of(clf.module_),
-            precision=clf.precision, on_error=args.on_error).fit()
-        return Bunch(classifier=clf, embedder=embedder, name=f"--model {args.model!r}")
-    if args.backbone is not None:
-        return Bunch(classifier=None, embedder=_backbone_embedder(args),
-                     name=f"--backbone {args.backbone}")
-    return None
+        clf = _load_classifier(args)
+        # Its network, device, precision and batch size of prediction.
+        embedder = search_embedder(None, clf)[0].set_params(on_error=args.on_error).fit()
+        network = Bunch(classifier=clf, embedder=embedder, name=f"--model {args.model!r}")
+    elif args.backbone is not None:
+        network = Bunch(classifier=None, embedder=_backbone_embedder(args),
+                        name=f"--backbone {args.backbone}")
+    else:
+        return None
+    if report:
+        report_runtime(network.embedder, args)
+    return network
 
 
 def _fingerprint(embedder):
@@ -159,12 +202,13 @@ def check_same_network(search, network, path, option):
 def set_runtime(search, args):
     """Apply ``--batch-size`` and ``--precision`` to a loaded search's embedder.
 
-    (``--device`` is applied by ``ImageNeighbors.load``.)
+    (``--device`` is applied by ``ImageNeighbors.load``.) Without ``--batch-size``
+    the batch size is chosen for this machine (``"auto"``), not the one saved.
     """
     embedder = search.embedder_
-    if args.batch_size is not None:
-        embedder.set_params(batch_size=args.batch_size)
+    embedder.set_params(batch_size="auto" if args.batch_size is None else args.batch_size)
     if args.precision is not None and args.precision != embedder.precision:
         check_precision_option(args.precision, _device_of(embedder.module_))
         embedder.set_params(precision=args.precision)  # its cached vectors are kept apart
+    report_runtime(embedder, args)
     return search

@@ -154,7 +154,8 @@ def error_options(effect):
     return parent
 
 
-def runtime_options(default_device="where the model was saved from, else auto"):
+def runtime_options(default_device="where the model was saved from, else auto",
+                    default_precision="the model's, else auto"):
     """``--device`` and ``--precision``: where and in which arithmetic the network runs."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("hardware")
@@ -162,10 +163,12 @@ def runtime_options(default_device="where the model was saved from, else auto"):
                        help="where the network runs: cpu, cuda, cuda:N, mps or auto (CUDA if "
                             "there is one, else MPS on Apple GPUs, else the CPU) (default: "
                             f"{default_device})")
-    group.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+    group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                        help="arithmetic of the network: bf16 on CPUs with bfloat16 "
-                            "instructions and recent GPUs, fp16 on CUDA only; refused where "
-                            "the device cannot do it (default: the model's, fp32)")
+                            "instructions and recent GPUs, fp16 on CUDA only, refused where "
+                            "the device cannot do it; auto trains in fp32 and predicts in "
+                            "bf16 where the device computes it natively, else in fp32 "
+                            f"(default: {default_precision})")
     return parent
 
 

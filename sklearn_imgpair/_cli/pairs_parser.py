@@ -42,7 +42,8 @@ def _model_options():
     parent.add_argument("--model", required=True, metavar="PATH", help=MODEL_HELP)
     parent.add_argument("--data", required=True, metavar="CSV", help="pairs CSV file")
     parent.add_argument("--batch-size", type=positive(int), metavar="N",
-                        help="pairs per batch (default: the model's)")
+                        help="images per forward pass (default: chosen for the device and "
+                             "the image size)")
     return parent
 
 
@@ -52,7 +53,7 @@ def add_fit(commands):
         parents=[_column_options(label=True),
                  output_options("also show a progress bar per epoch"),
                  error_options("leave their pairs out of training"),
-                 runtime_options(default_device="auto")],
+                 runtime_options(default_device="auto", default_precision="auto")],
         help="fit a matcher on a pairs CSV and save it",
         description=describe(
             "Fit a Siamese matcher on the labelled pairs of a CSV file and save it as one "

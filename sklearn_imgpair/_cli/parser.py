@@ -66,7 +66,7 @@ examples:
 
 def _add_demo(commands):
     demo = commands.add_parser(
-        "demo", formatter_class=Formatter, parents=[runtime_options("auto")],
+        "demo", formatter_class=Formatter, parents=[runtime_options("auto", "auto")],
         help="fit and evaluate a matcher on synthetic data, offline",
         description=describe(
             "Draw a synthetic product-matching data set, fit a small Siamese Swin from random "
@@ -90,7 +90,8 @@ def _image_options():
                              "file's folder (default: the file's only column, or both "
                              "Image1 and Image2 of a pairs CSV)")
     parent.add_argument("--batch-size", type=positive(int), metavar="N",
-                        help="images per batch (default: the model's, 32 for a backbone)")
+                        help="images per forward pass (default: chosen for the device and "
+                             "the image size)")
     return parent
 
 

@@ -10,7 +10,8 @@ import numpy as np
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.container import tensors_digest
 
-__all__ = ["EmbeddingCache", "MemoryStore", "model_fingerprint", "tensors_digest"]
+__all__ = ["EmbeddingCache", "MemoryStore", "model_fingerprint", "settings_key",
+           "tensors_digest"]
 
 
 def model_fingerprint(module, image_size):
@@ -21,6 +22,26 @@ def model_fingerprint(module, image_size):
     ``image_size`` never reuses stale vectors.
     """
     return tensors_digest(f"{type(module).__qualname__}:{image_size}", module.state_dict())
+
+
+def settings_key(fingerprint, module, precision):
+    """``fingerprint`` joined with the settings of the vectors that the weights do not hold.
+
+    Reduced precision, test-time flips and colour change the vectors but not the
+    state dict; read when the vectors are looked up, so that a setting changed after
+    ``fit`` (``set_params(precision="bf16")``) counts. ``precision`` is the one that
+    runs (``"auto"`` resolved), so that ``"auto"`` computed in float32 shares the
+    vectors of ``"fp32"``. Only settings away from their defaults enter the key: the
+    caches of networks without them stay valid.
+    """
+    settings = [] if precision == "fp32" else [f"precision={precision}"]
+    if getattr(module, "test_time_flip", False):
+        settings.append("test_time_flip")
+    if getattr(module, "colour_share", 0.0):
+        settings.append(f"colour_share={module.colour_share!r}")
+    if not settings:
+        return fingerprint
+    return hashlib.sha256("|".join([fingerprint, *settings]).encode()).hexdigest()
 
 
 class MemoryStore:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sklearn_imgpair._images.batch_size import inference_batch_size
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.progress import advancing, progress_bar
 from sklearn_imgpair._matching import score_pairs
@@ -23,6 +24,7 @@ from sklearn_imgpair._nn.backbone import create_backbone, resolve_preprocessing
 from sklearn_imgpair._nn.colour import ColourHistogram
 from sklearn_imgpair._nn.device import (
     autocast,
+    device_type,
     loader_kwargs,
     prefetch,
     resolve_device,
@@ -394,12 +396,14 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
         The network.
     dataset : ImageDataset
         The images, one item per image.
-    batch_size : int
-        Images per forward pass.
+    batch_size : int or "auto"
+        Images per forward pass; ``"auto"`` chooses it for the device and the
+        dataset's image size (:func:`inference_batch_size`).
     device : str or torch.device
         Where the network runs (``"auto"`` is resolved).
-    precision : {"fp32", "bf16", "fp16"}, default="fp32"
-        Autocast precision of the backbone.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="fp32"
+        Autocast precision of the backbone (``"auto"``: bfloat16 where the
+        device computes it natively, see :func:`resolve_precision`).
     num_workers : int or None, default=None
         Decode workers (see :func:`loader_kwargs`).
     iterator : type, default=torch.utils.data.DataLoader
@@ -420,7 +424,9 @@ def embed_dataset(module, dataset, *, batch_size, device, precision="fp32", num_
     """
     device = resolve_device(device)
     params = {"batch_size": batch_size, **(iterator_params or {})}
-    if params["batch_size"] == -1:
+    if isinstance(params["batch_size"], str) and params["batch_size"] == "auto":
+        params["batch_size"] = inference_batch_size(device_type(device), dataset.image_size)
+    elif params["batch_size"] == -1:
         params["batch_size"] = len(dataset)
     params = {**loader_kwargs(device, num_workers, len(dataset), params["batch_size"]), **params}
     batches = iterator(dataset, **params)

@@ -46,9 +46,11 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
 
     **kwargs
         Every parameter of :class:`ImagePairClassifier` and of skorch, but
-        ``precision`` must stay ``"fp32"``: mixed precision is the
-        accelerator's (``Accelerator(mixed_precision="bf16")``), and other
-        values raise a ``ValueError`` in ``fit``.
+        ``precision`` must be ``"auto"`` (the default: training in float32,
+        prediction in bfloat16 where the device computes it natively) or
+        ``"fp32"``: mixed precision in training is the accelerator's
+        (``Accelerator(mixed_precision="bf16")``), and other values raise a
+        ``ValueError`` in ``fit``.
 
     Attributes
     ----------
@@ -161,15 +163,16 @@ class AcceleratedImagePairClassifier(AccelerateMixin, ImagePairClassifier):
         """Validate the parameters and the accelerator, then build and prepare everything.
 
         Mixed precision is the accelerator's (``Accelerator(mixed_precision=...)``),
-        so ``precision`` must stay ``"fp32"``: the plain classifier's autocast
-        and fp16 loss scaling would run beside the accelerator's.
+        so ``precision`` must be ``"auto"`` or ``"fp32"``, which both train in
+        float32: the plain classifier's bf16 or fp16 autocast and fp16 loss
+        scaling would run beside the accelerator's.
         """
         self._check_parameters_unless_fitting()
         self._check_accelerator()
-        if self.precision != "fp32":
+        if self.precision not in ("auto", "fp32"):
             raise ValueError(
                 f"precision={self.precision!r} is not for {type(self).__name__}: mixed "
-                "precision is the accelerator's. Keep precision='fp32' and pass "
+                "precision is the accelerator's. Keep precision='auto' or 'fp32' and pass "
                 "accelerator=Accelerator(mixed_precision='bf16') (or 'fp16'), or use "
                 "`accelerate launch --mixed_precision bf16`.")
         # skorch's AccelerateMixin.initialize builds everything itself, without the

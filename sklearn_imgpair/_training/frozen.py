@@ -55,7 +55,8 @@ def embed_pair_dataset(module, dataset, *, batch_size, device, precision="fp32")
     before training; the embeddings replace them. A cell of several images
     gets the normalised mean of their embeddings (:func:`embed_cells`), as
     at prediction time: without augmentation there is nothing to gain from
-    drawing one of them.
+    drawing one of them. They are training data, so ``precision="auto"``
+    embeds them in float32, as training does (:func:`resolve_precision`).
 
     Returns
     -------
@@ -68,7 +69,7 @@ def embed_pair_dataset(module, dataset, *, batch_size, device, precision="fp32")
         batches = ((torch.stack([dataset.cache.get(image, dataset.image_size)
                                  for image in images[start:start + batch_size]]), None)
                    for start in range(0, len(images), batch_size))
-        with autocast(precision, device):
+        with autocast(precision, device, training=True):
             embeddings, errors = embed_images(module, batches, device)
         return embeddings.float().cpu().numpy(), errors
 

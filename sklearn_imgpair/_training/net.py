@@ -23,6 +23,7 @@ from sklearn_imgpair._nn.device import (
     autocast,
     check_device,
     device_type,
+    fitted_precision,
     resolve_device,
     to_device,
 )
@@ -170,6 +171,9 @@ class PairNet(NeuralNetBinaryClassifier):
     - Parameters named in ``_module_parameters`` may hold torch modules:
       skorch's ``__setattr__`` takes a module set after ``__init__`` for a
       network component and refuses it.
+    - ``set_params`` takes ``iterator_train__*`` and ``iterator_valid__*``
+      parameters after ``fit``: skorch 1.4 sets them, then raises because
+      no network component needs re-initializing.
     - ``device`` also takes ``"auto"``: skorch moves modules and tensors to
       ``net.device`` in many places, so the attribute reads as the device
       chosen (:func:`resolve_device`), while ``get_params``, cloning and
@@ -219,6 +223,27 @@ class PairNet(NeuralNetBinaryClassifier):
         params["device"] = self.__dict__.get("device")  # as given, not resolved
         return params
 
+    def set_params(self, **params):
+        """Set the parameters of this estimator, as skorch's ``set_params``.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names mapped to their new values.
+
+        Returns
+        -------
+        self : PairNet
+        """
+        loaders = {name: params.pop(name) for name in list(params)
+                   if name.startswith(("iterator_train__", "iterator_valid__"))}
+        if loaders and self.initialized_:  # read whenever a loader is made: no re-initialization
+            self._params_to_validate.update(loaders)
+            vars(self).update(loaders)
+        else:
+            params.update(loaders)
+        return super().set_params(**params)
+
     def __setattr__(self, name, value):
         if name in self._module_parameters:
             object.__setattr__(self, name, value)
@@ -247,6 +272,11 @@ class PairNet(NeuralNetBinaryClassifier):
     @classes_.setter
     def classes_(self, value):
         self.__dict__["classes_"] = value
+
+    @property
+    def precision_(self):
+        """The precision prediction runs in here: ``precision``, ``"auto"`` resolved."""
+        return fitted_precision(self)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -393,15 +423,18 @@ class PairNet(NeuralNetBinaryClassifier):
     def infer(self, x, **fit_params):
         """Run the module on a batch, with the backbone in ``precision``.
 
-        Batches of embeddings (a frozen backbone) go through the match head
-        alone; the identity labels of mined batches are for the loss only.
+        ``precision="auto"`` trains in float32 and, with the module in eval
+        mode (validation, prediction), runs as prediction does: bfloat16 where
+        the device computes it natively (:func:`resolve_precision`). Batches
+        of embeddings (a frozen backbone) go through the match head alone; the
+        identity labels of mined batches are for the loss only.
         """
         if is_embedding_batch(x):
             return match_embedding_batch(self.module_, x, self.device)
         if isinstance(x, dict) and "view_identities" in x:
             x = {key: value for key, value in x.items() if key != "view_identities"}
         x = to_device(x, self.device)  # non-blocking from pinned memory on CUDA
-        with autocast(self.precision, self.device):
+        with autocast(self.precision, self.device, training=self.module_.training):
             return super().infer(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):

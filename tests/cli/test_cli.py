@@ -18,6 +18,7 @@ from sklearn_imgpair.__main__ import main
 from sklearn_imgpair._cli import commands
 from sklearn_imgpair._cli import main as _cli
 from sklearn_imgpair._cli.inputs import list_image_files
+from sklearn_imgpair._images.batch_size import inference_batch_size
 from sklearn_imgpair.datasets import make_image_pairs
 
 from conftest import TINY_IMAGE_SIZE, TINY_SWIN
@@ -292,6 +293,20 @@ def test_batch_size_overrides_the_models(name, output, model_path, model, csv_di
         written = pd.read_csv(tmp_path / output)
         expected = model.predict_proba(written[["Image1", "Image2"]])[:, 1]
         assert_allclose(written["probability"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, output", [("evaluate", None), ("predict", "out.csv"),
+                                          ("embed", "out.npy")])
+def test_the_default_batch_size_is_chosen_for_the_device(name, output, model_path, csv_dir,
+                                                         tmp_path, batch_sizes):
+    data = _copy_test_set(csv_dir, tmp_path)
+    command = [name, "--model", str(model_path), "--images" if name == "embed" else "--data",
+               str(data)]
+    if output is not None:
+        command += ["--output", str(tmp_path / output)]
+    assert main(command) == 0
+    # Images per forward pass, not the model's training batch of 16 pairs.
+    assert batch_sizes and set(batch_sizes) == {inference_batch_size("cpu", TINY_IMAGE_SIZE)}
 
 
 def _command(name, model_path, data, tmp_path):

@@ -432,7 +432,7 @@ def test_a_backbone_out_of_reach_offline_is_one_line(monkeypatch, sources, tmp_p
 def test_every_command_that_runs_the_network_takes_device_and_precision(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
-    assert "--device DEVICE" in out and "--precision {fp32,bf16,fp16}" in out
+    assert "--device DEVICE" in out and "--precision {auto,fp32,bf16,fp16}" in out
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict", "embed"])
@@ -468,6 +468,41 @@ def test_precision_is_applied_to_the_loaded_model(model_path, model, synthetic_p
     written = pd.read_csv(output)
     expected = model.predict_proba(written[["Image1", "Image2"]].to_numpy(dtype=object))
     assert_allclose(written["probability"], expected[:, 1], atol=0.05)  # close, not equal
+
+
+RUNNING_HERE = {
+    False: "Running on cpu in fp32 (precision auto: this CPU has no bfloat16 instructions)",
+    True: "Running on cpu in bf16 (precision auto: this CPU has bfloat16 instructions)",
+}
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("network", ["backbone", "model", "index", "predict"])
+def test_verbose_names_the_device_and_the_precision_that_runs(
+        network, native, backbone, backbone_index, model_path, synthetic_pairs, sources,
+        tmp_path, capsys, monkeypatch):
+    from sklearn_imgpair._nn import device
+
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: native)
+    images = tmp_path / "images"
+    _copy(sources[:2], images)
+    if network == "predict":
+        data = tmp_path / "pairs.csv"
+        synthetic_pairs[1].head(2).to_csv(data, index=False)
+        command = ["predict", "--model", model_path, "--data", data]
+    else:
+        command = ["search", "--query", images, "--n-neighbors", "1", *{
+            "backbone": ["--gallery", images, *backbone],
+            "model": ["--gallery", images, "--model", model_path],
+            "index": ["--index", backbone_index, *backbone]}[network]]
+    command = [*map(str, command), "--output", str(tmp_path / "out.csv")]
+    # The default: "auto" for a backbone, the model's (here "auto") for a model or an index.
+    assert main([*command, "-v"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("Running")] == [
+        RUNNING_HERE[native]]
+    assert main([*command, "--precision", "auto"]) == 0  # without -v, no line
+    assert "Running" not in capsys.readouterr().err
 
 
 def test_search_index_of_a_backbone_writes_a_similarity_report(backbone_index, sources, tmp_path):

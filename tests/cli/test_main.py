@@ -86,7 +86,7 @@ def test_every_command_the_demo_suggests_runs_as_printed(demo, monkeypatch, caps
 def test_demo_help_lists_device_and_precision(capsys):
     assert main(["demo", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "--device DEVICE" in out and "--precision {fp32,bf16,fp16}" in out
+    assert "--device DEVICE" in out and "--precision {auto,fp32,bf16,fp16}" in out
 
 
 class _Stop(Exception):
@@ -94,7 +94,12 @@ class _Stop(Exception):
 
 
 @pytest.mark.filterwarnings("ignore:precision='bf16'")  # emulated on CPUs without bfloat16
-def test_demo_fits_its_classifier_on_device_and_precision(tmp_path, monkeypatch):
+@pytest.mark.parametrize("options, expected", [
+    (["--device", "cpu", "--precision", "bf16"], ("cpu", "bf16")),
+    ([], ("auto", "auto")),
+])
+def test_demo_fits_its_classifier_on_device_and_precision(options, expected, tmp_path,
+                                                          monkeypatch):
     from sklearn_imgpair._cli import demo
     from sklearn_imgpair._cli.parser import build_parser
 
@@ -108,11 +113,10 @@ def test_demo_fits_its_classifier_on_device_and_precision(tmp_path, monkeypatch)
         raise _Stop
 
     monkeypatch.setattr(ImagePairClassifier, "fit", fit)
-    args = build_parser().parse_args(["demo", "--output", str(tmp_path), "--device",
-                                      "cpu", "--precision", "bf16"])
+    args = build_parser().parse_args(["demo", "--output", str(tmp_path), *options])
     with pytest.raises(_Stop):
         demo.run_demo(args)
-    assert fitted == [("cpu", "bf16")]
+    assert fitted == [expected]
 
 
 def test_demo_refuses_a_precision_its_device_cannot_do_before_any_work(tmp_path, capsys):

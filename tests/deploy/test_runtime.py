@@ -1,4 +1,4 @@
-"""Tests of the speed settings: decode once, workers, chunked scoring, precision."""
+"""Tests of the speed settings: decode once, workers, chunked scoring, precision, batch size."""
 
 import copy
 
@@ -7,10 +7,13 @@ import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
+from sklearn.exceptions import NotFittedError
 
-from sklearn_imgpair import ImageEmbedder, _matching
+from sklearn_imgpair import ImageEmbedder, ImagePairClassifier, _matching
+from sklearn_imgpair._embedder import search_embedder
 from sklearn_imgpair._images import datasets as _datasets
 from sklearn_imgpair._images import pixels as _pixels
+from sklearn_imgpair._images.batch_size import inference_batch_size
 from sklearn_imgpair._images.datasets import ImageDataset
 from sklearn_imgpair._images.decode import load_image
 from sklearn_imgpair._matching import score_pairs
@@ -126,7 +129,7 @@ def test_prediction_loader_uses_num_workers(image_pairs, params, expected):
 
 def test_decoding_workers_give_the_same_predictions(clf, image_pairs):
     X = image_pairs[0][:24]
-    with_workers = copy.deepcopy(clf).set_params(num_workers=2, batch_size=8)
+    with_workers = copy.deepcopy(clf).set_params(num_workers=2, iterator_valid__batch_size=8)
     assert_allclose(with_workers.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
     params = dict(classifier=clf, cache=False, batch_size=8)
     embedder = ImageEmbedder(num_workers=2, **params).fit()
@@ -311,3 +314,133 @@ def test_saved_embedder_keeps_its_precision(image_pairs, tmp_path):
     assert loaded.precision == "bf16"
     assert loaded._fingerprint == embedder._fingerprint
     assert_allclose(loaded.transform(paths), embedder.transform(paths), rtol=1e-6)
+
+
+def _bf16_cpu(monkeypatch, native=True):
+    """Make this CPU compute bfloat16 natively (or not) as far as precision="auto" knows."""
+    monkeypatch.setattr(_runtime, "cpu_has_fast_bf16", lambda: native)
+
+
+def _backbone_outputs(module):
+    """``(training, dtype)`` of every linear layer output of the backbone, as it runs."""
+    seen = []
+    for layer in module.backbone.modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.register_forward_hook(
+                lambda layer, _, out: seen.append((layer.training, out.dtype)))
+    return seen
+
+
+@pytest.mark.parametrize("make", [
+    lambda: make_tiny_classifier(max_epochs=1, train_split=None, pair_mining="none"),
+    lambda: ImageEmbedder(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN),
+])
+def test_precision_is_a_fitted_attribute_that_follows_set_params(make, image_pairs,
+                                                                 monkeypatch):
+    _bf16_cpu(monkeypatch, native=False)
+    X, y = image_pairs[0][:24], image_pairs[1][:24]
+    estimator = make()
+    assert not hasattr(estimator, "precision_")
+    with pytest.raises(NotFittedError, match="precision_"):
+        estimator.precision_  # noqa: B018
+    estimator.fit(X, y) if hasattr(estimator, "predict") else estimator.fit()
+    assert (estimator.precision, estimator.precision_) == ("auto", "fp32")
+    assert estimator.set_params(precision="bf16").precision_ == "bf16"
+    _bf16_cpu(monkeypatch, native=True)
+    assert estimator.set_params(precision="auto").precision_ == "bf16"
+
+
+@pytest.mark.parametrize("freeze_backbone", [False, True])
+def test_auto_precision_trains_in_fp32_and_predicts_in_bf16_where_native(
+        freeze_backbone, image_pairs, monkeypatch):
+    _bf16_cpu(monkeypatch)
+    X, y = image_pairs[0][:48], image_pairs[1][:48]
+    clf = make_tiny_classifier(max_epochs=1, freeze_backbone=freeze_backbone, num_workers=0)
+    seen = _backbone_outputs(clf.initialize().module_)
+    clf.partial_fit(X, y)
+    training = {dtype for in_training, dtype in seen if in_training}
+    validation = {dtype for in_training, dtype in seen if not in_training}
+    if freeze_backbone:  # the training pairs embedded once, as training data
+        assert not training and validation == {torch.float32}
+    else:  # skorch's validation pass runs as prediction does
+        assert training == {torch.float32} and validation == {torch.bfloat16}
+    seen.clear()
+    proba = clf.predict_proba(X)
+    assert {dtype for _, dtype in seen} == {torch.bfloat16}
+    assert clf.precision_ == "bf16" and np.isfinite(proba).all()
+
+
+def test_auto_embedder_transforms_in_bf16_where_native(image_pairs, monkeypatch):
+    paths = np.unique(image_pairs[0].ravel())[:6]
+    params = dict(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN,
+                  cache=False)
+    fp32 = ImageEmbedder(precision="fp32", **params).fit().transform(paths)
+    _bf16_cpu(monkeypatch)
+    auto = ImageEmbedder(**params).fit()
+    seen = _backbone_outputs(auto.module_)
+    vectors = auto.transform(paths)
+    assert {dtype for _, dtype in seen} == {torch.bfloat16}
+    assert vectors.dtype == np.float32 and not np.array_equal(vectors, fp32)
+    assert (vectors * fp32).sum(axis=1).min() > 0.99
+
+
+@BF16_ON_ANY_CPU
+def test_auto_shares_the_embedding_cache_of_the_precision_it_runs_in(monkeypatch):
+    params = dict(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN)
+    auto, fp32, bf16 = (ImageEmbedder(precision=precision, **params).fit()
+                        for precision in ["auto", "fp32", "bf16"])
+
+    def key(embedder):
+        return embedder._embedding_cache().fingerprint
+
+    _bf16_cpu(monkeypatch, native=False)
+    assert key(auto) == key(fp32) != key(bf16)
+    _bf16_cpu(monkeypatch, native=True)
+    assert key(auto) == key(bf16) != key(fp32)
+
+
+def test_a_model_saved_with_auto_precision_resolves_where_it_is_loaded(clf, tmp_path,
+                                                                        monkeypatch):
+    path = clf.save(tmp_path / "model.safetensors")
+    embedder = ImageEmbedder(classifier=clf).fit()
+    assert embedder.precision == "auto"  # the parameter is copied, not its resolution
+    embedder_path = embedder.save(tmp_path / "embedder.safetensors")
+    for native, expected in [(False, "fp32"), (True, "bf16")]:
+        _bf16_cpu(monkeypatch, native)
+        for loaded in [ImagePairClassifier.load(path), ImageEmbedder.load(embedder_path)]:
+            assert (loaded.precision, loaded.precision_) == ("auto", expected)
+
+
+# ----------------------------------------------------------------------
+# batch size
+# ----------------------------------------------------------------------
+
+
+def test_the_embedder_batch_size_is_chosen_for_the_device_and_image_size(image_pairs,
+                                                                         batch_sizes):
+    paths = np.unique(image_pairs[0].ravel())
+    params = dict(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN,
+                  cache=False, num_workers=0)
+    embedder = ImageEmbedder(**params).fit()
+    assert embedder.batch_size == "auto"
+    embedder.transform(paths)
+    assert batch_sizes == [inference_batch_size("cpu", TINY_IMAGE_SIZE)] == [256]
+    batch_sizes.clear()
+    ImageEmbedder(batch_size=5, **params).fit().transform(paths)
+    assert batch_sizes == [5]
+
+
+def test_prediction_batch_size_is_chosen_for_the_device_unless_iterator_valid_sets_it(
+        clf, image_pairs, batch_sizes):
+    X = image_pairs[0][:24]
+    expected = clf.predict_proba(X)
+    assert batch_sizes == [inference_batch_size("cpu", TINY_IMAGE_SIZE)] != [clf.batch_size]
+    assert search_embedder(None, clf)[0].batch_size == "auto"
+    batch_sizes.clear()
+    # Set after fit (skorch alone would refuse it on a fitted net).
+    given = copy.deepcopy(clf).set_params(iterator_valid__batch_size=5)
+    assert_allclose(given.predict_proba(X), expected, rtol=1e-6)
+    assert batch_sizes == [5]
+    assert search_embedder(None, given)[0].batch_size == 5
+    assert make_tiny_classifier(iterator_valid__batch_size=3).get_params()[
+        "iterator_valid__batch_size"] == 3

@@ -41,18 +41,30 @@ def _pairs():
     return np.array(IMAGES, dtype=object)[np.asarray(PAIRS)]
 
 
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """A CPU with bfloat16 instructions, where precision="auto" would predict in bf16."""
+    from sklearn_imgpair._nn import device
+
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+
+
 @pytest.mark.parametrize("name, format_version", [("classifier_v2", 2), ("classifier_v3", 3)])
 def test_a_classifier_file_of_an_earlier_version_predicts_as_it_did(
-        legacy_folder, expected, name, format_version):
+        legacy_folder, expected, bf16_cpu, name, format_version):
     path = os.fspath(legacy_folder / f"{name}.safetensors")
     assert _format_version(path) == format_version
     clf = ImagePairClassifier.load(path)
+    # Saved with the precision "fp32" of its time: it stays fp32 where "auto" is bf16.
+    assert (clf.precision, clf.precision_) == ("fp32", "fp32")
     assert_allclose(clf.predict_proba(_pairs()), expected[f"proba_{name[-2:]}"], atol=1e-6)
     assert clf.module_.colour_share == (0.5 if format_version == 3 else 0.0)
 
 
-def test_an_embedder_file_of_an_earlier_version_embeds_as_it_did(legacy_folder, expected):
+def test_an_embedder_file_of_an_earlier_version_embeds_as_it_did(legacy_folder, expected,
+                                                                 bf16_cpu):
     embedder = ImageEmbedder.load(legacy_folder / "embedder.safetensors")
+    assert (embedder.precision, embedder.precision_) == ("fp32", "fp32")
     assert_allclose(embedder.transform(IMAGES), expected["transform"], atol=1e-6)
 
 
@@ -98,6 +110,7 @@ def test_estimators_pickled_before_the_redesign_unpickle_and_predict_as_they_did
     data = (legacy_folder / "pickles.pkl").read_bytes()
     assert b"sklearn_imgpair._training.callbacks" in data
     estimators = pickle.loads(data)
+    assert estimators["classifier"].precision == estimators["embedder"].precision == "fp32"
     with np.load(legacy_folder / "pickles.npz") as expected:
         assert_allclose(estimators["classifier"].predict_proba(_pairs()), expected["proba"],
                         atol=1e-6)
