@@ -9,7 +9,8 @@ rotating order:
    normalised beforehand, already on the device, in each precision, as pairs/s (the
    pairs divided by the time to embed their distinct images once);
 2. ``ImagePairClassifier.predict_proba`` with its default settings (``precision="auto"``
-   and the inference batch size chosen for the device), and in each precision;
+   and the inference batch size chosen for the device), and in each precision, and
+   ``ImageEmbedder.transform`` of the distinct images (default settings, no cache);
 3. ``OnnxImageMatcher.predict_proba`` on the classifier exported in float32, int8 with
    dynamic quantisation, and int8 with static quantisation calibrated on
    ``--n-calibration`` images of ``--calibration`` (or of the pairs themselves);
@@ -111,14 +112,20 @@ def speed(args, pairs, calibration, device, folder):
     paths = {}
     for precision in args.precisions:
         paths[f"raw forward {precision}"] = (
-            lambda p=precision: raw_forward(clf.module_.backbone, tensors, batch, p, device))
-    paths["predict_proba default"] = lambda: _predict(clf, pairs, "auto")
+            lambda x=None, p=precision: raw_forward(clf.module_.backbone, tensors, batch, p,
+                                                    device))
+    paths["predict_proba default"] = lambda x=pairs: _predict(clf, x, "auto")
     for precision in args.precisions:
-        paths[f"predict_proba {precision}"] = lambda p=precision: _predict(clf, pairs, p)
+        paths[f"predict_proba {precision}"] = lambda x=pairs, p=precision: _predict(clf, x, p)
+    embedder = ImageEmbedder(classifier=clf, cache=False).fit()
+    paths["transform default"] = lambda x=pairs: embedder.transform(distinct_images(x))
     for name, matcher in matchers.items():
-        paths[name] = lambda m=matcher: m.predict_proba(pairs)
-    for function in paths.values():  # warm-up: allocations, kernels, sessions
-        function()
+        paths[name] = lambda x=pairs, m=matcher: m.predict_proba(x)
+    for name, function in paths.items():  # warm-up: allocations, kernels, sessions
+        if name.startswith("raw"):
+            raw_forward(clf.module_.backbone, tensors[:batch], batch, name.split()[-1], device)
+        else:
+            function(pairs[:batch])
     times = {name: [] for name in paths}
     names = list(paths)
     for repeat in range(args.repeats):

@@ -238,6 +238,8 @@ class PairNet(NeuralNetBinaryClassifier):
         loaders = {name: params.pop(name) for name in list(params)
                    if name.startswith(("iterator_train__", "iterator_valid__"))}
         if loaders and self.initialized_:  # read whenever a loader is made: no re-initialization
+            # skorch's private set of the names its _validate_params checks (skorch 1.4);
+            # tests/deploy/test_runtime.py sets iterator_valid__batch_size after fit.
             self._params_to_validate.update(loaders)
             vars(self).update(loaders)
         else:
