@@ -521,7 +521,7 @@ class ImagePairClassifier(PairNet):
         params["device"] = params["device"] or "cpu"
         return {name: value for name, value in params.items() if name not in self._not_saved}
 
-    def export_onnx(self, path, *, opset=None, quantize=None):
+    def export_onnx(self, path, *, opset=None, quantize=None, calibration_images=None):
         """Export the fitted matcher to an ONNX file that runs without PyTorch.
 
         The file holds the pair graph and its metadata, and is run by
@@ -543,6 +543,12 @@ class ImagePairClassifier(PairNet):
             channel) with onnxruntime, about a quarter of the file size and
             faster on CPUs with int8 instructions; embeddings keep a cosine
             of about 0.9998 to float32. None keeps float32.
+        calibration_images : array-like of shape (n_images,), default=None
+            With ``quantize="int8"``: static quantisation instead, calibrated
+            on these images (paths or in-memory images, as
+            :meth:`ImageEmbedder.transform` takes them; a few dozen to a few
+            hundred of the kind the model will see), closer to float32 (see
+            :ref:`int8-dynamic-or-static`). An unreadable one raises an error.
 
         Returns
         -------
@@ -559,7 +565,8 @@ class ImagePairClassifier(PairNet):
             images (checked with onnxruntime after every export).
         """
         self.check_is_fitted(["module_", "classes_"])
-        return export_classifier(self, path, opset=opset, quantize=quantize)
+        return export_classifier(self, path, opset=opset, quantize=quantize,
+                                 calibration_images=calibration_images)
 
 
 def fitted_classifier(classifier):

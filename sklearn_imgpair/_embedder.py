@@ -430,7 +430,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return embedder._set_network(module, image_size, architecture, feature_names_in,
                                      n_features_in=n_features_in)
 
-    def export_onnx(self, path, *, opset=None, quantize=None):
+    def export_onnx(self, path, *, opset=None, quantize=None, calibration_images=None):
         """Export the fitted embedder to an ONNX file that runs without PyTorch.
 
         The file holds the embedding graph and its metadata, and is run by
@@ -460,6 +460,9 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         quantize : {"int8"}, default=None
             ``"int8"``: dynamic quantisation of the weights with onnxruntime
             (see :meth:`ImagePairClassifier.export_onnx`). None keeps float32.
+        calibration_images : array-like of shape (n_images,), default=None
+            With ``quantize="int8"``: static quantisation, calibrated on
+            these images (as :meth:`transform` takes them).
 
         Returns
         -------
@@ -477,7 +480,8 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         """
         check_is_fitted(self)
         return export_embedder(self, path, model_name=self._architecture["model_name"],
-                               opset=opset, quantize=quantize)
+                               opset=opset, quantize=quantize,
+                               calibration_images=calibration_images)
 
 
 def search_embedder(embedder, classifier):

@@ -2,9 +2,11 @@
 
 import importlib.util
 import json
+import pickle
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -117,7 +119,7 @@ def test_bench_onnx_quick(tmp_path, capsys):
     summary = _summary(capsys)
     rows = {row["engine"]: row for row in summary["engines"]}
     assert sorted(rows) == sorted(["torch fp32", "torch bf16", "onnxruntime fp32",
-                                   "onnxruntime int8"])
+                                   "onnxruntime int8", "onnxruntime int8 static"])
     for row in rows.values():
         assert {"model", "size", "network", "network_ratio", "transform", "transform_ratio",
                 "cosine"} <= set(row)
@@ -125,9 +127,37 @@ def test_bench_onnx_quick(tmp_path, capsys):
     assert rows["torch fp32"]["network_ratio"] == 1.0
     assert rows["onnxruntime fp32"]["cosine"] >= 0.9999
     assert 0.99 < rows["onnxruntime int8"]["cosine"] <= 1.0 + 1e-6
+    assert 0.99 < rows["onnxruntime int8 static"]["cosine"] <= 1.0 + 1e-6
     (sizes,) = summary["sizes"]
     assert sizes["onnx int8 MB"] > 0 and sizes["onnx fp32 MB"] > 0
+    assert sizes["onnx int8 static MB"] > 0
     assert sizes["safetensors MB"] > 0
+
+
+@pytest.mark.slow
+def test_bench_onnx_measures_the_int8_files_of_a_fitted_classifier(fitted_clf, image_pairs,
+                                                                   tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    bench = _load("bench_onnx")
+    with open(tmp_path / "clf.pkl", "wb") as file:
+        pickle.dump(fitted_clf, file)
+    model_file = fitted_clf.save(tmp_path / "clf.safetensors")
+    assert bench.load_classifier(model_file).threshold == fitted_clf.threshold
+    X, y = image_pairs
+    pd.DataFrame({"Image1": X[:, 0], "Image2": X[:, 1], "Label": y}).to_csv(
+        tmp_path / "pairs.csv", index=False)
+    bench.main(["--model", str(tmp_path / "clf.pkl"), "--pairs", str(tmp_path / "pairs.csv"),
+                "--n-calibration", "8", "--n-images", "8", "--batch-size", "4",
+                "--repeats", "1", "--min-seconds", "0"])
+    summary = _summary(capsys)
+    rows = {row["variant"]: row for row in summary["variants"]}
+    assert list(rows) == ["torch fp32", "fp32", "int8 dynamic", "int8 static"]
+    assert summary["n_calibration"] == 8
+    assert rows["fp32"]["max_abs_diff"] == 0 and rows["torch fp32"]["max_abs_diff"] < 1e-3
+    for name in ("fp32", "int8 dynamic", "int8 static"):
+        assert 0 <= rows[name]["roc_auc"] <= 1 and rows[name]["images_per_s"] > 0
+        assert rows[name]["mean_abs_diff"] <= rows[name]["max_abs_diff"] < 0.1
 
 
 @pytest.mark.slow

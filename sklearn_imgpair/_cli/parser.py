@@ -61,6 +61,8 @@ examples:
       --keep largest
   sklearn-imgpair dedup --index catalogue.safetensors --output duplicates.csv --threshold 0.95
   sklearn-imgpair export --model model.safetensors --output model.onnx --quantize int8
+  sklearn-imgpair export --model model.safetensors --output model.onnx --quantize int8 \\
+      --calibration-images train.csv
 """
 
 
@@ -280,7 +282,8 @@ def _add_export(commands):
             "ImageEmbedder's embedding graph) and its settings (image size, normalisation, "
             "labels, threshold) to an ONNX file, run by sklearn_imgpair.onnx.OnnxImageMatcher "
             "with onnxruntime alone, or by any ONNX runtime. Needs the onnx extra: pip install "
-            "\"sklearn-imgpair[onnx]\".",
+            "\"sklearn-imgpair[onnx]\". --quantize int8 with --calibration-images "
+            "calibrates static int8 on a sample of the images the model will see.",
             "sklearn-imgpair export --model model.safetensors --output model.onnx"))
     export.add_argument("--model", required=True, metavar="PATH",
                         help="model file written by 'fit' or an estimator's save")
@@ -290,9 +293,16 @@ def _add_export(commands):
     export.add_argument("--opset", type=positive(int), metavar="N",
                         help="ONNX opset, 18 or later (default: the exporter's, 20)")
     export.add_argument("--quantize", choices=["int8"],
-                        help="int8 dynamic quantisation of the weights: about a quarter of "
-                             "the size, faster on most CPUs, embeddings within a cosine of "
-                             "about 0.9998 (default: float32)")
+                        help="int8 quantisation of the weights: about a quarter of the size, "
+                             "faster on most CPUs; dynamic (activations quantised at run "
+                             "time) unless --calibration-images are given (default: float32)")
+    export.add_argument("--calibration-images", metavar="CSV|FOLDER",
+                        help="with --quantize int8: static quantisation, its activation ranges "
+                             "measured on these images, a few dozen to a few hundred of the "
+                             f"kind the model will see: {IMAGES}")
+    export.add_argument("--image-column", metavar="COLUMN",
+                        help="column of image paths of a --calibration-images CSV (default: "
+                             "its only column, or both Image1 and Image2 of a pairs CSV)")
     export.set_defaults(run="export:run_export")
 
 

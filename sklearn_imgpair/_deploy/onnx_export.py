@@ -11,12 +11,9 @@ Every export is checked: onnxruntime runs the new graph on a few random
 images and must give the network's own outputs.
 """
 
-import contextlib
 import copy
-import logging
 import os
 import platform
-import tempfile
 import warnings
 from numbers import Integral
 
@@ -34,6 +31,12 @@ from sklearn_imgpair._deploy.onnx_format import (
     ONNX_FORMAT_VERSION,
     encode_metadata,
 )
+from sklearn_imgpair._deploy.onnx_quantize import (
+    DEFAULT_CALIBRATION_METHOD,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+    read_calibration_images,
+)
 from sklearn_imgpair._io.atomic import write_atomically
 from sklearn_imgpair._io.container import encode_labels
 from sklearn_imgpair._matching import match_column
@@ -48,6 +51,7 @@ EXPORT_PARAMETER_CONSTRAINTS = {
     "path": [str, os.PathLike],
     "opset": [Interval(Integral, MIN_OPSET, None, closed="left"), None],
     "quantize": [StrOptions({"int8"}), None],
+    "calibration_images": ["array-like", None],
 }
 # Smallest cosine between the exported graph's embeddings and the network's on random
 # images: float32 graphs agree to about 1 - 1e-6; anything below this is a wrong graph.
@@ -84,23 +88,6 @@ class PairGraph(nn.Module):
         embeddings1, embeddings2 = embeddings[:n_pairs], embeddings[n_pairs:]
         logits = self.net.similarity(embeddings1, embeddings2)
         return logits, torch.sigmoid(logits), embeddings1, embeddings2
-
-
-@contextlib.contextmanager
-def _quiet_quantizer():
-    """Drop onnxruntime's advice, logged on the root logger, to pre-process the model.
-
-    Its pre-processing (symbolic shape inference) fails on timm's Swin graphs.
-    """
-    def advice(record):
-        return "pre-processing before quantization" not in record.getMessage()
-
-    root = logging.getLogger()
-    root.addFilter(advice)
-    try:
-        yield
-    finally:
-        root.removeFilter(advice)
 
 
 def _random_images(n_images, image_size, seed):
@@ -194,28 +181,6 @@ def _check_agreement(model, graph, input_names, image_size):
                 "with the model name and the versions of torch, onnx and onnxscript.")
 
 
-def _quantize_int8(model):
-    """int8 dynamic quantisation of the MatMul weights, per output channel.
-
-    Activations are quantised at run time. Per channel, random-weight Swins
-    keep a cosine of about 0.9998 to float32 instead of about 0.997 per
-    tensor, at the same speed. The one convolution (the patch embedding)
-    stays float32: quantising it gains nothing measurable, and onnxruntime
-    1.19 (the oldest the ``onnx`` extra allows) cannot run an int8-weight
-    ``ConvInteger``.
-    """
-    onnx = import_optional("onnx", "int8 quantisation", extra="onnx")
-    quantization = import_optional("onnxruntime.quantization", "int8 quantisation", extra="onnx")
-    with tempfile.TemporaryDirectory() as folder:
-        source, target = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.onnx")
-        onnx.save_model(model, source)
-        with _quiet_quantizer():
-            quantization.quantize_dynamic(source, target, per_channel=True,
-                                          op_types_to_quantize=["MatMul"],
-                                          weight_type=quantization.QuantType.QInt8)
-        return onnx.load_model(target)
-
-
 def _versions():
     versions = {"sklearn_imgpair": __version__, "torch": torch.__version__,
                 "timm": timm.__version__, "scikit-learn": sklearn.__version__,
@@ -225,30 +190,50 @@ def _versions():
     return versions
 
 
-def _export(net, path, *, estimator_name, fields, opset, quantize, model_name):
+def _calibration(calibration_images, quantize, image_size):
+    """The calibration images read for the graph, or None for no static quantisation."""
+    if calibration_images is None:
+        return None
+    if quantize != "int8":
+        raise ValueError(
+            "calibration_images are for static int8 quantisation; pass quantize='int8' with "
+            f"them (got quantize={quantize!r}).")
+    return read_calibration_images(calibration_images, image_size)
+
+
+def _export(net, path, *, estimator_name, fields, opset, quantize, model_name,
+            calibration_images=None):
     """Export ``net`` (a SiameseNet) as ``estimator_name``'s graph, with metadata, to ``path``."""
     validate_parameter_constraints(EXPORT_PARAMETER_CONSTRAINTS,
-                                   {"path": path, "opset": opset, "quantize": quantize},
+                                   {"path": path, "opset": opset, "quantize": quantize,
+                                    "calibration_images": calibration_images},
                                    caller_name="export_onnx")
     if not isinstance(net, SiameseNet):
         raise ValueError(f"export_onnx supports the SiameseNet module, not "
                          f"{type(net).__name__}.")
+    image_size = fields["image_size"]
+    # Read before the export, which takes a while: a bad image fails at once.
+    calibration = _calibration(calibration_images, quantize, image_size)
     import_optional("onnx", "ONNX export", extra="onnx")
     net = copy.deepcopy(net).to("cpu", torch.float32).eval()
     graph = (PairGraph if estimator_name == "ImagePairClassifier" else EmbeddingGraph)(net).eval()
     input_names, output_names = GRAPH_NAMES[estimator_name]
-    image_size = fields["image_size"]
     model, written_opset = _to_onnx(graph, input_names, output_names, image_size, opset)
     _check_agreement(model, graph, input_names, image_size)
-    if quantize == "int8":
-        model = _quantize_int8(model)
+    quantization = {"quantization": quantize or "none"}
+    if calibration is not None:
+        model = quantize_static_int8(model, calibration, estimator_name)
+        quantization = {"quantization": "int8-static",
+                        "calibration": {"method": DEFAULT_CALIBRATION_METHOD,
+                                        "n_images": len(calibration)}}
+    elif quantize == "int8":
+        model = quantize_dynamic_int8(model)
     metadata = {
         "format": ONNX_FORMAT, "format_version": ONNX_FORMAT_VERSION,
         "estimator": estimator_name, "model_name": model_name,
         "image_size": image_size, "mean": net.mean.reshape(-1).tolist(),
         "std": net.std.reshape(-1).tolist(),
-        "embedding_dim": embedding_dim(net),
-        "quantization": quantize or "none", "opset": written_opset,
+        "embedding_dim": embedding_dim(net), **quantization, "opset": written_opset,
         "versions": _versions(), **fields,
     }
     del model.metadata_props[:]
@@ -268,7 +253,7 @@ def _export(net, path, *, estimator_name, fields, opset, quantize, model_name):
     return write_atomically(os.fspath(path), write)
 
 
-def export_classifier(clf, path, *, opset=None, quantize=None):
+def export_classifier(clf, path, *, opset=None, quantize=None, calibration_images=None):
     """Write a fitted :class:`ImagePairClassifier`'s pair graph to ``path`` (see its method)."""
     net, classes = clf.module_, encode_labels(clf.classes_)
     # match_label as the labels' JSON holds it (1 for the label 1.0 among floats, ...).
@@ -279,10 +264,12 @@ def export_classifier(clf, path, *, opset=None, quantize=None):
               "head_bias": float(net.head.bias.detach().float().cpu()),
               "head_link": net.head.link}
     return _export(net, path, estimator_name="ImagePairClassifier", fields=fields, opset=opset,
-                   quantize=quantize, model_name=clf.model_name)
+                   quantize=quantize, model_name=clf.model_name,
+                   calibration_images=calibration_images)
 
 
-def export_embedder(embedder, path, *, model_name, opset=None, quantize=None):
+def export_embedder(embedder, path, *, model_name, opset=None, quantize=None,
+                    calibration_images=None):
     """Write a fitted :class:`ImageEmbedder`'s embedding graph to ``path`` (see its method).
 
     ``model_name`` is the timm name of its backbone (the classifier's, for an
@@ -290,4 +277,5 @@ def export_embedder(embedder, path, *, model_name, opset=None, quantize=None):
     """
     return _export(embedder.module_, path, estimator_name="ImageEmbedder",
                    fields={"image_size": int(embedder.image_size_)}, opset=opset,
-                   quantize=quantize, model_name=model_name)
+                   quantize=quantize, model_name=model_name,
+                   calibration_images=calibration_images)

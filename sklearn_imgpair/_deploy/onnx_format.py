@@ -15,6 +15,13 @@ files' versions):
 1. The first.
 2. ``head_link``, the link of the classifier's head; files of version 1 are
    read as a linear head.
+
+Fields that a reader may ignore without harm come without a new version, so
+that earlier readers keep reading the files. ``quantization`` is ``"none"``,
+``"int8"`` (dynamic) or ``"int8-static"`` (static; added to version 2), and
+only the files of static int8 have ``calibration`` (its ``method`` and
+``n_images``): onnxruntime runs the graph whatever they say, so readers take
+any ``quantization`` as it is, and a file without ``calibration`` as None.
 """
 
 import json
@@ -48,7 +55,8 @@ _CLASSIFIER_FIELDS = {
     "classes": dict, "match_label": (bool, int, float, str), "threshold": Real,
     "head_scale": Real, "head_bias": Real,
 }
-# Classifier fields that files of an earlier version lack, with the value they meant.
+# Fields that some files lack, with the value they meant: of every file, then of classifiers'.
+_OPTIONAL_COMMON_FIELDS = {"calibration": (dict, None)}
 _OPTIONAL_CLASSIFIER_FIELDS = {"head_link": (str, "linear")}
 _TEXT_FIELDS = {key for key, kind in {**_COMMON_FIELDS, **_CLASSIFIER_FIELDS}.items()
                 if kind is str} | {"head_link"}
@@ -98,6 +106,11 @@ def _field(props, key, kind, path):
     return value
 
 
+def _optional_fields(props, fields, path):
+    return {key: _field(props, key, kind, path) if key in props else absent
+            for key, (kind, absent) in fields.items()}
+
+
 def read_metadata(props, path):
     """Read and check the metadata of an ONNX file written by the exporter.
 
@@ -111,9 +124,9 @@ def read_metadata(props, path):
     Returns
     -------
     metadata : dict
-        Every field decoded; for a classifier's file, ``classes`` is the
-        ``classes_`` array and ``match_column`` the position of
-        ``match_label`` in it.
+        Every field decoded (``calibration`` None in a file without it);
+        for a classifier's file, ``classes`` is the ``classes_`` array and
+        ``match_column`` the position of ``match_label`` in it.
 
     Raises
     ------
@@ -134,6 +147,7 @@ def read_metadata(props, path):
             f"sklearn-imgpair; this version reads formats up to {ONNX_FORMAT_VERSION}. "
             "Upgrade sklearn-imgpair.")
     metadata = {key: _field(props, key, kind, path) for key, kind in _COMMON_FIELDS.items()}
+    metadata.update(_optional_fields(props, _OPTIONAL_COMMON_FIELDS, path))
     estimator = metadata["estimator"]
     if estimator not in GRAPH_NAMES:
         raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: unknown estimator "
@@ -141,8 +155,7 @@ def read_metadata(props, path):
     if estimator == "ImagePairClassifier":
         metadata.update({key: _field(props, key, kind, path)
                          for key, kind in _CLASSIFIER_FIELDS.items()})
-        for key, (kind, before) in _OPTIONAL_CLASSIFIER_FIELDS.items():
-            metadata[key] = _field(props, key, kind, path) if key in props else before
+        metadata.update(_optional_fields(props, _OPTIONAL_CLASSIFIER_FIELDS, path))
         if metadata["head_link"] not in ("atanh", "linear"):
             raise ValueError(f"{path!r} has corrupt sklearn-imgpair metadata: unknown "
                              f"head_link {metadata['head_link']!r}.")

@@ -33,7 +33,7 @@ from sklearn_imgpair._matching import (
 )
 from sklearn_imgpair._optional import import_optional
 
-__all__ = ["OnnxImageMatcher"]
+__all__ = ["OnnxImageMatcher", "graph_feed", "read_graph_pixels"]
 
 _PARAMETER_CONSTRAINTS = {
     "path": [str, os.PathLike],
@@ -42,6 +42,33 @@ _PARAMETER_CONSTRAINTS = {
     "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     "on_error": [StrOptions(ON_ERROR_OPTIONS)],
 }
+
+
+def read_graph_pixels(image, image_size):
+    """One image as the graphs take it: ``uint8`` of shape ``(3, image_size, image_size)``.
+
+    ``image`` is a path or an :class:`InMemoryImage` (a single image of a
+    normalised cell); it is read by :func:`read_pixels`, as the estimators read it.
+    """
+    source = image.data if isinstance(image, InMemoryImage) else image
+    return read_pixels(source, image_size).transpose(2, 0, 1)
+
+
+def graph_feed(images, estimator):
+    """The inputs of ``estimator``'s graph that embed a batch of images of shape (n, 3, S, S).
+
+    An embedder's graph takes them all as ``images``. The pair graph embeds
+    both its inputs in one backbone call: half of the images go to each (the
+    second half padded with the first images when n is odd), and its
+    ``embeddings1`` then ``embeddings2`` are the batch's, in order.
+    """
+    if estimator == "ImageEmbedder":
+        return {"images": images}
+    half = (len(images) + 1) // 2
+    second = images[half:]
+    if len(second) < half:
+        second = np.concatenate([second, images[:half - len(second)]])
+    return {"images1": images[:half], "images2": second}
 
 
 def _open_session(path, providers, n_threads):
@@ -127,7 +154,10 @@ class OnnxImageMatcher:
         Length of the embedding vectors.
     metadata_ : dict
         Everything the file records: ``estimator``, ``model_name``,
-        ``mean``, ``std``, ``quantization``, ``opset``, ``versions``, ...
+        ``mean``, ``std``, ``quantization`` (``"none"``, ``"int8"`` for
+        dynamic int8, ``"int8-static"`` for static int8), ``calibration``
+        (static int8: its ``method`` and ``n_images``; else None),
+        ``opset``, ``versions``, ...
     session_ : onnxruntime.InferenceSession
         The loaded graph.
 
@@ -209,22 +239,14 @@ class OnnxImageMatcher:
     # ------------------------------------------------------------------
 
     def _read(self, image):
-        source = image.data if isinstance(image, InMemoryImage) else image
-        return read_pixels(source, self.image_size_).transpose(2, 0, 1)
+        return read_graph_pixels(image, self.image_size_)
 
     def _run(self, images):
         """Embeddings of a batch of uint8 images of shape (n, 3, S, S)."""
-        if self.metadata_["estimator"] == "ImageEmbedder":
-            return self.session_.run(["embeddings"], {"images": images})[0]
-        # The pair graph embeds both inputs in one backbone call: half of the images
-        # go to each (the second half padded by one image when n is odd).
-        half = (len(images) + 1) // 2
-        second = images[half:]
-        if len(second) < half:
-            second = np.concatenate([second, images[:half - len(second)]])
-        first, second = self.session_.run(["embeddings1", "embeddings2"],
-                                          {"images1": images[:half], "images2": second})
-        return np.concatenate([first, second])[:len(images)]
+        estimator = self.metadata_["estimator"]
+        outputs = ["embeddings"] if estimator == "ImageEmbedder" else ["embeddings1", "embeddings2"]
+        found = self.session_.run(outputs, graph_feed(images, estimator))
+        return np.concatenate(found)[:len(images)]
 
     def _embed_images(self, images, names):
         """Embed distinct single images, a batch at a time (see :func:`embed_cells`)."""

@@ -100,6 +100,9 @@ def test_an_onnx_file_of_an_earlier_version_predicts_as_it_did(legacy_folder, ex
 
     matcher = OnnxImageMatcher(legacy_folder / "classifier.onnx")
     assert matcher.metadata_["format_version"] == 2
+    # Written before static int8: float32, and no calibration recorded.
+    assert matcher.metadata_["quantization"] == "none"
+    assert matcher.metadata_["calibration"] is None
     assert_allclose(matcher.predict_proba(_pairs()), expected["proba_onnx"], atol=1e-6)
 
 
