@@ -68,11 +68,20 @@ def raw_forward(backbone, images, batch_size, precision, device):
             backbone(images[start:start + batch_size])
 
 
-def pretend_fitted(model, image_size, batch_size, device, precision, num_workers):
-    """An untrained classifier that predicts (prediction speed does not depend on training)."""
+def pretend_fitted(model, image_size, batch_size, device, precision, num_workers,
+                   predict_batch_size="same"):
+    """An untrained classifier that predicts (prediction speed does not depend on training).
+
+    Its prediction embeds ``batch_size`` images at a time, or with
+    ``predict_batch_size=None`` in the batches chosen for the device.
+    """
+    if predict_batch_size == "same":
+        predict_batch_size = batch_size
+    batches = ({} if predict_batch_size is None
+               else {"iterator_valid__batch_size": predict_batch_size})
     clf = ImagePairClassifier(pretrained=False, batch_size=batch_size, device=device,
-                              iterator_valid__batch_size=batch_size, precision=precision,
-                              num_workers=num_workers, **{**model, "image_size": image_size})
+                              precision=precision, num_workers=num_workers,
+                              **batches, **{**model, "image_size": image_size})
     clf.initialize()
     clf.classes_ = np.array([0, 1])
     return clf

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import pandas as pd
 from _common import (
     MIN_SECONDS,
     MODELS,
@@ -57,13 +58,18 @@ from _common import (
     write_photos,
 )
 from bench_inference import pretend_fitted, raw_forward
+from bench_onnx import pairs_table, some_images
 from quality import reliability
 from sklearn.metrics import roc_auc_score
 
 from sklearn_imgpair import ImageEmbedder
+from sklearn_imgpair._images.batch_size import inference_batch_size
 from sklearn_imgpair._images.pixels import read_pixels
-from sklearn_imgpair._nn.device import cpu_has_fast_bf16, device_type, resolve_device
-from sklearn_imgpair.datasets import read_pairs_csv
+from sklearn_imgpair._nn.device import (
+    device_type,
+    resolve_device,
+    resolve_precision,
+)
 from sklearn_imgpair.onnx import OnnxImageMatcher
 
 DEFAULT_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coil-100" / \
@@ -72,19 +78,17 @@ DEFAULT_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coil-
 
 def native_precisions(device):
     """fp32, and bf16 where the device computes it natively (emulated bf16 is 9x slower)."""
-    if device_type(device) == "cuda" or cpu_has_fast_bf16():
-        return ["fp32", "bf16"]
-    return ["fp32"]
+    return sorted({"fp32", resolve_precision("auto", device)}, key=["fp32", "bf16"].index)
 
 
 def read_pairs(path, n_pairs):
-    """The first ``n_pairs`` rows of a pair CSV: image paths (n, 2) and match labels."""
-    frame = read_pairs_csv(path).head(n_pairs)
-    return frame[["Image1", "Image2"]].to_numpy(dtype=object), frame["Label"].to_numpy()
+    """The first ``n_pairs`` rows of a pair CSV: image paths (n, 2) and labels."""
+    X, y = pairs_table(path)
+    return X[:n_pairs], y[:n_pairs]
 
 
 def distinct_images(pairs):
-    return np.array(sorted(set(pairs.ravel())), dtype=object)
+    return pd.unique(pairs.ravel())
 
 
 def export_variants(clf, folder, calibration):
@@ -103,7 +107,7 @@ def speed(args, pairs, calibration, device, folder):
     """Sections 1 to 3: pairs/s of every path on ``pairs`` with an untrained network."""
     model = MODELS[args.model]
     size = model["image_size"]
-    clf = pretend_fitted(model, size, 32, device, "auto", None)
+    clf = pretend_fitted(model, size, 32, device, "auto", None, predict_batch_size=None)
     images = distinct_images(pairs)
     tensors = decoded_tensors(images, clf.module_, size, device)
     batch = args.batch_size or _auto_batch_size(clf)
@@ -115,8 +119,10 @@ def speed(args, pairs, calibration, device, folder):
             lambda x=None, p=precision: raw_forward(clf.module_.backbone, tensors, batch, p,
                                                     device))
     paths["predict_proba default"] = lambda x=pairs: _predict(clf, x, "auto")
-    for precision in args.precisions:
-        paths[f"predict_proba {precision}"] = lambda x=pairs, p=precision: _predict(clf, x, p)
+    for precision in args.precisions:  # those "auto" does not already run
+        if precision != resolve_precision("auto", device):
+            paths[f"predict_proba {precision}"] = (
+                lambda x=pairs, p=precision: _predict(clf, x, p))
     embedder = ImageEmbedder(classifier=clf, cache=False).fit()
     paths["transform default"] = lambda x=pairs: embedder.transform(distinct_images(x))
     for name, matcher in matchers.items():
@@ -132,7 +138,7 @@ def speed(args, pairs, calibration, device, folder):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
             times[name].append(timed(paths[name], device)[0])
-    limit = times[f"raw forward {args.precisions[0]}"]
+    limit = times["raw forward fp32"]
     rows = [dict(path=name, pairs_per_s=len(pairs) / median(seconds),
                  ratio=median([r / s for r, s in zip(limit, seconds)]))
             for name, seconds in times.items()]
@@ -140,8 +146,6 @@ def speed(args, pairs, calibration, device, folder):
 
 
 def _auto_batch_size(clf):
-    from sklearn_imgpair._images.batch_size import inference_batch_size
-
     return inference_batch_size(device_type(clf.device), clf.image_size_)
 
 
@@ -158,22 +162,30 @@ def batch_curve(args, clf, tensors, device, folder):
     images = tensors[:max(args.curve)]
     raw = np.stack([read_pixels(path, clf.image_size_).transpose(2, 0, 1)
                     for path in args.curve_images[:len(images)]])
+    sizes = [batch for batch in args.curve if batch <= len(images)]
     path = os.path.join(folder, "embed.onnx")
     ImageEmbedder(classifier=clf).fit().export_onnx(path)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    rows = []
-    for batch in args.curve:
-        n_images = max(batch, len(images) - len(images) % batch)
-        seconds = timed(lambda b=batch, n=n_images: raw_forward(
-            clf.module_.backbone, images[:n], b, "fp32", device), device)[0]
+    runs = {}
+    for batch in sizes:
+        n_images = len(images) - len(images) % batch  # whole batches only
+
+        def run_torch(b=batch, n=n_images):
+            raw_forward(clf.module_.backbone, images[:n], b, "fp32", device)
 
         def run_onnx(b=batch, n=n_images):
             for start in range(0, n, b):
                 session.run(None, {"images": raw[start:start + b]})
 
-        onnx_seconds = timed(run_onnx, "cpu")[0]
-        rows.append(dict(batch=batch, torch=n_images / seconds, onnx=n_images / onnx_seconds))
-    return rows
+        run_torch(n=batch), run_onnx(n=batch)  # warm-up at this batch size
+        runs[batch] = (n_images, run_torch, run_onnx)
+    seconds = {(batch, engine): [] for batch in sizes for engine in (1, 2)}
+    for _ in range(args.repeats):
+        for batch, run in runs.items():
+            for engine in (1, 2):
+                seconds[batch, engine].append(timed(run[engine], device)[0])
+    return [dict(batch=batch, torch=runs[batch][0] / median(seconds[batch, 1]),
+                 onnx=runs[batch][0] / median(seconds[batch, 2])) for batch in sizes]
 
 
 def accuracy(args, calibration, device, folder):
@@ -183,11 +195,12 @@ def accuracy(args, calibration, device, folder):
     clf.set_params(device=device)
     pairs, y = read_pairs(args.pairs, args.accuracy_pairs)
     y_match = (y == clf.match_label).astype(int)
+    match = list(clf.classes_).index(clf.match_label)
     probabilities = {}
     for precision in ["fp32", "bf16"]:  # bf16 runs even where emulated: accuracy only
-        probabilities[f"torch {precision}"] = _predict(clf, pairs, precision)[:, 1]
+        probabilities[f"torch {precision}"] = _predict(clf, pairs, precision)[:, match]
     for name, path in export_variants(clf, folder, calibration).items():
-        probabilities[name] = OnnxImageMatcher(path).predict_proba(pairs)[:, 1]
+        probabilities[name] = OnnxImageMatcher(path).predict_proba(pairs)[:, match]
     reference = probabilities["torch fp32"]
     rows = []
     for name, proba in probabilities.items():
@@ -208,13 +221,15 @@ def main(argv=None):
     parser.add_argument("--n-pairs", type=int, default=400,
                         help="first pairs of --pairs that are timed")
     parser.add_argument("--model", choices=sorted(MODELS), default="swin_tiny")
-    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "fp16"],
-                        help="default: fp32, and bf16 where the device computes it natively")
+    parser.add_argument("--precisions", nargs="+", choices=["bf16", "fp16"], default=[],
+                        help="precisions besides fp32 (default: bf16 where the device "
+                             "computes it natively)")
     parser.add_argument("--batch-size", type=int,
                         help="the raw forward's batch (default: the one chosen for the device)")
     parser.add_argument("--curve", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
     parser.add_argument("--calibration", help="pair CSV whose images calibrate static int8 "
-                                              "(default: the timed pairs' images)")
+                                              "(default: the timed pairs' images, so that "
+                                              "--dev-model's int8 figures are in-sample)")
     parser.add_argument("--n-calibration", type=int, default=64)
     parser.add_argument("--dev-model", help="a fitted classifier pickled by quality.py --save")
     parser.add_argument("--accuracy-pairs", type=int, default=2000)
@@ -224,7 +239,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    args.precisions = args.precisions or native_precisions(device)
+    args.precisions = (["fp32", *args.precisions] if args.precisions
+                       else native_precisions(device))
     MIN_SECONDS["value"] = args.min_seconds
     with tempfile.TemporaryDirectory() as folder:
         if args.quick:
@@ -236,7 +252,7 @@ def main(argv=None):
             pairs = read_pairs(args.pairs, args.n_pairs)[0]
         calibration_pairs = (read_pairs(args.calibration, 10**9)[0] if args.calibration
                              else pairs)
-        calibration = list(distinct_images(calibration_pairs)[:args.n_calibration])
+        calibration = list(some_images(calibration_pairs, args.n_calibration, seed=0))
         args.curve_images = distinct_images(pairs)
         print(f"{describe_machine(device)}; {len(pairs)} pairs of {len(args.curve_images)} "
               f"distinct images; {args.model}, random weights", flush=True)

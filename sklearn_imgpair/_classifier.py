@@ -158,14 +158,12 @@ class ImagePairClassifier(PairNet):
 
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Arithmetic of the backbone, by :func:`torch.autocast`; embeddings,
-        the head and the losses stay float32. ``"auto"`` trains in fp32
-        (bf16 training lost ROC AUC and calibration in the benchmarks) and
-        predicts in bf16 where the device computes it natively (a CPU with
-        AVX512-BF16 or AMX, a GPU of compute capability 8.0 or more), else in
-        fp32 (``precision_``). ``"bf16"`` trains faster on such hardware (and
-        is emulated, slowly, elsewhere: ``fit`` warns); ``"fp16"`` is for
-        CUDA, with loss scaling in training. ``fit`` raises a ``ValueError``
-        where the device cannot do it.
+        the head and the losses stay float32. ``"auto"`` trains in fp32 and
+        predicts in bf16 where the device computes it natively, else in fp32
+        (``precision_``; see the user guide's speed page). ``"bf16"``
+        (emulated, and warned about, on CPUs without it) and ``"fp16"``
+        (CUDA, with loss scaling) apply to ``fit`` too, which raises a
+        ``ValueError`` where the device cannot do them.
 
     freeze_backbone : bool, default=False
         Train the match head alone: ``fit`` embeds each distinct image once,
@@ -194,7 +192,7 @@ class ImagePairClassifier(PairNet):
 
     batch_size : int, default=32
         Pairs per training batch (two images each). Prediction embeds images
-        in batches chosen for the device and ``image_size_`` (16 images of
+        in batches chosen for the device and ``image_size_`` (8 images of
         224 px on a CPU), or of ``iterator_valid__batch_size`` where set.
 
     train_split : callable or None, default=ValidSplit(0.1, stratified=True)
@@ -539,16 +537,15 @@ class ImagePairClassifier(PairNet):
             ONNX opset, 18 or later; None uses the exporter's default (20
             with torch 2.14). onnxruntime runs opset 20 from version 1.17.
         quantize : {"int8"}, default=None
-            ``"int8"``: dynamic quantisation of the weights (per output
-            channel) with onnxruntime, about a quarter of the file size and
-            faster on CPUs with int8 instructions; embeddings keep a cosine
-            of about 0.9998 to float32. None keeps float32.
+            ``"int8"``: dynamic quantisation of the weights (7 bits, per
+            output channel) with onnxruntime, about a quarter of the file
+            size and faster on CPUs with int8 instructions; probabilities
+            within a few hundredths of float32's. None keeps float32.
         calibration_images : array-like of shape (n_images,), default=None
-            With ``quantize="int8"``: static quantisation instead, calibrated
-            on these images (paths or in-memory images, as
-            :meth:`ImageEmbedder.transform` takes them; a few dozen to a few
-            hundred of the kind the model will see), closer to float32 (see
-            :ref:`int8-dynamic-or-static`). An unreadable one raises an error.
+            With ``quantize="int8"``: static quantisation, calibrated on a
+            few dozen to a few hundred images of the kind the model will see
+            (as :meth:`ImageEmbedder.transform` takes them), closer to
+            float32 (see :ref:`int8-dynamic-or-static`).
 
         Returns
         -------

@@ -73,7 +73,7 @@ class ImageEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     batch_size : int or "auto", default="auto"
         Images per forward pass. ``"auto"`` chooses it for the device the
-        network is on and ``image_size_``: 16 images of 224 px on a CPU (the
+        network is on and ``image_size_``: 8 images of 224 px on a CPU (the
         fastest measured), 128 on CUDA, as many pixels at other sizes.
 
     device : str or torch.device, default="auto"

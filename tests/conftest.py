@@ -28,6 +28,20 @@ def _seed_everything():
     np.random.seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_native_bf16(monkeypatch):
+    """precision="auto" predicts in fp32 in every test, as on a CPU without bf16 instructions.
+
+    The tests compare torch's probabilities with float32 references (ONNX, saved files) to
+    1e-4; on a CPU with AVX512-BF16 or AMX, or a recent GPU, "auto" would predict in bf16.
+    Tests of bf16 itself patch these back.
+    """
+    from sklearn_imgpair._nn import device
+
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(device, "_cuda_has_bf16", lambda: False)
+
+
 @pytest.fixture
 def tiny_backbone_kwargs():
     """Keyword arguments that give ImagePairClassifier a tiny random Swin."""

@@ -294,3 +294,35 @@ def test_bench_copies_quick(capsys):
     rows = _summary(capsys)["copies"]
     assert [row["folder"] for row in rows] == ["demo", "photos"]
     assert all(row["n_images"] == 24 and row["dedup_s"] > 0 for row in rows)
+
+
+@pytest.mark.slow
+def test_bench_pairs_times_every_path_and_scores_them_on_a_fitted_model(fitted_clf, image_pairs,
+                                                                        tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    bench = _load("bench_pairs")
+    with open(tmp_path / "clf.pkl", "wb") as file:
+        pickle.dump(fitted_clf, file)
+    X, y = image_pairs
+    pd.DataFrame({"Image1": X[:, 0], "Image2": X[:, 1], "Label": y}).to_csv(
+        tmp_path / "pairs.csv", index=False)
+    (tmp_path / "automm.json").write_text(json.dumps({"eval": [{"pairs_per_s": 2.0}]}))
+    bench.main(["--quick", "--dev-model", str(tmp_path / "clf.pkl"), "--pairs",
+                str(tmp_path / "pairs.csv"), "--n-calibration", "8",
+                "--automm-json", str(tmp_path / "automm.json")])
+    summary = _summary(capsys)
+    rows = {row["path"]: row for row in summary["speed"]}
+    assert list(rows) == ["raw forward fp32", "predict_proba default", "transform default",
+                          "onnx fp32", "onnx int8 dynamic", "onnx int8 static"]
+    assert rows["raw forward fp32"]["ratio"] == 1.0 and summary["automm"] == 2.0
+    for row in rows.values():
+        assert row["pairs_per_s"] > 0 and row["automm"] == row["pairs_per_s"] / 2.0
+    assert [row["batch"] for row in summary["curve"]] == [1, 4]
+    accuracy = {row["path"]: row for row in summary["accuracy"]}
+    assert list(accuracy) == ["torch fp32", "torch bf16", "onnx fp32", "onnx int8 dynamic",
+                              "onnx int8 static"]
+    assert accuracy["torch fp32"]["roc_auc"] == fitted_clf.score(X, y)
+    assert accuracy["onnx fp32"]["max_diff"] < 1e-4
+    for row in accuracy.values():
+        assert row["mean_diff"] <= row["max_diff"] < 0.1 and 0 <= row["ece"] <= 1

@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.metaestimators import available_if
 
 from sklearn_imgpair._deploy.onnx_format import check_graph, read_metadata
+from sklearn_imgpair._images.batch_size import inference_batch_size
 from sklearn_imgpair._images.cells import InMemoryImage
 from sklearn_imgpair._images.embedding import embed_rows
 from sklearn_imgpair._images.pixels import read_pixels
@@ -37,7 +38,7 @@ __all__ = ["OnnxImageMatcher", "graph_feed", "read_graph_pixels"]
 
 _PARAMETER_CONSTRAINTS = {
     "path": [str, os.PathLike],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
     "providers": [list, tuple, None],
     "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     "on_error": [StrOptions(ON_ERROR_OPTIONS)],
@@ -119,8 +120,11 @@ class OnnxImageMatcher:
     ----------
     path : str or path-like
         The ``.onnx`` file.
-    batch_size : int, default=32
-        Images per run of the graph.
+    batch_size : int or "auto", default="auto"
+        Images per run of the graph; ``"auto"`` chooses for the execution
+        provider and the image size as the estimators do (8 images of 224
+        px on a CPU; see the user guide's "Precision and batch size chosen
+        for the machine").
     providers : list, default=None
         onnxruntime execution providers, in order of preference, e.g.
         ``["CUDAExecutionProvider", "CPUExecutionProvider"]``; None runs on
@@ -191,7 +195,7 @@ class OnnxImageMatcher:
 
     on_error = "raise"  # matchers pickled before on_error existed
 
-    def __init__(self, path, *, batch_size=32, providers=None, n_threads=None,
+    def __init__(self, path, *, batch_size="auto", providers=None, n_threads=None,
                  on_error="raise"):
         validate_parameter_constraints(
             _PARAMETER_CONSTRAINTS, {"path": path, "batch_size": batch_size,
@@ -257,9 +261,14 @@ class OnnxImageMatcher:
         def read(image, name):
             return read_or_report(self._read, image, name, self.on_error)
 
+        batch_size = self.batch_size
+        if batch_size == "auto":
+            provider = self.session_.get_providers()[0]
+            batch_size = inference_batch_size(
+                "cuda" if provider == "CUDAExecutionProvider" else "cpu", self.image_size_)
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for start in range(0, len(images), self.batch_size):
-                stop = start + self.batch_size
+            for start in range(0, len(images), batch_size):
+                stop = start + batch_size
                 # PIL releases the GIL while it decodes.
                 batch = list(pool.map(read, images[start:stop], names[start:stop]))
                 vectors[start:stop] = self._run(np.stack(

@@ -10,7 +10,7 @@ __all__ = ["inference_batch_size"]
 
 # The fastest batch, in 224 px images: measured on a CPU (see inference_batch_size),
 # a table value on CUDA; other image sizes hold as many pixels.
-CPU_BATCH_AT_224 = 16
+CPU_BATCH_AT_224 = 8
 CUDA_BATCH_AT_224 = 128
 REFERENCE_IMAGE_SIZE = 224
 # Bounds for small images, past which larger batches were no faster.
@@ -22,11 +22,12 @@ def inference_batch_size(device_kind, image_size):
     """Return the number of images per forward pass that embeds fastest.
 
     The fastest batch holds about as many pixels at any image size: on a CPU,
-    16 images of 224 px. Measured on a 2-core AVX2 CPU, images/s by batch
-    size: swin_tiny at 224 px, 1: 6.6, 4: 8.6, 8: 8.7, 16: 9.1, 32: 6.7; a
-    small Swin at 64 px, 8: 68, 16: 97, 32: 100, 64: 122, 128: 150, 256: 166,
-    512: 144: the best batch holds about 16 * 224 * 224 pixels, and larger
-    ones were slower. On CUDA the figure is 128 images of 224 px, a table
+    8 images of 224 px. Measured on a quiet 2-core AVX2 CPU (the raw forward,
+    medians of 3 in rotating order), images/s by batch size: swin_tiny at
+    224 px, 4: 8.95, 8: 9.11, 16: 8.04, 32: 6.51; a small Swin at 64 px,
+    64: 655, 128: 647, 256: 484: the best batch holds about 8 * 224 * 224
+    pixels, and larger ones were slower (``benchmarks/bench_pairs.py``
+    prints the curve). On CUDA the figure is 128 images of 224 px, a table
     value, not measured here.
 
     Parameters
@@ -40,7 +41,7 @@ def inference_batch_size(device_kind, image_size):
     Returns
     -------
     batch_size : int
-        The power of two nearest (by ratio) to ``16 * (224 / image_size) ** 2``
+        The power of two nearest (by ratio) to ``8 * (224 / image_size) ** 2``
         on a CPU, clipped to [1, 256]; to ``128 * (224 / image_size) ** 2`` on
         CUDA, clipped to [1, 1024].
 
@@ -48,7 +49,7 @@ def inference_batch_size(device_kind, image_size):
     --------
     >>> from sklearn_imgpair._images.batch_size import inference_batch_size
     >>> inference_batch_size("cpu", 224), inference_batch_size("cpu", 64)
-    (16, 256)
+    (8, 128)
     >>> inference_batch_size("cuda", 224)
     128
     """

@@ -237,15 +237,18 @@ def to_device(x, device):
 
 def cpu_has_fast_bf16():
     """Return True if this CPU has bfloat16 instructions (AVX512-BF16 or AMX)."""
+    # Private names of torch.cpu (torch has no public query of these CPU flags); a torch
+    # without them counts as no bf16, and tests/nn/test_device.py checks they still exist.
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def _cuda_has_bf16():
+    """Whether the current CUDA GPU computes bfloat16 natively (compute capability >= 8.0)."""
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch < 2.5
-        return torch.cuda.is_bf16_supported()
+    except TypeError:  # torch < 2.5 counts emulated bf16 (pre-Ampere GPUs) as supported
+        return torch.cuda.get_device_capability()[0] >= 8
 
 
 def resolve_precision(precision, device, *, training=False):

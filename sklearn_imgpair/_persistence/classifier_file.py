@@ -28,9 +28,12 @@ Versions of the schema:
    of version 1 load as a linear head without test-time flips.
 3. The network setting ``colour_share`` (``module__colour_share``); files of
    version 2 have no colour.
+4. ``precision="auto"``, resolved on the machine that loads the file;
+   files of earlier versions hold an explicit precision.
 
 A file is written in the oldest version that holds its content, so that a
-model without colour stays readable by readers of version 2.
+model without colour and with an explicit precision stays readable by
+readers of version 2.
 """
 
 import json
@@ -62,12 +65,14 @@ from sklearn_imgpair._persistence.estimator_state import (
 
 __all__ = ["CLASSIFIER_FORMAT_VERSION", "load_classifier", "save_classifier"]
 
-CLASSIFIER_FORMAT_VERSION = 3
+CLASSIFIER_FORMAT_VERSION = 4
 _ESTIMATOR = "ImagePairClassifier"
 
 
 def _format_version(content):
-    """The oldest version that holds ``content``: 3 with colour, else 2."""
+    """The oldest version that holds ``content``: 4 with "auto", 3 with colour, else 2."""
+    if content["params"].get("precision") == "auto":
+        return 4
     colour = ("colour_share" in content["network"]
               or "module__colour_share" in content["params"])
     return 3 if colour else 2

@@ -27,6 +27,8 @@ Versions of the schema, numbered as the classifier's:
    of version 1 load as a linear head without test-time flips.
 3. The network setting ``colour_share`` (an embedder copied from a
    classifier with colour); files of version 2 have no colour.
+4. ``precision="auto"`` or ``batch_size="auto"``, resolved on the machine
+   that loads the file; files of earlier versions hold explicit values.
 
 A file is written in the oldest version that holds its content.
 """
@@ -53,11 +55,16 @@ from sklearn_imgpair._persistence.estimator_state import (
 __all__ = ["EMBEDDER_FORMAT_VERSION", "embedder_content", "embedder_format_version",
            "embedder_from_content", "load_embedder", "save_embedder"]
 
-EMBEDDER_FORMAT_VERSION = 3
+EMBEDDER_FORMAT_VERSION = 4
 
 
 def embedder_format_version(content):
-    """The oldest version that holds an embedder's ``content``: 3 with colour, else 2."""
+    """The oldest version that holds an embedder's ``content``.
+
+    4 with a setting ``"auto"``, 3 with colour, else 2.
+    """
+    if "auto" in (content["params"].get("precision"), content["params"].get("batch_size")):
+        return 4
     return 3 if "colour_share" in content["network"] else 2
 
 

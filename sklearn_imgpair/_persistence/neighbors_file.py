@@ -32,9 +32,12 @@ document it holds:
    whose IVF index may hold fewer vectors than lists. Files of versions 1
    to 3 load without keys: :meth:`ImageNeighbors.partial_fit` embeds their
    gallery's images again when they are given again.
+5. An embedder whose ``precision`` or ``batch_size`` is ``"auto"`` (its
+   document's version 4).
 
-A file is written in the oldest version that holds its content: 4 when it
-has content keys, else the version of its embedder's document.
+A file is written in the oldest version that holds its content: 5 with an
+embedder of version 4, else 4 when it has content keys, else the version of
+its embedder's document.
 """
 
 import os
@@ -56,7 +59,7 @@ from sklearn_imgpair._persistence.estimator_state import (
 
 __all__ = ["NEIGHBORS_FORMAT_VERSION", "load_neighbors", "save_neighbors"]
 
-NEIGHBORS_FORMAT_VERSION = 4
+NEIGHBORS_FORMAT_VERSION = 5
 _EMBEDDER = "embedder."
 # Arrays memory-mapped by mmap_mode="r": the gallery's vectors, and the FAISS index's
 # bytes, which FAISS copies into its own index (so they need not be read first).
@@ -100,6 +103,7 @@ def save_neighbors(neighbors, path):
         "versions": library_versions(),
     }
     version = embedder_format_version(embedder)
+    version = 5 if version == 4 else version
     if keys is not None:
         content["fitted"]["gallery_keys"] = keys
         version = max(version, 4)

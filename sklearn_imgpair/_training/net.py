@@ -436,7 +436,9 @@ class PairNet(NeuralNetBinaryClassifier):
         if isinstance(x, dict) and "view_identities" in x:
             x = {key: value for key, value in x.items() if key != "view_identities"}
         x = to_device(x, self.device)  # non-blocking from pinned memory on CUDA
-        with autocast(self.precision, self.device, training=self.module_.training):
+        # Where the network is: device is None under Accelerate, whose accelerator placed it.
+        network_device = next(self.module_.parameters()).device
+        with autocast(self.precision, network_device, training=self.module_.training):
             return super().infer(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):

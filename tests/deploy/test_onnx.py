@@ -151,6 +151,22 @@ def test_classifier_file_embeds_as_the_classifier_backbone(fitted_clf, clf_onnx,
     assert (vectors * expected).sum(axis=1).min() >= 0.9999
 
 
+def test_the_runtime_batch_size_is_chosen_for_the_provider_and_image_size(
+        embedder_onnx, image_pairs, monkeypatch):
+    paths = np.unique(image_pairs[0].ravel())[:40]
+    matcher = OnnxImageMatcher(embedder_onnx)
+    assert matcher.batch_size == "auto"
+    batches = []
+    run = matcher._run
+    monkeypatch.setattr(matcher, "_run", lambda images: batches.append(len(images)) or run(images))
+    vectors = matcher.transform(paths)
+    assert batches == [40]  # inference_batch_size("cpu", 32) is 256: one run, not 32 + 8
+    batches.clear()
+    matcher.batch_size = 16
+    assert_allclose(matcher.transform(paths), vectors, atol=1e-5)
+    assert batches == [16, 16, 8]
+
+
 @pytest.mark.slow
 def test_pair_graph_outputs(fitted_clf, clf_onnx, image_pairs):
     """Any ONNX runtime gets logits, probabilities and embeddings from the graph alone."""

@@ -420,7 +420,7 @@ def test_the_embedder_batch_size_is_chosen_for_the_device_and_image_size(image_p
                                                                          batch_sizes):
     paths = np.unique(image_pairs[0].ravel())
     params = dict(pretrained=False, image_size=TINY_IMAGE_SIZE, model_kwargs=TINY_SWIN,
-                  cache=False, num_workers=0)
+                  cache=False, num_workers=0, device="cpu")
     embedder = ImageEmbedder(**params).fit()
     assert embedder.batch_size == "auto"
     embedder.transform(paths)
@@ -434,7 +434,8 @@ def test_prediction_batch_size_is_chosen_for_the_device_unless_iterator_valid_se
         clf, image_pairs, batch_sizes):
     X = image_pairs[0][:24]
     expected = clf.predict_proba(X)
-    assert batch_sizes == [inference_batch_size("cpu", TINY_IMAGE_SIZE)] != [clf.batch_size]
+    kind = next(clf.module_.parameters()).device.type
+    assert batch_sizes == [inference_batch_size(kind, TINY_IMAGE_SIZE)] != [clf.batch_size]
     assert search_embedder(None, clf)[0].batch_size == "auto"
     batch_sizes.clear()
     # Set after fit (skorch alone would refuse it on a fitted net).

@@ -9,8 +9,8 @@ from sklearn_imgpair._images.batch_size import inference_batch_size
 
 
 @pytest.mark.parametrize("device_kind, image_size, expected", [
-    ("cpu", 224, 16), ("cpu", 64, 256), ("cpu", 32, 256), ("cpu", 96, 64), ("cpu", 448, 4),
-    ("cpu", 5000, 1), ("mps", 224, 16),
+    ("cpu", 224, 8), ("cpu", 64, 128), ("cpu", 32, 256), ("cpu", 96, 32), ("cpu", 448, 2),
+    ("cpu", 5000, 1), ("mps", 224, 8),
     ("cuda", 224, 128), ("cuda", 384, 32), ("cuda", 32, 1024),
 ])
 def test_a_batch_holds_as_many_pixels_at_every_image_size(device_kind, image_size, expected):
@@ -18,10 +18,10 @@ def test_a_batch_holds_as_many_pixels_at_every_image_size(device_kind, image_siz
 
 
 def test_the_batch_is_the_power_of_two_nearest_by_ratio():
-    # 16 * (224 / 100) ** 2 = 80.3: 64 is 1.25 times smaller, 128 1.59 times larger.
-    assert inference_batch_size("cpu", 100) == 64
-    # 16 * (224 / 90) ** 2 = 99.1: 128 is 1.29 times larger, 64 1.55 times smaller.
-    assert inference_batch_size("cpu", 90) == 128
+    # 8 * (224 / 100) ** 2 = 40.1: 32 is 1.25 times smaller, 64 1.59 times larger.
+    assert inference_batch_size("cpu", 100) == 32
+    # 8 * (224 / 90) ** 2 = 49.6: 64 is 1.29 times larger, 32 1.55 times smaller.
+    assert inference_batch_size("cpu", 90) == 64
 
 
 def test_a_size_of_no_pixels_is_refused():

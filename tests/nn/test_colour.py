@@ -173,14 +173,16 @@ def test_classifier_with_colour_fits_saves_loads_and_embeds(colour_clf, image_pa
     assert reloaded.embedding_dim_ == d + 512
     assert_array_equal(reloaded.transform(paths), vectors)
     metadata = _metadata(tmp_path / "colour.safetensors")
-    assert metadata["format_version"] == "3"  # readers of version 2 would refuse the setting
+    assert metadata["format_version"] == "4"  # precision="auto"; with fp32, 3 (below)
     assert json.loads(metadata["content"])["network"] == {"test_time_flip": False,
                                                           "colour_share": 0.6}
     # The probabilities follow the blend: without the colours they change.
     plain = pickle.loads(pickle.dumps(colour_clf))
     plain.module_.colour_share = 0.0
     assert not np.allclose(plain.predict_proba(X), colour_clf.predict_proba(X), atol=1e-3)
-    # Colour off but module__colour_share among the parameters: still a version-3 file.
+    # Colour off but module__colour_share among the parameters: still a version-3 file
+    # (readers of version 2 would refuse the setting).
+    plain.set_params(precision="fp32")
     assert _metadata(plain.save(tmp_path / "plain.safetensors"))["format_version"] == "3"
 
 

@@ -121,3 +121,10 @@ def test_auto_precision_is_the_default_of_every_estimator():
     assert ImagePairClassifier().precision == "auto"
     assert ImageEmbedder().precision == "auto"
     assert AcceleratedImagePairClassifier(accelerator=None).precision == "auto"
+
+
+def test_torch_still_has_the_private_cpu_flags_that_cpu_has_fast_bf16_reads():
+    # cpu_has_fast_bf16 reads these private names of torch.cpu; were they renamed, it would
+    # answer False on every CPU and precision="auto" would never choose bf16.
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        assert callable(getattr(torch.cpu, name, None)), name

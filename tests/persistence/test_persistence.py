@@ -51,8 +51,9 @@ def test_the_file_is_safetensors_with_json_metadata_and_no_pickle(saved, fitted_
     header, data = _header(saved)
     metadata = header["__metadata__"]
     assert metadata["format"] == "sklearn-imgpair"
-    # Written in the oldest format that holds it: version 2 without colour (see test_colour).
-    assert metadata["format_version"] == "2" and FORMAT_VERSION == 3
+    # Written in the oldest format that holds it: version 4 for precision="auto" (the
+    # default), 2 without colour and with an explicit precision (see below and test_colour).
+    assert metadata["format_version"] == "4" and FORMAT_VERSION == 4
     content = json.loads(metadata["content"])
     assert content["estimator"] == "ImagePairClassifier"
     assert content["params"]["match_label"] == 1 and content["params"]["threshold"] == 0.5
@@ -371,10 +372,18 @@ def test_each_schema_writes_the_oldest_version_that_holds_it(colour, tmp_path, m
     neighbors = ImageNeighbors(classifier=clf, n_neighbors=2).fit(
         [f"images/image{index}.png" for index in range(4)])
     version = 3 if colour else 2
+    assert clf.precision == "fp32"  # as the file holds it
     assert _format_version(clf.save(tmp_path / "clf.safetensors")) == version
+    # batch_size="auto", the embedder's default, is new in version 4 (5 in a search's file).
+    assert _format_version(embedder.save(tmp_path / "embedder.safetensors")) == 4
+    embedder.set_params(batch_size=32)
     assert _format_version(embedder.save(tmp_path / "embedder.safetensors")) == version
     # A search's file holds its gallery's content keys, new in version 4.
+    assert _format_version(neighbors.save(tmp_path / "neighbors.safetensors")) == 5
+    neighbors.embedder_.set_params(batch_size=32)
     assert _format_version(neighbors.save(tmp_path / "neighbors.safetensors")) == 4
+    clf.set_params(precision="auto")
+    assert _format_version(clf.save(tmp_path / "auto.safetensors")) == 4
     loaded = ImageNeighbors.load(tmp_path / "neighbors.safetensors")
     assert loaded.embedder_.module_.colour_share == (0.5 if colour else 0.0)
     assert_array_equal(loaded.kneighbors()[1], neighbors.kneighbors()[1])
