@@ -134,19 +134,24 @@ def test_bench_onnx_quick(tmp_path, capsys):
     assert sizes["safetensors MB"] > 0
 
 
+def _pickle_and_pairs_csv(clf, image_pairs, folder):
+    """``clf`` pickled to folder/clf.pkl, the pairs to folder/pairs.csv (--model, --pairs)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    with open(folder / "clf.pkl", "wb") as file:
+        pickle.dump(clf, file)
+    X, y = image_pairs
+    pd.DataFrame({"Image1": X[:, 0], "Image2": X[:, 1], "Label": y}).to_csv(
+        folder / "pairs.csv", index=False)
+
+
 @pytest.mark.slow
 def test_bench_onnx_measures_the_int8_files_of_a_fitted_classifier(fitted_clf, image_pairs,
                                                                    tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
     bench = _load("bench_onnx")
-    with open(tmp_path / "clf.pkl", "wb") as file:
-        pickle.dump(fitted_clf, file)
+    _pickle_and_pairs_csv(fitted_clf, image_pairs, tmp_path)
     model_file = fitted_clf.save(tmp_path / "clf.safetensors")
     assert bench.load_classifier(model_file).threshold == fitted_clf.threshold
-    X, y = image_pairs
-    pd.DataFrame({"Image1": X[:, 0], "Image2": X[:, 1], "Label": y}).to_csv(
-        tmp_path / "pairs.csv", index=False)
     bench.main(["--model", str(tmp_path / "clf.pkl"), "--pairs", str(tmp_path / "pairs.csv"),
                 "--n-calibration", "8", "--n-images", "8", "--batch-size", "4",
                 "--repeats", "1", "--min-seconds", "0"])
@@ -299,14 +304,9 @@ def test_bench_copies_quick(capsys):
 @pytest.mark.slow
 def test_bench_pairs_times_every_path_and_scores_them_on_a_fitted_model(fitted_clf, image_pairs,
                                                                         tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
     bench = _load("bench_pairs")
-    with open(tmp_path / "clf.pkl", "wb") as file:
-        pickle.dump(fitted_clf, file)
+    _pickle_and_pairs_csv(fitted_clf, image_pairs, tmp_path)
     X, y = image_pairs
-    pd.DataFrame({"Image1": X[:, 0], "Image2": X[:, 1], "Label": y}).to_csv(
-        tmp_path / "pairs.csv", index=False)
     (tmp_path / "automm.json").write_text(json.dumps({"eval": [{"pairs_per_s": 2.0}]}))
     bench.main(["--quick", "--dev-model", str(tmp_path / "clf.pkl"), "--pairs",
                 str(tmp_path / "pairs.csv"), "--n-calibration", "8",

@@ -374,13 +374,14 @@ def test_each_schema_writes_the_oldest_version_that_holds_it(colour, tmp_path, m
     version = 3 if colour else 2
     assert clf.precision == "fp32"  # as the file holds it
     assert _format_version(clf.save(tmp_path / "clf.safetensors")) == version
-    # batch_size="auto", the embedder's default, is new in version 4 (5 in a search's file).
+    # "auto", the embedder's default batch_size and precision, is new in version 4 (5 in a
+    # search's file).
     assert _format_version(embedder.save(tmp_path / "embedder.safetensors")) == 4
-    embedder.set_params(batch_size=32)
+    embedder.set_params(batch_size=32, precision="fp32")
     assert _format_version(embedder.save(tmp_path / "embedder.safetensors")) == version
     # A search's file holds its gallery's content keys, new in version 4.
     assert _format_version(neighbors.save(tmp_path / "neighbors.safetensors")) == 5
-    neighbors.embedder_.set_params(batch_size=32)
+    neighbors.embedder_.set_params(batch_size=32, precision="fp32")
     assert _format_version(neighbors.save(tmp_path / "neighbors.safetensors")) == 4
     clf.set_params(precision="auto")
     assert _format_version(clf.save(tmp_path / "auto.safetensors")) == 4
