@@ -301,16 +301,13 @@ def test_bench_copies_quick(capsys):
     assert all(row["n_images"] == 24 and row["dedup_s"] > 0 for row in rows)
 
 
-@pytest.mark.slow
-def test_bench_pairs_times_every_path_and_scores_them_on_a_fitted_model(fitted_clf, image_pairs,
-                                                                        tmp_path, capsys):
+def test_bench_pairs_times_every_path_against_the_raw_forward_and_automm(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
     bench = _load("bench_pairs")
-    _pickle_and_pairs_csv(fitted_clf, image_pairs, tmp_path)
-    X, y = image_pairs
     (tmp_path / "automm.json").write_text(json.dumps({"eval": [{"pairs_per_s": 2.0}]}))
-    bench.main(["--quick", "--dev-model", str(tmp_path / "clf.pkl"), "--pairs",
-                str(tmp_path / "pairs.csv"), "--n-calibration", "8",
-                "--automm-json", str(tmp_path / "automm.json")])
+    bench.main(["--quick", "--n-calibration", "8", "--automm-json",
+                str(tmp_path / "automm.json")])
     summary = _summary(capsys)
     rows = {row["path"]: row for row in summary["speed"]}
     assert list(rows) == ["raw forward fp32", "predict_proba default", "transform default",
@@ -319,10 +316,4 @@ def test_bench_pairs_times_every_path_and_scores_them_on_a_fitted_model(fitted_c
     for row in rows.values():
         assert row["pairs_per_s"] > 0 and row["automm"] == row["pairs_per_s"] / 2.0
     assert [row["batch"] for row in summary["curve"]] == [1, 4]
-    accuracy = {row["path"]: row for row in summary["accuracy"]}
-    assert list(accuracy) == ["torch fp32", "torch bf16", "onnx fp32", "onnx int8 dynamic",
-                              "onnx int8 static"]
-    assert accuracy["torch fp32"]["roc_auc"] == fitted_clf.score(X, y)
-    assert accuracy["onnx fp32"]["max_diff"] < 1e-4
-    for row in accuracy.values():
-        assert row["mean_diff"] <= row["max_diff"] < 0.1 and 0 <= row["ece"] <= 1
+    assert "accuracy" not in summary  # --dev-model only (run on the dev model in the docs)
