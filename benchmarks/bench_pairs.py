@@ -63,8 +63,8 @@ from quality import reliability
 from sklearn.metrics import roc_auc_score
 
 from sklearn_imgpair import ImageEmbedder
+from sklearn_imgpair._deploy.onnx_runtime import read_graph_pixels
 from sklearn_imgpair._images.batch_size import inference_batch_size
-from sklearn_imgpair._images.pixels import read_pixels
 from sklearn_imgpair._nn.device import (
     device_type,
     resolve_device,
@@ -103,12 +103,11 @@ def export_variants(clf, folder, calibration):
     return files
 
 
-def speed(args, pairs, calibration, device, folder):
-    """Sections 1 to 3: pairs/s of every path on ``pairs`` with an untrained network."""
+def speed(args, pairs, images, calibration, device, folder):
+    """Sections 1 to 3: pairs/s of every path on ``pairs`` (of distinct ``images``)."""
     model = MODELS[args.model]
     size = model["image_size"]
     clf = pretend_fitted(model, size, 32, device, "auto", None, predict_batch_size=None)
-    images = distinct_images(pairs)
     tensors = decoded_tensors(images, clf.module_, size, device)
     batch = args.batch_size or _auto_batch_size(clf)
     onnx_files = export_variants(clf, folder, calibration)
@@ -154,24 +153,23 @@ def _predict(clf, pairs, precision):
     return clf.predict_proba(pairs)
 
 
-def batch_curve(args, clf, tensors, device, folder):
+def batch_curve(args, clf, images, tensors, device, folder):
     """Section 4: raw forward images/s by batch size, torch fp32 and onnxruntime fp32.
 
     onnxruntime runs the embedding graph (one input) on the images decoded beforehand.
     """
-    images = tensors[:max(args.curve)]
-    raw = np.stack([read_pixels(path, clf.image_size_).transpose(2, 0, 1)
-                    for path in args.curve_images[:len(images)]])
-    sizes = [batch for batch in args.curve if batch <= len(images)]
+    tensors = tensors[:max(args.curve)]
+    raw = np.stack([read_graph_pixels(path, clf.image_size_) for path in images[:len(tensors)]])
+    sizes = [batch for batch in args.curve if batch <= len(tensors)]
     path = os.path.join(folder, "embed.onnx")
     ImageEmbedder(classifier=clf).fit().export_onnx(path)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     runs = {}
     for batch in sizes:
-        n_images = len(images) - len(images) % batch  # whole batches only
+        n_images = len(tensors) - len(tensors) % batch  # whole batches only
 
         def run_torch(b=batch, n=n_images):
-            raw_forward(clf.module_.backbone, images[:n], b, "fp32", device)
+            raw_forward(clf.module_.backbone, tensors[:n], b, "fp32", device)
 
         def run_onnx(b=batch, n=n_images):
             for start in range(0, n, b):
@@ -253,10 +251,10 @@ def main(argv=None):
         calibration_pairs = (read_pairs(args.calibration, 10**9)[0] if args.calibration
                              else pairs)
         calibration = list(some_images(calibration_pairs, args.n_calibration, seed=0))
-        args.curve_images = distinct_images(pairs)
-        print(f"{describe_machine(device)}; {len(pairs)} pairs of {len(args.curve_images)} "
+        images = distinct_images(pairs)
+        print(f"{describe_machine(device)}; {len(pairs)} pairs of {len(images)} "
               f"distinct images; {args.model}, random weights", flush=True)
-        rows, batch, clf, tensors = speed(args, pairs, calibration, device, folder)
+        rows, batch, clf, tensors = speed(args, pairs, images, calibration, device, folder)
         automm = None
         if args.automm_json:
             with open(args.automm_json) as file:
@@ -268,12 +266,12 @@ def main(argv=None):
         print(format_table(rows, [("path", "path", ""), ("pairs_per_s", "pairs/s", ".2f"),
                                   ("ratio", "x raw fp32 forward", ".2f"),
                                   ("automm", "x AutoMM", ".2f")]))
-        curve = batch_curve(args, clf, tensors, device, folder)
+        curve = batch_curve(args, clf, images, tensors, device, folder)
         print("\nRaw forward, images per second by batch size (fp32)")
         print(format_table(curve, [("batch", "batch", ""), ("torch", "torch", ".2f"),
                                    ("onnx", "onnxruntime", ".2f")]))
         results = {"machine": describe_machine(device), "model": args.model,
-                   "n_pairs": len(pairs), "n_images": len(args.curve_images),
+                   "n_pairs": len(pairs), "n_images": len(images),
                    "batch_size": batch, "speed": rows, "curve": curve, "automm": automm}
         if args.dev_model:
             results["accuracy"] = accuracy(args, calibration, device, folder)
